@@ -1,0 +1,599 @@
+//! The bundle file, `medallion.yml`: variables, targets and Kafka client settings.
+//!
+//! Modelled on Databricks Asset Bundles' `databricks.yml`. A bundle is loaded once,
+//! then *resolved* for one target into [`Settings`], the plain values every task reads.
+//! Variable precedence, lowest first: the variable's `default`, the target's
+//! `variables`, the environment variable `MEDALLION_VAR_<name>`, and `--var name=value`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::catalog::Warehouse;
+use crate::kafka::KafkaSettings;
+
+/// The file name `medallion` looks for when no `--bundle` is given.
+pub const BUNDLE_FILE: &str = "medallion.yml";
+
+/// Prefix of environment variables that override bundle variables.
+pub const VAR_ENV_PREFIX: &str = "MEDALLION_VAR_";
+
+/// Errors found while loading or resolving a bundle. Each names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read bundle file {file}: {source}. Run medallion from the folder holding {BUNDLE_FILE}, or pass --bundle PATH")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {source}. Fix that key; `medallion --help` lists the bundle format")]
+    Parse {
+        file: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error(
+        "{file}: unknown target `{target}`. Known targets: {known}. Pass one of them with --target"
+    )]
+    UnknownTarget {
+        file: PathBuf,
+        target: String,
+        known: String,
+    },
+    #[error("{file}: no target has `default: true`, and none was given. Add `default: true` to one target or pass --target")]
+    NoDefaultTarget { file: PathBuf },
+    #[error("{file}: more than one target has `default: true` ({targets}). Keep it on one")]
+    ManyDefaultTargets { file: PathBuf, targets: String },
+    #[error("{origin}: unknown variable `{name}`. Declare it under `variables:` in {file}, or use one of: {known}")]
+    UnknownVariable {
+        file: PathBuf,
+        origin: String,
+        name: String,
+        known: String,
+    },
+    #[error("{origin}: `{text}` is not of the form name=value")]
+    BadOverride { origin: String, text: String },
+    #[error("{file}: variable `{name}` has value `{value}` ({origin}), but {expected}")]
+    InvalidValue {
+        file: PathBuf,
+        name: String,
+        value: String,
+        origin: String,
+        expected: String,
+    },
+    #[error("{file}: `kafka.{key}` holds a secret written in the file. Remove it and set `kafka.{key}_env: NAME` to the environment variable that holds it")]
+    SecretInFile { file: PathBuf, key: String },
+    #[error("{file}: `kafka.{key}_env` names the environment variable `{env}`, which is not set. Export {env} before running")]
+    MissingSecret {
+        file: PathBuf,
+        key: String,
+        env: String,
+    },
+}
+
+/// A variable declared in the bundle, as in `databricks.yml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariableDef {
+    pub description: String,
+    pub default: Scalar,
+}
+
+/// Deployment mode of a target, as in Databricks Asset Bundles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Development,
+    Production,
+}
+
+/// A target (`dev`, `prod`, ...) with its overrides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDef {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub variables: BTreeMap<String, Scalar>,
+    /// librdkafka settings merged over the bundle's `kafka` map.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, Scalar>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleHeader {
+    name: String,
+}
+
+/// A YAML scalar kept as text: `3`, `true` and `Stocks` are all variable values.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    String(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::String(s) => s.clone(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleFile {
+    bundle: BundleHeader,
+    #[serde(default)]
+    variables: BTreeMap<String, VariableDef>,
+    #[serde(default)]
+    kafka: BTreeMap<String, Scalar>,
+    targets: BTreeMap<String, TargetDef>,
+}
+
+/// A loaded `medallion.yml`.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The bundle file itself, for error messages.
+    pub file: PathBuf,
+    /// The folder holding the bundle file; relative paths are taken from here.
+    pub root: PathBuf,
+    pub name: String,
+    pub variables: BTreeMap<String, VariableDef>,
+    pub targets: BTreeMap<String, TargetDef>,
+    kafka: BTreeMap<String, Scalar>,
+}
+
+/// Where a variable override came from, so that errors can say so.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub name: String,
+    pub value: String,
+    pub origin: String,
+}
+
+impl Override {
+    /// Parses a `--var name=value` argument.
+    pub fn parse_cli(text: &str) -> Result<Self, BundleError> {
+        let (name, value) = text
+            .split_once('=')
+            .ok_or_else(|| BundleError::BadOverride {
+                origin: "--var".into(),
+                text: text.into(),
+            })?;
+        Ok(Override {
+            name: name.trim().into(),
+            value: value.into(),
+            origin: format!("--var {name}"),
+        })
+    }
+
+    /// Collects `MEDALLION_VAR_<name>` overrides from an environment listing.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Self> {
+        vars.into_iter()
+            .filter_map(|(key, value)| {
+                let name = key.strip_prefix(VAR_ENV_PREFIX)?.to_string();
+                Some(Override {
+                    origin: format!("environment variable {key}"),
+                    name,
+                    value,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Everything a run needs, resolved for one target.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bundle_name: String,
+    pub bundle_file: PathBuf,
+    /// The target's name, which is also the catalog of its tables.
+    pub target: String,
+    pub mode: Mode,
+    pub landing_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub warehouse: Warehouse,
+    pub kafka: KafkaSettings,
+    /// Rows per Delta commit for streaming writes (variable `batch_rows`, optional).
+    pub batch_rows: usize,
+    /// Every resolved variable, for `medallion` to print.
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Rows per Delta commit when the bundle does not declare `batch_rows`: large enough that
+/// a run writes few, big Parquet files, small enough to bound memory.
+pub const DEFAULT_BATCH_ROWS: usize = 250_000;
+
+impl Bundle {
+    /// Loads and parses a bundle file.
+    pub fn load(file: &Path) -> Result<Self, BundleError> {
+        let text = std::fs::read_to_string(file).map_err(|source| BundleError::Read {
+            file: file.into(),
+            source,
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Parses bundle text; `file` is used for error messages and as the root for relative paths.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, BundleError> {
+        let parsed: BundleFile =
+            serde_yaml::from_str(text).map_err(|source| BundleError::Parse {
+                file: file.into(),
+                source,
+            })?;
+        let root = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let bundle = Bundle {
+            file: file.into(),
+            root,
+            name: parsed.bundle.name,
+            variables: parsed.variables,
+            targets: parsed.targets,
+            kafka: parsed.kafka,
+        };
+        for (name, target) in &bundle.targets {
+            for var in target.variables.keys() {
+                bundle.check_declared(
+                    var,
+                    &format!("{}: targets.{name}.variables", bundle.file.display()),
+                )?;
+            }
+        }
+        Ok(bundle)
+    }
+
+    /// The target to use: the one named, or the one marked `default: true`.
+    pub fn target_name(&self, requested: Option<&str>) -> Result<String, BundleError> {
+        if let Some(name) = requested {
+            if self.targets.contains_key(name) {
+                return Ok(name.into());
+            }
+            return Err(BundleError::UnknownTarget {
+                file: self.file.clone(),
+                target: name.into(),
+                known: self.targets.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+        let defaults: Vec<_> = self
+            .targets
+            .iter()
+            .filter(|(_, t)| t.default)
+            .map(|(n, _)| n.clone())
+            .collect();
+        match defaults.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(BundleError::NoDefaultTarget {
+                file: self.file.clone(),
+            }),
+            many => Err(BundleError::ManyDefaultTargets {
+                file: self.file.clone(),
+                targets: many.join(", "),
+            }),
+        }
+    }
+
+    fn check_declared(&self, name: &str, origin: &str) -> Result<(), BundleError> {
+        if self.variables.contains_key(name) {
+            return Ok(());
+        }
+        Err(BundleError::UnknownVariable {
+            file: self.file.clone(),
+            origin: origin.into(),
+            name: name.into(),
+            known: self
+                .variables
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// Resolves the bundle for a target, applying overrides in order (later ones win).
+    pub fn resolve(
+        &self,
+        target: Option<&str>,
+        overrides: &[Override],
+    ) -> Result<Settings, BundleError> {
+        let target_name = self.target_name(target)?;
+        let target = &self.targets[&target_name];
+
+        let mut values: BTreeMap<String, (String, String)> = self
+            .variables
+            .iter()
+            .map(|(n, v)| (n.clone(), (v.default.text(), "default".to_string())))
+            .collect();
+        for (name, value) in &target.variables {
+            values.insert(
+                name.clone(),
+                (value.text(), format!("targets.{target_name}.variables")),
+            );
+        }
+        for o in overrides {
+            self.check_declared(&o.name, &o.origin)?;
+            values.insert(o.name.clone(), (o.value.clone(), o.origin.clone()));
+        }
+
+        let get = |name: &str| -> Result<&(String, String), BundleError> {
+            values
+                .get(name)
+                .ok_or_else(|| BundleError::UnknownVariable {
+                    file: self.file.clone(),
+                    origin: format!("{}: variables", self.file.display()),
+                    name: name.into(),
+                    known: format!(
+                    "{} (medallion needs `{name}`; declare it with a description and a default)",
+                    self.variables.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                })
+        };
+        let path = |name: &str| -> Result<PathBuf, BundleError> {
+            let (value, origin) = get(name)?;
+            if value.trim().is_empty() {
+                return Err(self.invalid(name, value, origin, "a folder path is required"));
+            }
+            Ok(self.root.join(value))
+        };
+
+        let landing_dir = path("landing_dir")?;
+        let state_dir = path("state_dir")?;
+        let warehouse = Warehouse::new(path("warehouse_dir")?, target_name.clone());
+
+        let (topic, origin) = get("kafka_topic")?;
+        if !valid_topic(topic) {
+            return Err(self.invalid(
+                "kafka_topic",
+                topic,
+                origin,
+                "a Kafka topic name is 1-249 characters of letters, digits, `.`, `_` and `-`",
+            ));
+        }
+        let (partitions, origin) = get("kafka_partitions")?;
+        let partitions: i32 = partitions
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p >= 1)
+            .ok_or_else(|| {
+                self.invalid(
+                    "kafka_partitions",
+                    partitions,
+                    origin,
+                    "it must be a whole number of at least 1",
+                )
+            })?;
+        let (bootstrap, _) = get("kafka_bootstrap_servers")?;
+        let batch_rows = match values.get("batch_rows") {
+            None => DEFAULT_BATCH_ROWS,
+            Some((text, origin)) => text
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    self.invalid(
+                        "batch_rows",
+                        text,
+                        origin,
+                        "it must be a whole number of at least 1",
+                    )
+                })?,
+        };
+
+        let mut client = BTreeMap::new();
+        for (key, value) in self.kafka.iter().chain(target.kafka.iter()) {
+            client.insert(key.clone(), value.text());
+        }
+        let client = self.resolve_secrets(client, &|name| std::env::var(name).ok())?;
+
+        Ok(Settings {
+            bundle_name: self.name.clone(),
+            bundle_file: self.file.clone(),
+            target: target_name,
+            mode: target.mode,
+            landing_dir,
+            state_dir,
+            warehouse,
+            kafka: KafkaSettings {
+                bootstrap_servers: Some(bootstrap.trim().to_string()).filter(|b| !b.is_empty()),
+                topic: topic.clone(),
+                partitions,
+                client,
+            },
+            batch_rows,
+            variables: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        })
+    }
+
+    fn invalid(&self, name: &str, value: &str, origin: &str, expected: &str) -> BundleError {
+        BundleError::InvalidValue {
+            file: self.file.clone(),
+            name: name.into(),
+            value: value.into(),
+            origin: origin.into(),
+            expected: expected.into(),
+        }
+    }
+
+    /// Replaces `sasl.username_env` / `sasl.password_env` (and any `*_env` key naming a
+    /// secret) with the environment variable's value. A secret written in the file is refused.
+    fn resolve_secrets(
+        &self,
+        client: BTreeMap<String, String>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<BTreeMap<String, String>, BundleError> {
+        let mut out = BTreeMap::new();
+        for (key, value) in client {
+            if SECRET_KEYS.contains(&key.as_str()) {
+                return Err(BundleError::SecretInFile {
+                    file: self.file.clone(),
+                    key,
+                });
+            }
+            if let Some(real) = key.strip_suffix("_env") {
+                let secret = env(&value).ok_or_else(|| BundleError::MissingSecret {
+                    file: self.file.clone(),
+                    key: real.into(),
+                    env: value.clone(),
+                })?;
+                out.insert(real.to_string(), secret);
+            } else {
+                out.insert(key, value);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// librdkafka keys whose values are secrets: they may only come from the environment.
+const SECRET_KEYS: &[&str] = &[
+    "sasl.username",
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "sasl.oauthbearer.client.secret",
+];
+
+fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+bundle:
+  name: kafka_stream
+variables:
+  landing_dir: { description: landing, default: data/landing }
+  warehouse_dir: { description: wh, default: .medallion/warehouse }
+  state_dir: { description: state, default: .medallion/state }
+  kafka_bootstrap_servers: { description: servers, default: "" }
+  kafka_topic: { description: topic, default: Stocks }
+  kafka_partitions: { description: partitions, default: 3 }
+kafka:
+  security.protocol: SASL_SSL
+  sasl.mechanism: SCRAM-SHA-256
+targets:
+  dev:
+    default: true
+  prod:
+    mode: production
+    variables:
+      kafka_partitions: 6
+"#;
+
+    fn bundle() -> Bundle {
+        Bundle::parse(Path::new("/b/medallion.yml"), YAML).unwrap()
+    }
+
+    #[test]
+    fn resolves_defaults_relative_to_the_bundle_folder() {
+        let s = bundle().resolve(None, &[]).unwrap();
+        assert_eq!(s.target, "dev");
+        assert_eq!(s.landing_dir, PathBuf::from("/b/data/landing"));
+        assert_eq!(s.kafka.topic, "Stocks");
+        assert_eq!(s.kafka.partitions, 3);
+        assert_eq!(s.kafka.bootstrap_servers, None);
+        assert_eq!(s.warehouse.catalog(), "dev");
+    }
+
+    #[test]
+    fn overrides_apply_in_precedence_order() {
+        let b = bundle();
+        let s = b.resolve(Some("prod"), &[]).unwrap();
+        assert_eq!(s.kafka.partitions, 6);
+        assert_eq!(s.mode, Mode::Production);
+        let env = Override::from_env([
+            ("MEDALLION_VAR_kafka_topic".to_string(), "T1".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ]);
+        let cli = Override::parse_cli("kafka_topic=T2").unwrap();
+        let s = b.resolve(Some("prod"), &[env[0].clone()]).unwrap();
+        assert_eq!(s.kafka.topic, "T1");
+        let s = b.resolve(Some("prod"), &[env[0].clone(), cli]).unwrap();
+        assert_eq!(s.kafka.topic, "T2");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let b = bundle();
+        let err = b
+            .resolve(None, &[Override::parse_cli("nope=1").unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown variable `nope`") && err.contains("kafka_topic"),
+            "{err}"
+        );
+        let err = b
+            .resolve(
+                None,
+                &[Override::parse_cli("kafka_partitions=zero").unwrap()],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/b/medallion.yml") && err.contains("kafka_partitions"),
+            "{err}"
+        );
+        let err = b.resolve(Some("qa"), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown target `qa`") && err.contains("dev, prod"),
+            "{err}"
+        );
+        let err = Bundle::parse(
+            Path::new("m.yml"),
+            &YAML.replace("default: true", "defualt: true"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("m.yml") && err.contains("defualt"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_only() {
+        let b = bundle();
+        let mut client = BTreeMap::new();
+        client.insert("sasl.password".to_string(), "hunter2".to_string());
+        let err = b
+            .resolve_secrets(client, &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sasl.password_env"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let mut client = BTreeMap::new();
+        client.insert("sasl.password_env".to_string(), "KAFKA_PW".to_string());
+        let err = b
+            .resolve_secrets(client.clone(), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KAFKA_PW") && err.contains("not set"), "{err}");
+        let ok = b
+            .resolve_secrets(client, &|n| (n == "KAFKA_PW").then(|| "s3cret".to_string()))
+            .unwrap();
+        assert_eq!(ok["sasl.password"], "s3cret");
+    }
+}

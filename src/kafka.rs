@@ -1,0 +1,480 @@
+//! Kafka connection settings and topic administration, through librdkafka.
+//!
+//! The same code talks to the embedded tansu broker and to any hosted Kafka: only the
+//! bootstrap address and the librdkafka settings from the bundle's `kafka` map differ.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// How long one metadata request may take before it is retried.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts to reach the broker before giving up, with doubling backoff between them.
+const CONNECT_ATTEMPTS: u32 = 3;
+
+/// Errors talking to Kafka. Each names the broker address.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaClientError {
+    #[error("cannot create a Kafka client for {bootstrap}: {source}. Check the `kafka` settings in the bundle")]
+    Client {
+        bootstrap: String,
+        source: KafkaError,
+    },
+    #[error("Kafka at {bootstrap} did not answer after {attempts} attempts ({source}). Check that the broker is running and reachable, and kafka_bootstrap_servers")]
+    Unreachable {
+        bootstrap: String,
+        attempts: u32,
+        source: KafkaError,
+    },
+    #[error("cannot create topic `{topic}` on {bootstrap}: {reason}. Create it yourself, or grant this user the right to create topics")]
+    CreateTopic {
+        topic: String,
+        bootstrap: String,
+        reason: String,
+    },
+    #[error("topic `{topic}` does not exist on {bootstrap} after it was created")]
+    TopicMissing { topic: String, bootstrap: String },
+    #[error(
+        "cannot read the offsets of topic `{topic}` partition {partition} on {bootstrap}: {source}"
+    )]
+    Watermarks {
+        topic: String,
+        partition: i32,
+        bootstrap: String,
+        source: KafkaError,
+    },
+    #[error("reading topic `{topic}` from {bootstrap} failed: {source}")]
+    Consume {
+        topic: String,
+        bootstrap: String,
+        source: KafkaError,
+    },
+    #[error("no records arrived from topic `{topic}` on {bootstrap} for {idle:?}, while partitions {waiting} still had records to read. Check the broker")]
+    Stalled {
+        topic: String,
+        bootstrap: String,
+        idle: Duration,
+        waiting: String,
+    },
+}
+
+/// Kafka settings from the bundle.
+#[derive(Clone)]
+pub struct KafkaSettings {
+    /// `None` means: start the embedded broker.
+    pub bootstrap_servers: Option<String>,
+    pub topic: String,
+    pub partitions: i32,
+    /// librdkafka settings (`security.protocol`, `sasl.mechanism`, ...), secrets resolved.
+    pub client: BTreeMap<String, String>,
+}
+
+/// Prints settings with secret values hidden, so that they never reach a log.
+impl fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topic", &self.topic)
+            .field("partitions", &self.partitions)
+            .field("client", &redacted(&self.client))
+            .finish()
+    }
+}
+
+/// The client settings with every secret-looking value replaced by `***`.
+pub fn redacted(client: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    client
+        .iter()
+        .map(|(k, v)| {
+            let secret = k.contains("password") || k.contains("secret") || k.ends_with("username");
+            (k.clone(), if secret { "***".into() } else { v.clone() })
+        })
+        .collect()
+}
+
+/// A reachable Kafka cluster: bootstrap servers plus client settings.
+#[derive(Clone)]
+pub struct KafkaEndpoint {
+    pub bootstrap: String,
+    client: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaEndpoint")
+            .field("bootstrap", &self.bootstrap)
+            .field("client", &redacted(&self.client))
+            .finish()
+    }
+}
+
+/// A topic's partitions as the broker reports them.
+#[derive(Debug, Clone)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<i32>,
+    pub created: bool,
+}
+
+impl KafkaEndpoint {
+    pub fn new(bootstrap: impl Into<String>, client: BTreeMap<String, String>) -> Self {
+        KafkaEndpoint {
+            bootstrap: bootstrap.into(),
+            client,
+        }
+    }
+
+    /// A client configuration with the bootstrap servers and the bundle's settings.
+    pub fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        // Loopback brokers and hosted clusters alike: fail fast on a dead address.
+        config.set("socket.connection.setup.timeout.ms", "10000");
+        for (k, v) in &self.client {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// A producer configuration: idempotent, `acks=all`, Java-compatible key partitioning.
+    /// Tuning defaults come first so that the bundle can override them; the delivery
+    /// guarantees come last so that it cannot.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        config.set("linger.ms", "10");
+        config.set("batch.size", "1000000");
+        config.set("queue.buffering.max.messages", "1000000");
+        config.set("queue.buffering.max.kbytes", "262144");
+        config.set("message.timeout.ms", "120000");
+        // The Java client's partitioner, so that Spark and Java producers agree on keys.
+        config.set("partitioner", "murmur2_random");
+        for (k, v) in &self.client {
+            config.set(k, v);
+        }
+        config.set("enable.idempotence", "true");
+        config.set("acks", "all");
+        config
+    }
+
+    /// A consumer configuration for reading assigned partitions; it never joins a group,
+    /// because progress lives in the Delta tables, not in consumer-group offsets.
+    pub fn consumer_config(&self, purpose: &str) -> ClientConfig {
+        let mut config = self.config();
+        config.set("group.id", format!("medallion-{purpose}"));
+        config.set("enable.auto.commit", "false");
+        config.set("enable.auto.offset.store", "false");
+        config.set("enable.partition.eof", "true");
+        config.set("auto.offset.reset", "earliest");
+        config.set("session.timeout.ms", "10000");
+        config.set("queued.min.messages", "200000");
+        // Read up to the end quickly: the broker answers as soon as it has anything.
+        config.set("fetch.wait.max.ms", "100");
+        config
+    }
+
+    /// The low and high watermark of each partition (blocking; call from a blocking thread).
+    pub fn watermarks(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, (i64, i64)>, KafkaClientError> {
+        let consumer: BaseConsumer = self.config().create().map_err(|e| self.client_error(e))?;
+        partitions
+            .iter()
+            .map(|&p| {
+                consumer
+                    .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+                    .map(|w| (p, w))
+                    .map_err(|source| KafkaClientError::Watermarks {
+                        topic: topic.into(),
+                        partition: p,
+                        bootstrap: self.bootstrap.clone(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+
+    /// [`KafkaEndpoint::watermarks`] from async code, off the runtime's worker threads.
+    pub async fn watermarks_async(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, (i64, i64)>, KafkaClientError> {
+        let this = self.clone();
+        let topic = topic.to_string();
+        let partitions = partitions.to_vec();
+        tokio::task::spawn_blocking(move || this.watermarks(&topic, &partitions))
+            .await
+            .expect("watermark task panicked")
+    }
+
+    fn client_error(&self, source: KafkaError) -> KafkaClientError {
+        KafkaClientError::Client {
+            bootstrap: self.bootstrap.clone(),
+            source,
+        }
+    }
+
+    /// The partitions of `topic`, or `None` when it does not exist. Retries with backoff.
+    pub fn partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, KafkaClientError> {
+        let consumer: BaseConsumer = self.config().create().map_err(|e| self.client_error(e))?;
+        let mut backoff = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+                Ok(metadata) => {
+                    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                        return Ok(None);
+                    };
+                    if matches!(
+                        t.error(),
+                        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition
+                    ) || t.partitions().is_empty()
+                    {
+                        return Ok(None);
+                    }
+                    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                    ids.sort_unstable();
+                    return Ok(Some(ids));
+                }
+                Err(source) if attempt >= CONNECT_ATTEMPTS => {
+                    return Err(KafkaClientError::Unreachable {
+                        bootstrap: self.bootstrap.clone(),
+                        attempts: attempt,
+                        source,
+                    })
+                }
+                Err(err) => {
+                    tracing::warn!(bootstrap = %self.bootstrap, attempt, %err, "Kafka did not answer; retrying in {backoff:?}");
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Makes sure `topic` exists, creating it with `partitions` partitions if it is missing.
+    pub async fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication: i32,
+    ) -> Result<TopicInfo, KafkaClientError> {
+        let this = self.clone();
+        let name = topic.to_string();
+        let existing = tokio::task::spawn_blocking(move || this.partitions(&name))
+            .await
+            .expect("metadata task panicked")?;
+        if let Some(found) = existing {
+            if found.len() as i32 != partitions {
+                tracing::warn!(
+                    topic,
+                    existing = found.len(),
+                    configured = partitions,
+                    "topic exists with a different partition count than kafka_partitions; using it as it is"
+                );
+            }
+            return Ok(TopicInfo {
+                name: topic.into(),
+                partitions: found,
+                created: false,
+            });
+        }
+
+        let admin: AdminClient<DefaultClientContext> =
+            self.config().create().map_err(|e| self.client_error(e))?;
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+        let results = admin
+            .create_topics(
+                [&new],
+                &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)),
+            )
+            .await
+            .map_err(|e| KafkaClientError::CreateTopic {
+                topic: topic.into(),
+                bootstrap: self.bootstrap.clone(),
+                reason: e.to_string(),
+            })?;
+        for result in results {
+            if let Err((_, code)) = result {
+                if code != RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(KafkaClientError::CreateTopic {
+                        topic: topic.into(),
+                        bootstrap: self.bootstrap.clone(),
+                        reason: code.to_string(),
+                    });
+                }
+            }
+        }
+        tracing::info!(topic, partitions, bootstrap = %self.bootstrap, "created topic");
+
+        // Metadata can lag a create by a moment; wait until the partitions are visible.
+        for _ in 0..50 {
+            let this = self.clone();
+            let name = topic.to_string();
+            let found = tokio::task::spawn_blocking(move || this.partitions(&name))
+                .await
+                .expect("metadata task panicked")?;
+            if let Some(found) = found.filter(|f| f.len() as i32 == partitions) {
+                return Ok(TopicInfo {
+                    name: topic.into(),
+                    partitions: found,
+                    created: true,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(KafkaClientError::TopicMissing {
+            topic: topic.into(),
+            bootstrap: self.bootstrap.clone(),
+        })
+    }
+}
+
+/// Reads a fixed range of offsets from each partition of a topic, then stops: the
+/// *available now* trigger. Ranges are `[start, end)`; records past `end` (produced after
+/// the range was fixed) are left for the next run.
+pub struct RangeReader {
+    consumer: StreamConsumer,
+    topic: String,
+    bootstrap: String,
+    /// Partitions still being read, with their exclusive end offset.
+    remaining: BTreeMap<i32, i64>,
+    idle: Duration,
+}
+
+impl RangeReader {
+    /// Assigns every partition whose range is not empty.
+    pub fn open(
+        endpoint: &KafkaEndpoint,
+        purpose: &str,
+        topic: &str,
+        ranges: &BTreeMap<i32, (i64, i64)>,
+        idle: Duration,
+    ) -> Result<Self, KafkaClientError> {
+        let consumer: StreamConsumer = endpoint
+            .consumer_config(purpose)
+            .create()
+            .map_err(|e| endpoint.client_error(e))?;
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = BTreeMap::new();
+        for (&p, &(start, end)) in ranges {
+            if start < end {
+                tpl.add_partition_offset(topic, p, Offset::Offset(start))
+                    .map_err(|e| endpoint.client_error(e))?;
+                remaining.insert(p, end);
+            }
+        }
+        if !remaining.is_empty() {
+            consumer
+                .assign(&tpl)
+                .map_err(|e| endpoint.client_error(e))?;
+        }
+        Ok(RangeReader {
+            consumer,
+            topic: topic.into(),
+            bootstrap: endpoint.bootstrap.clone(),
+            remaining,
+            idle,
+        })
+    }
+
+    /// The next record within the ranges, or `None` once every range is read.
+    pub async fn next(&mut self) -> Result<Option<BorrowedMessage<'_>>, KafkaClientError> {
+        loop {
+            if self.remaining.is_empty() {
+                return Ok(None);
+            }
+            let received = tokio::time::timeout(self.idle, self.consumer.recv()).await;
+            let message = match received {
+                Err(_) => {
+                    return Err(KafkaClientError::Stalled {
+                        topic: self.topic.clone(),
+                        bootstrap: self.bootstrap.clone(),
+                        idle: self.idle,
+                        waiting: format!("{:?}", self.remaining.keys().collect::<Vec<_>>()),
+                    })
+                }
+                Ok(Err(KafkaError::PartitionEOF(p))) => {
+                    // The end of what the broker has: with transaction markers or
+                    // compaction, the last offsets of a range may hold no record.
+                    finish(&mut self.remaining, &self.consumer, &self.topic, p);
+                    continue;
+                }
+                Ok(Err(source)) => {
+                    return Err(KafkaClientError::Consume {
+                        topic: self.topic.clone(),
+                        bootstrap: self.bootstrap.clone(),
+                        source,
+                    })
+                }
+                Ok(Ok(m)) => m,
+            };
+            let p = message.partition();
+            let Some(&end) = self.remaining.get(&p) else {
+                continue;
+            };
+            if message.offset() >= end {
+                finish(&mut self.remaining, &self.consumer, &self.topic, p);
+                continue;
+            }
+            if message.offset() + 1 >= end {
+                finish(&mut self.remaining, &self.consumer, &self.topic, p);
+            }
+            return Ok(Some(message));
+        }
+    }
+}
+
+/// Marks a partition's range as read and stops fetching it.
+fn finish(
+    remaining: &mut BTreeMap<i32, i64>,
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+) {
+    if remaining.remove(&partition).is_some() {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let _ = consumer.pause(&tpl);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut client = BTreeMap::new();
+        client.insert("sasl.password".to_string(), "hunter2".to_string());
+        client.insert("sasl.username".to_string(), "alice".to_string());
+        client.insert("security.protocol".to_string(), "SASL_SSL".to_string());
+        let e = KafkaEndpoint::new("k:9092", client.clone());
+        let s = KafkaSettings {
+            bootstrap_servers: None,
+            topic: "t".into(),
+            partitions: 1,
+            client,
+        };
+        for text in [format!("{e:?}"), format!("{s:?}")] {
+            assert!(
+                !text.contains("hunter2") && !text.contains("alice"),
+                "{text}"
+            );
+            assert!(text.contains("SASL_SSL"), "{text}");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! medallion: a streaming lakehouse pipeline in one binary.
+//!
+//! CSV landing files are streamed into Kafka ([`tasks::ingest`]), Kafka into a Bronze
+//! Delta table ([`tasks::bronze`]), exactly once on every hop. A run is configured by a
+//! bundle file ([`bundle`]) and driven by [`job::run`].
+
+// Errors carry librdkafka and delta-rs errors by value, with the context a user needs;
+// they are returned once per task, never on a per-row path, so their size is no cost.
+#![allow(clippy::result_large_err)]
+
+pub mod broker;
+pub mod bundle;
+pub mod catalog;
+pub mod checkpoint;
+pub mod delta;
+pub mod fault;
+pub mod generate;
+pub mod job;
+pub mod kafka;
+pub mod progress;
+pub mod quarantine;
+pub mod source;
+pub mod tasks;

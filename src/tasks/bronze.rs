@@ -1,0 +1,295 @@
+//! Task `bronze`: Kafka → the `bronze.bronze` Delta table (the original pipeline's "Bronze").
+//!
+//! The table has the columns of Spark's Kafka source, partitioned by `year_month` of the
+//! record timestamp. Progress is the last offset written per partition, stored as a Delta
+//! `txn` action with app id `<table>/<topic>/<partition>` in the same commit as the rows.
+//! On start the task reads those versions and seeks just past them; consumer-group
+//! offsets play no part. A crash between two commits therefore re-reads exactly the
+//! records whose commit did not happen.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::Transaction;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message, Timestamp};
+
+use crate::catalog::TableName;
+use crate::delta::{schema, DeltaError, DeltaSink, TableSpec};
+use crate::fault;
+use crate::kafka::{KafkaClientError, RangeReader};
+use crate::progress::{Progress, TaskSummary};
+use crate::tasks::TaskContext;
+
+/// Errors of the bronze task.
+#[derive(Debug, thiserror::Error)]
+pub enum BronzeError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaClientError),
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
+    #[error("{table} already holds topic `{topic}` partition {partition} up to offset {committed}, but the topic now ends at offset {high}. The topic was recreated or the broker lost its data; run `medallion reset` to start over, or point kafka_topic at the right topic")]
+    TopicBehindTable {
+        table: String,
+        topic: String,
+        partition: i32,
+        committed: i64,
+        high: i64,
+    },
+}
+
+/// `<catalog>.bronze.bronze`.
+pub fn table() -> TableSpec {
+    TableSpec {
+        name: TableName::new("bronze", "bronze"),
+        schema: schema(vec![
+            Field::new("key", DataType::Utf8, true),
+            Field::new("value", DataType::Utf8, true),
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("partition", DataType::Int32, false),
+            Field::new("offset", DataType::Int64, false),
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("timestampType", DataType::Int32, false),
+            Field::new("year_month", DataType::Utf8, true),
+        ]),
+        partition_columns: vec!["year_month".into()],
+    }
+}
+
+/// The txn app id under which a partition's progress is committed.
+pub fn app_id(table: &TableName, topic: &str, partition: i32) -> String {
+    format!("{table}/{topic}/{partition}")
+}
+
+/// Runs the bronze task: every partition from where it left off to the end offsets seen now.
+pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, BronzeError> {
+    let topic = ctx.settings.kafka.topic.as_str();
+    let spec = table();
+    let name = spec.name.clone();
+    let mut sink = DeltaSink::open(&ctx.settings.warehouse, spec).await?;
+    let mut summary = TaskSummary::new("bronze");
+
+    let offsets = ctx.kafka.watermarks_async(topic, &ctx.partitions).await?;
+    let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut ranges = BTreeMap::new();
+    for (&partition, &(low, high)) in &offsets {
+        let done = sink.txn_version(&app_id(&name, topic, partition)).await?;
+        if let Some(done) = done {
+            committed.insert(partition, done);
+            if done + 1 > high {
+                return Err(BronzeError::TopicBehindTable {
+                    table: sink.qualified_name().into(),
+                    topic: topic.into(),
+                    partition,
+                    committed: done,
+                    high,
+                });
+            }
+        }
+        let start = done.map_or(low, |d| d + 1);
+        if start < low {
+            let note = format!(
+                "partition {partition}: offsets {start}..{low} were deleted by the topic's retention before bronze read them"
+            );
+            tracing::warn!("{note}");
+            summary.notes.push(note);
+        }
+        ranges.insert(partition, (start.max(low), high));
+    }
+
+    let mut reader = RangeReader::open(&ctx.kafka, "bronze", topic, &ranges, ctx.idle_timeout)?;
+    let mut batch = BronzeBatch::new(ctx.batch_rows.min(1 << 20));
+    while let Some(message) = reader.next().await? {
+        batch.push(&message);
+        committed.insert(message.partition(), message.offset());
+        if batch.len() >= ctx.batch_rows {
+            drop(message);
+            commit(
+                &mut sink,
+                &mut batch,
+                &name,
+                topic,
+                &committed,
+                &mut summary,
+                &progress,
+            )
+            .await?;
+        }
+    }
+    commit(
+        &mut sink,
+        &mut batch,
+        &name,
+        topic,
+        &committed,
+        &mut summary,
+        &progress,
+    )
+    .await?;
+    summary.elapsed = progress.elapsed();
+    Ok(summary)
+}
+
+/// Appends the batch with one `txn` action per partition, then starts a new batch.
+async fn commit(
+    sink: &mut DeltaSink,
+    batch: &mut BronzeBatch,
+    name: &TableName,
+    topic: &str,
+    committed: &BTreeMap<i32, i64>,
+    summary: &mut TaskSummary,
+    progress: &Progress,
+) -> Result<(), BronzeError> {
+    let rows = batch.len() as u64;
+    if rows == 0 {
+        return Ok(());
+    }
+    let record_batch = batch.finish();
+    let txns = committed
+        .iter()
+        .map(|(&p, &offset)| Transaction::new(app_id(name, topic, p), offset))
+        .collect();
+    let version = sink.append(vec![record_batch], txns).await?;
+    fault::point("bronze.after_commit");
+    summary.rows_read += rows;
+    summary.rows_written += rows;
+    summary
+        .versions
+        .push((sink.qualified_name().to_string(), version));
+    progress.add_rows(rows);
+    Ok(())
+}
+
+/// Column builders for one commit's worth of records.
+struct BronzeBatch {
+    key: StringBuilder,
+    value: StringBuilder,
+    topic: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    timestamp: TimestampMicrosecondBuilder,
+    timestamp_type: Int32Builder,
+    year_month: StringBuilder,
+    month_cache: MonthCache,
+    len: usize,
+}
+
+impl BronzeBatch {
+    fn new(capacity: usize) -> Self {
+        BronzeBatch {
+            key: StringBuilder::with_capacity(capacity, capacity * 8),
+            value: StringBuilder::with_capacity(capacity, capacity * 128),
+            topic: StringBuilder::with_capacity(capacity, capacity * 8),
+            partition: Int32Builder::with_capacity(capacity),
+            offset: Int64Builder::with_capacity(capacity),
+            timestamp: TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
+            timestamp_type: Int32Builder::with_capacity(capacity),
+            year_month: StringBuilder::with_capacity(capacity, capacity * 7),
+            month_cache: MonthCache::default(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, m: &BorrowedMessage<'_>) {
+        // Kafka keys and values are bytes; ours are UTF-8 JSON. Bytes from another
+        // producer that are not UTF-8 are kept with replacement characters.
+        self.key
+            .append_option(m.key().map(|k| String::from_utf8_lossy(k)));
+        self.value
+            .append_option(m.payload().map(|v| String::from_utf8_lossy(v)));
+        self.topic.append_value(m.topic());
+        self.partition.append_value(m.partition());
+        self.offset.append_value(m.offset());
+        // Spark's timestampType: 0 = CreateTime, 1 = LogAppendTime.
+        let (millis, kind) = match m.timestamp() {
+            Timestamp::CreateTime(ms) => (Some(ms), 0),
+            Timestamp::LogAppendTime(ms) => (Some(ms), 1),
+            Timestamp::NotAvailable => (None, -1),
+        };
+        self.timestamp.append_option(millis.map(|ms| ms * 1000));
+        self.timestamp_type.append_value(kind);
+        self.year_month
+            .append_option(millis.and_then(|ms| self.month_cache.year_month(ms)));
+        self.len += 1;
+    }
+
+    fn finish(&mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.key.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.topic.finish()),
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.timestamp_type.finish()),
+            Arc::new(self.year_month.finish()),
+        ];
+        self.len = 0;
+        RecordBatch::try_new(table().schema, columns).expect("columns match the bronze schema")
+    }
+}
+
+/// Formats `yyyy-MM` of a millisecond timestamp, reusing the last month's text: records
+/// arrive in time order, so nearly every call hits the cache.
+#[derive(Default)]
+struct MonthCache {
+    start: i64,
+    end: i64,
+    text: String,
+}
+
+impl MonthCache {
+    fn year_month(&mut self, ms: i64) -> Option<&str> {
+        use chrono::{Datelike, TimeZone, Utc};
+        if !(self.start <= ms && ms < self.end) {
+            let t = Utc.timestamp_millis_opt(ms).single()?;
+            let first = Utc
+                .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+                .single()?;
+            let (ny, nm) = if t.month() == 12 {
+                (t.year() + 1, 1)
+            } else {
+                (t.year(), t.month() + 1)
+            };
+            let next = Utc.with_ymd_and_hms(ny, nm, 1, 0, 0, 0).single()?;
+            self.start = first.timestamp_millis();
+            self.end = next.timestamp_millis();
+            self.text = format!("{:04}-{:02}", t.year(), t.month());
+        }
+        Some(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn year_month_of_timestamps() {
+        let mut c = MonthCache::default();
+        assert_eq!(c.year_month(0), Some("1970-01"));
+        // 2024-02-29T23:59:59.999Z and the next millisecond.
+        assert_eq!(c.year_month(1_709_251_199_999), Some("2024-02"));
+        assert_eq!(c.year_month(1_709_251_200_000), Some("2024-03"));
+        assert_eq!(c.year_month(1_735_689_599_999), Some("2024-12"));
+        assert_eq!(c.year_month(1_735_689_600_000), Some("2025-01"));
+    }
+
+    #[test]
+    fn app_ids_name_table_topic_and_partition() {
+        assert_eq!(app_id(&table().name, "Stocks", 2), "bronze.bronze/Stocks/2");
+    }
+}

@@ -1,0 +1,388 @@
+//! Task `ingest`: CSV landing files → Kafka (the original pipeline's "Kafka - Producer").
+//!
+//! For each landing file not yet ingested, in path order:
+//! 1. record it as in progress, with the topic's end offsets (the [`IngestCheckpoint`]);
+//! 2. if a previous run died inside this file, read back which of its lines already
+//!    reached the topic (by the `source_file`/`source_line` headers), to skip them;
+//! 3. send each good row as one message through an idempotent, `acks=all` producer, and
+//!    collect the bad rows;
+//! 4. wait until every message is acknowledged;
+//! 5. commit the bad rows to `quarantine.ingest` (idempotent by a `txn` version);
+//! 6. record the file as complete.
+//!
+//! A crash at any step leaves either a file that is resumed where it stopped, or one that
+//! is complete: every data line ends up exactly once in Kafka or in quarantine.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deltalake::kernel::Transaction;
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message};
+
+use crate::checkpoint::{CheckpointError, IngestCheckpoint};
+use crate::delta::{DeltaError, DeltaSink};
+use crate::fault;
+use crate::kafka::{KafkaClientError, RangeReader};
+use crate::progress::{Progress, TaskSummary};
+use crate::quarantine::{self, IngestReject};
+use crate::source::{self, CsvRows, LandingFile, Row, SourceError};
+use crate::tasks::TaskContext;
+
+/// Header naming the landing file a message came from (relative to `landing_dir`).
+pub const HEADER_SOURCE_FILE: &str = "source_file";
+/// Header holding the 1-based line number of the row within its file.
+pub const HEADER_SOURCE_LINE: &str = "source_line";
+
+/// How long to wait for the broker to acknowledge a file's messages.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Errors of the ingest task.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaClientError),
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
+    #[error("cannot create the Kafka producer for {bootstrap}: {source}. Check the `kafka` settings in the bundle")]
+    Producer {
+        bootstrap: String,
+        source: KafkaError,
+    },
+    #[error("{failed} message(s) of {file} were not acknowledged by {bootstrap} (first error: {error}). The file is not marked as ingested; the next run resumes it")]
+    Delivery {
+        file: String,
+        bootstrap: String,
+        failed: u64,
+        error: String,
+    },
+    #[error("the topic `{topic}` has no partitions on {bootstrap}")]
+    NoPartitions { topic: String, bootstrap: String },
+}
+
+/// Counts delivery reports, which librdkafka sends from its own thread.
+#[derive(Default)]
+struct Deliveries {
+    acked: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((err, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| err.to_string());
+            }
+        }
+    }
+}
+
+/// What sending one file produced.
+struct FileOutcome {
+    sent: u64,
+    skipped: u64,
+    rejects: Vec<IngestReject>,
+}
+
+/// Runs the ingest task over every landing file not yet ingested.
+pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, IngestError> {
+    let settings = &ctx.settings;
+    let topic = settings.kafka.topic.clone();
+    let mut summary = TaskSummary::new("ingest");
+    let mut checkpoint = IngestCheckpoint::load(&settings.state_dir, &topic)?;
+
+    let files = source::discover(&settings.landing_dir)?;
+    let mut pending = Vec::new();
+    for file in files {
+        match checkpoint.completed(&file.name) {
+            None => pending.push(file),
+            Some(done) if done.size != file.size || done.modified_ms != file.modified_ms => {
+                let note = format!(
+                    "{} changed after it was ingested at {}; it is not sent again. To ingest the new content, land it under a new name",
+                    file.name, done.completed_at
+                );
+                tracing::warn!("{note}");
+                summary.notes.push(note);
+            }
+            Some(_) => {}
+        }
+    }
+    progress.set_total_files(pending.len() as u64);
+
+    let producer: ThreadedProducer<Deliveries> = ThreadedProducer::from_config_and_context(
+        &ctx.kafka.producer_config(),
+        Deliveries::default(),
+    )
+    .map_err(|source| IngestError::Producer {
+        bootstrap: ctx.kafka.bootstrap.clone(),
+        source,
+    })?;
+    let mut quarantine_table: Option<DeltaSink> = None;
+    let quarantine_app = format!("ingest/{topic}");
+
+    for file in pending {
+        let partitions = ctx.partitions.clone();
+        let offsets = ctx.kafka.watermarks_async(&topic, &partitions).await?;
+        let entry = checkpoint.begin(&file, || {
+            offsets.iter().map(|(&p, &(_, high))| (p, high)).collect()
+        })?;
+        let resumed = offsets
+            .iter()
+            .any(|(p, (_, high))| entry.start_offsets.get(p).is_none_or(|start| start < high));
+        let already = if resumed {
+            // This file was started before: something of it may already be in the topic.
+            lines_already_sent(ctx, &file.name, &entry.start_offsets, &offsets).await?
+        } else {
+            HashSet::new()
+        };
+
+        let deliveries = producer.context();
+        let before = (
+            deliveries.acked.load(Ordering::Relaxed),
+            deliveries.failed.load(Ordering::Relaxed),
+        );
+        let outcome = {
+            let producer = producer.clone();
+            let file = file.clone();
+            let topic = topic.clone();
+            let progress = progress.clone();
+            tokio::task::spawn_blocking(move || {
+                send_file(&producer, &topic, &file, &already, &progress)
+            })
+            .await
+            .expect("ingest thread panicked")?
+        };
+        flush(&producer, &file, &ctx.kafka.bootstrap, before, outcome.sent).await?;
+        fault::point("ingest.after_send");
+
+        if !outcome.rejects.is_empty() {
+            if quarantine_table.is_none() {
+                quarantine_table =
+                    Some(DeltaSink::open(&settings.warehouse, quarantine::ingest_table()).await?);
+            }
+            let table = quarantine_table.as_mut().expect("opened above");
+            let committed = table.txn_version(&quarantine_app).await?;
+            if committed.is_none_or(|v| v < entry.seq) {
+                let batch = quarantine::ingest_batch(&outcome.rejects);
+                let version = table
+                    .append(
+                        vec![batch],
+                        vec![Transaction::new(&quarantine_app, entry.seq)],
+                    )
+                    .await?;
+                summary
+                    .versions
+                    .push((table.qualified_name().to_string(), version));
+            }
+        }
+        fault::point("ingest.before_checkpoint");
+        checkpoint.complete(
+            &file,
+            entry.seq,
+            outcome.sent + outcome.skipped,
+            outcome.rejects.len() as u64,
+        )?;
+        progress.file_done();
+
+        let rows = outcome.sent + outcome.skipped + outcome.rejects.len() as u64;
+        tracing::info!(
+            file = %file.name,
+            rows,
+            sent = outcome.sent,
+            resumed_past = outcome.skipped,
+            quarantined = outcome.rejects.len(),
+            "ingested"
+        );
+        if outcome.skipped > 0 {
+            summary.notes.push(format!(
+                "{}: resumed after a crash; {} line(s) were already in the topic and were not sent again",
+                file.name, outcome.skipped
+            ));
+        }
+        summary.files += 1;
+        summary.rows_read += rows;
+        summary.rows_written += outcome.sent;
+        summary.rows_quarantined += outcome.rejects.len() as u64;
+    }
+    summary.elapsed = progress.elapsed();
+    Ok(summary)
+}
+
+/// Reads back the `source_line` headers of `file`'s messages written since the file was
+/// started, so that a resumed file sends only what is missing.
+async fn lines_already_sent(
+    ctx: &TaskContext,
+    file: &str,
+    start: &BTreeMap<i32, i64>,
+    now: &BTreeMap<i32, (i64, i64)>,
+) -> Result<HashSet<u64>, KafkaClientError> {
+    let ranges: BTreeMap<i32, (i64, i64)> = now
+        .iter()
+        .map(|(&p, &(low, high))| (p, (start.get(&p).copied().unwrap_or(low).max(low), high)))
+        .collect();
+    let mut reader = RangeReader::open(
+        &ctx.kafka,
+        "ingest-resume",
+        &ctx.settings.kafka.topic,
+        &ranges,
+        ctx.idle_timeout,
+    )?;
+    let mut lines = HashSet::new();
+    while let Some(message) = reader.next().await? {
+        let Some(headers) = message.headers() else {
+            continue;
+        };
+        let mut from_file = false;
+        let mut line = None;
+        for h in headers.iter() {
+            match (h.key, h.value) {
+                (HEADER_SOURCE_FILE, Some(v)) => from_file = v == file.as_bytes(),
+                (HEADER_SOURCE_LINE, Some(v)) => {
+                    line = std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                }
+                _ => {}
+            }
+        }
+        if let (true, Some(line)) = (from_file, line) {
+            lines.insert(line);
+        }
+    }
+    tracing::info!(
+        file,
+        already_sent = lines.len(),
+        "resuming a partly sent file"
+    );
+    Ok(lines)
+}
+
+/// Reads one file and hands its good rows to the producer (blocking).
+fn send_file(
+    producer: &ThreadedProducer<Deliveries>,
+    topic: &str,
+    file: &LandingFile,
+    already: &HashSet<u64>,
+    progress: &Progress,
+) -> Result<FileOutcome, IngestError> {
+    let mut rows = CsvRows::open(file)?;
+    let mut outcome = FileOutcome {
+        sent: 0,
+        skipped: 0,
+        rejects: Vec::new(),
+    };
+    let mut since_report = 0u64;
+    while let Some(row) = rows.next_row() {
+        since_report += 1;
+        if since_report == 10_000 {
+            progress.add_rows(since_report);
+            since_report = 0;
+        }
+        match row {
+            Row::Rejected { line, raw, reason } => outcome.rejects.push(IngestReject {
+                file: file.name.clone(),
+                line,
+                raw,
+                reason,
+            }),
+            Row::Record { line, .. } if already.contains(&line) => outcome.skipped += 1,
+            Row::Record { line, key, value } => {
+                let line_text = line.to_string();
+                let headers = OwnedHeaders::new_with_capacity(2)
+                    .insert(Header {
+                        key: HEADER_SOURCE_FILE,
+                        value: Some(file.name.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: HEADER_SOURCE_LINE,
+                        value: Some(line_text.as_bytes()),
+                    });
+                let mut record = BaseRecord::to(topic).payload(&value).headers(headers);
+                if let Some(k) = &key {
+                    record = record.key(k);
+                }
+                send(producer, record);
+                outcome.sent += 1;
+                fault::point("ingest.row");
+            }
+        }
+    }
+    progress.add_rows(since_report);
+    Ok(outcome)
+}
+
+/// Enqueues a record, waiting while librdkafka's local queue is full.
+fn send<'a>(producer: &ThreadedProducer<Deliveries>, mut record: BaseRecord<'a, String, String>) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((err, _)) => {
+                // Any other enqueue error is reported like a failed delivery.
+                producer.context().failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = producer
+                    .context()
+                    .first_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| err.to_string());
+                return;
+            }
+        }
+    }
+}
+
+/// Waits until every message of the file is acknowledged, or fails.
+async fn flush(
+    producer: &ThreadedProducer<Deliveries>,
+    file: &LandingFile,
+    bootstrap: &str,
+    before: (u64, u64),
+    sent: u64,
+) -> Result<(), IngestError> {
+    let p = producer.clone();
+    let flushed = tokio::task::spawn_blocking(move || p.flush(FLUSH_TIMEOUT))
+        .await
+        .expect("flush thread panicked");
+    let deliveries = producer.context();
+    let acked = deliveries.acked.load(Ordering::Relaxed) - before.0;
+    let failed = deliveries.failed.load(Ordering::Relaxed) - before.1;
+    if failed > 0 || acked < sent || flushed.is_err() {
+        let error = deliveries
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .or_else(|| flushed.err().map(|e| e.to_string()))
+            .unwrap_or_else(|| "not acknowledged in time".into());
+        return Err(IngestError::Delivery {
+            file: file.name.clone(),
+            bootstrap: bootstrap.into(),
+            failed: sent.saturating_sub(acked),
+            error,
+        });
+    }
+    Ok(())
+}
