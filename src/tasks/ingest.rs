@@ -86,6 +86,7 @@ impl ProducerContext for Deliveries {
         match result {
             Ok(_) => {
                 self.acked.fetch_add(1, Ordering::Relaxed);
+                fault::point("ingest.acked");
             }
             Err((err, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);

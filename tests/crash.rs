@@ -1,0 +1,109 @@
+//! Kill and re-run: the real binary is aborted at named fault points (as abruptly as
+//! `kill -9`), then run again. Kafka must hold every good data line exactly once, bronze
+//! every Kafka record exactly once, and quarantine every bad line exactly once.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+
+/// 3,000 good lines in two files, plus a file with two bad lines among three.
+fn land_input(w: &Workspace) -> u64 {
+    w.generate(small(3000, 2, 11));
+    w.land(
+        "stocks_0003.csv",
+        b"Index,Date,Open,High,Low,Close,Adj Close,Volume\r\nNYA,2031-01-02,1,2,0.5,1.5,1.5,10\r\nNYA,2031-01-03,1\r\nNYA,2031-01-06,1,2\r\n",
+    );
+    3001
+}
+
+async fn assert_exactly_once(w: &Workspace, broker: &TestBroker, good: u64) {
+    let records = topic_records(&broker.bootstrap(), "Stocks").await;
+    assert_eq!(records.len() as u64, good, "Kafka holds each good line once");
+    let lines: BTreeSet<(String, String)> = records
+        .iter()
+        .map(|r| (r.headers["source_file"].clone(), r.headers["source_line"].clone()))
+        .collect();
+    assert_eq!(lines.len() as u64, good, "no line was sent twice");
+
+    let bronze_rows = w
+        .query(&bronze(), "SELECT partition, \"offset\", value FROM t ORDER BY partition, \"offset\"")
+        .await;
+    let kafka_rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| vec![r.partition.to_string(), r.offset.to_string(), r.value.clone()])
+        .collect();
+    assert_eq!(bronze_rows, kafka_rows, "bronze holds every Kafka record exactly once");
+    assert_eq!(w.count(&ingest_quarantine()).await, 2, "each bad line quarantined once");
+}
+
+/// `resumed`: text the rerun's summary must show, proving it resumed rather than redid.
+async fn crash_then_rerun(fault: &str, resumed: &str) {
+    let broker = TestBroker::start().await;
+    let mut w = Workspace::with_broker(&broker);
+    w.set_var("batch_rows", "500");
+    let good = land_input(&w);
+
+    let crashed = w.run_binary(&[], &[("MEDALLION_FAULT", fault)]).await;
+    let stderr = String::from_utf8_lossy(&crashed.stderr);
+    assert!(!crashed.status.success(), "{fault}: the run should have died");
+    assert!(stderr.contains("fault injected"), "{fault}: {stderr}");
+
+    let rerun = w.run_binary(&[], &[]).await;
+    assert!(
+        rerun.status.success(),
+        "{fault}: rerun failed: {}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let out = String::from_utf8_lossy(&rerun.stdout);
+    assert!(out.contains(resumed), "{fault}: rerun should show `{resumed}`:\n{out}");
+    assert_exactly_once(&w, &broker, good).await;
+
+    // And a third run has nothing left to do.
+    let third = w.run_binary(&[], &[]).await;
+    assert!(third.status.success());
+    assert_exactly_once(&w, &broker, good).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_mid_file_resumes_without_resending() {
+    // 700 messages of the first file are acknowledged, the rest are not: the rerun reads
+    // back what reached the topic and sends only the rest.
+    crash_then_rerun("ingest.acked@700", "stocks_0001.csv: resumed after a crash").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_while_messages_wait_in_the_producer_queue() {
+    crash_then_rerun("ingest.row@700", "ingest succeeded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_after_acks_before_the_checkpoint_sends_nothing_twice() {
+    crash_then_rerun(
+        "ingest.before_checkpoint@3",
+        "stocks_0003.csv: resumed after a crash; 1 line(s) were already in the topic",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_after_a_file_was_acknowledged() {
+    crash_then_rerun(
+        "ingest.after_send@2",
+        "stocks_0002.csv: resumed after a crash; 1500 line(s) were already in the topic",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_between_bronze_commits_leaves_no_duplicate_offsets() {
+    // Two commits of 500 survived the crash: the rerun reads only the rest.
+    crash_then_rerun("bronze.after_commit@2", "rows written  2001").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_after_the_last_bronze_commit() {
+    // 3,001 records in batches of 500: the 7th commit is the last one.
+    crash_then_rerun("bronze.after_commit@7", "rows written  0").await;
+}

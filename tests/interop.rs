@@ -1,0 +1,81 @@
+//! Interoperability: the tables medallion writes open in Python `deltalake`, with the
+//! same rows, schema, partitioning and progress (`txn`) versions.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// The Python with `deltalake`: $MEDALLION_PYTHON, or the venv `.ci/run` makes.
+fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("MEDALLION_PYTHON") {
+        return Some(p.into());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+fn read_with_python(python: &Path, table: &Path, apps: &[String]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/read_delta.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(table)
+        .args(apps)
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_deltalake_reads_bronze_and_quarantine() {
+    let Some(python) = python() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: set MEDALLION_PYTHON or run .ci/run, which makes .venv"
+        );
+        eprintln!("skipped: no Python with deltalake (run .ci/run to make .venv)");
+        return;
+    };
+    let broker = TestBroker::start().await;
+    let mut w = Workspace::with_broker(&broker);
+    w.set_var("batch_rows", "400");
+    w.generate(small(1000, 1, 21));
+    w.land("bad.csv", b"Index,Date\nNYA,2001-01-01\n");
+    w.run().await;
+
+    let settings = w.settings();
+    let apps: Vec<String> = (0..3).map(|p| format!("bronze.bronze/Stocks/{p}")).collect();
+    let seen = read_with_python(&python, &settings.warehouse.path(&bronze()), &apps);
+    assert_eq!(seen["rows"], 1000);
+    assert_eq!(seen["distinct_offsets"], 1000);
+    assert_eq!(seen["partition_columns"], serde_json::json!(["year_month"]));
+    let columns: Vec<(String, String)> = seen["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c[0].as_str().unwrap().into(), c[1].as_str().unwrap().into()))
+        .collect();
+    let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["key", "value", "topic", "partition", "offset", "timestamp", "timestampType", "year_month"]
+    );
+    let ty = |name: &str| columns.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert!(ty("value").contains("string"), "{columns:?}");
+    assert_eq!(ty("partition"), "int32");
+    assert_eq!(ty("offset"), "int64");
+    assert!(ty("timestamp").starts_with("timestamp[us"), "{columns:?}");
+
+    // The progress Python sees is the last offset of each partition.
+    let records = topic_records(&broker.bootstrap(), "Stocks").await;
+    for (p, app) in apps.iter().enumerate() {
+        let last = records.iter().filter(|r| r.partition == p as i32).map(|r| r.offset).max();
+        assert_eq!(seen["txn"][app].as_i64(), last, "{app}");
+    }
+
+    let q = read_with_python(&python, &settings.warehouse.path(&ingest_quarantine()), &[]);
+    assert_eq!(q["rows"], 1);
+    assert_eq!(w.count(&ingest_quarantine()).await, 1);
+}

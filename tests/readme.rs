@@ -1,0 +1,85 @@
+//! The README's main command, `medallion run`, on the sample the project ships, with the
+//! default embedded broker (tansu with sqlite storage under state_dir).
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn copy_sample(to: &Path) -> u64 {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/landing");
+    let mut lines = 0;
+    for entry in std::fs::read_dir(sample).unwrap() {
+        let path = entry.unwrap().path();
+        lines += data_lines(&path).len() as u64;
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_readme_command_runs_the_sample_end_to_end_on_the_embedded_broker() {
+    let w = Workspace::new();
+    let lines = copy_sample(&w.landing());
+    assert!(lines >= 5000, "the shipped sample has {lines} rows");
+
+    let first = w.run_binary(&[], &[]).await;
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(out.contains("kafka embedded"), "{out}");
+    assert!(out.contains("── ingest succeeded") && out.contains("── bronze succeeded"), "{out}");
+    assert!(out.contains(&format!("rows written  {lines}")), "{out}");
+    assert!(w.root().join(".medallion/state/broker/tansu.db").exists());
+    assert_eq!(w.count(&bronze()).await, lines);
+
+    // The broker restarts with the next run and still has the topic and its offsets.
+    let second = w.run_binary(&[], &[]).await;
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(out.matches("rows written  0").count(), 2, "{out}");
+    assert_eq!(w.count(&bronze()).await, lines);
+
+    w.generate(GenerateOptions {
+        prefix: "new".into(),
+        ..small(250, 1, 99)
+    });
+    let third = w.run_binary(&["--task", "ingest"], &[]).await;
+    assert!(String::from_utf8_lossy(&third.stdout).contains("rows written  250"));
+    assert!(!String::from_utf8_lossy(&third.stdout).contains("bronze"));
+    let fourth = w.run_binary(&["--task", "bronze"], &[]).await;
+    assert!(String::from_utf8_lossy(&fourth.stdout).contains("rows written  250"));
+    assert_eq!(w.count(&bronze()).await, lines + 250);
+}
+
+#[test]
+fn help_explains_every_command() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["run", "generate", "--bundle"] {
+        assert!(text.contains(word), "{text}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["--target", "--var", "--task", "MEDALLION_VAR_"] {
+        assert!(text.contains(word), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_bundle_value_names_the_file_the_key_and_the_fix() {
+    let w = Workspace::new();
+    let out = w.run_binary(&["--var", "kafka_partitions=many"], &[]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("medallion.yml") && err.contains("kafka_partitions") && err.contains("whole number"), "{err}");
+    let out = w.run_binary(&["--var", "kafka_partitons=3"], &[]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown variable `kafka_partitons`"), "{err}");
+}
