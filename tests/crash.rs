@@ -20,22 +20,47 @@ fn land_input(w: &Workspace) -> u64 {
 
 async fn assert_exactly_once(w: &Workspace, broker: &TestBroker, good: u64) {
     let records = topic_records(&broker.bootstrap(), "Stocks").await;
-    assert_eq!(records.len() as u64, good, "Kafka holds each good line once");
+    assert_eq!(
+        records.len() as u64,
+        good,
+        "Kafka holds each good line once"
+    );
     let lines: BTreeSet<(String, String)> = records
         .iter()
-        .map(|r| (r.headers["source_file"].clone(), r.headers["source_line"].clone()))
+        .map(|r| {
+            (
+                r.headers["source_file"].clone(),
+                r.headers["source_line"].clone(),
+            )
+        })
         .collect();
     assert_eq!(lines.len() as u64, good, "no line was sent twice");
 
     let bronze_rows = w
-        .query(&bronze(), "SELECT partition, \"offset\", value FROM t ORDER BY partition, \"offset\"")
+        .query(
+            &bronze(),
+            "SELECT partition, \"offset\", value FROM t ORDER BY partition, \"offset\"",
+        )
         .await;
     let kafka_rows: Vec<Vec<String>> = records
         .iter()
-        .map(|r| vec![r.partition.to_string(), r.offset.to_string(), r.value.clone()])
+        .map(|r| {
+            vec![
+                r.partition.to_string(),
+                r.offset.to_string(),
+                r.value.clone(),
+            ]
+        })
         .collect();
-    assert_eq!(bronze_rows, kafka_rows, "bronze holds every Kafka record exactly once");
-    assert_eq!(w.count(&ingest_quarantine()).await, 2, "each bad line quarantined once");
+    assert_eq!(
+        bronze_rows, kafka_rows,
+        "bronze holds every Kafka record exactly once"
+    );
+    assert_eq!(
+        w.count(&ingest_quarantine()).await,
+        2,
+        "each bad line quarantined once"
+    );
 }
 
 /// `resumed`: text the rerun's summary must show, proving it resumed rather than redid.
@@ -47,7 +72,10 @@ async fn crash_then_rerun(fault: &str, resumed: &str) {
 
     let crashed = w.run_binary(&[], &[("MEDALLION_FAULT", fault)]).await;
     let stderr = String::from_utf8_lossy(&crashed.stderr);
-    assert!(!crashed.status.success(), "{fault}: the run should have died");
+    assert!(
+        !crashed.status.success(),
+        "{fault}: the run should have died"
+    );
     assert!(stderr.contains("fault injected"), "{fault}: {stderr}");
 
     let rerun = w.run_binary(&[], &[]).await;
@@ -57,7 +85,10 @@ async fn crash_then_rerun(fault: &str, resumed: &str) {
         String::from_utf8_lossy(&rerun.stderr)
     );
     let out = String::from_utf8_lossy(&rerun.stdout);
-    assert!(out.contains(resumed), "{fault}: rerun should show `{resumed}`:\n{out}");
+    assert!(
+        out.contains(resumed),
+        "{fault}: rerun should show `{resumed}`:\n{out}"
+    );
     assert_exactly_once(&w, &broker, good).await;
 
     // And a third run has nothing left to do.

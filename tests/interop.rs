@@ -24,7 +24,11 @@ fn read_with_python(python: &Path, table: &Path, apps: &[String]) -> serde_json:
         .args(apps)
         .output()
         .expect("python runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -46,7 +50,9 @@ async fn python_deltalake_reads_bronze_and_quarantine() {
     w.run().await;
 
     let settings = w.settings();
-    let apps: Vec<String> = (0..3).map(|p| format!("bronze.bronze/Stocks/{p}")).collect();
+    let apps: Vec<String> = (0..3)
+        .map(|p| format!("bronze.bronze/Stocks/{p}"))
+        .collect();
     let seen = read_with_python(&python, &settings.warehouse.path(&bronze()), &apps);
     assert_eq!(seen["rows"], 1000);
     assert_eq!(seen["distinct_offsets"], 1000);
@@ -60,7 +66,16 @@ async fn python_deltalake_reads_bronze_and_quarantine() {
     let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["key", "value", "topic", "partition", "offset", "timestamp", "timestampType", "year_month"]
+        [
+            "key",
+            "value",
+            "topic",
+            "partition",
+            "offset",
+            "timestamp",
+            "timestampType",
+            "year_month"
+        ]
     );
     let ty = |name: &str| columns.iter().find(|(n, _)| n == name).unwrap().1.clone();
     assert!(ty("value").contains("string"), "{columns:?}");
@@ -71,7 +86,11 @@ async fn python_deltalake_reads_bronze_and_quarantine() {
     // The progress Python sees is the last offset of each partition.
     let records = topic_records(&broker.bootstrap(), "Stocks").await;
     for (p, app) in apps.iter().enumerate() {
-        let last = records.iter().filter(|r| r.partition == p as i32).map(|r| r.offset).max();
+        let last = records
+            .iter()
+            .filter(|r| r.partition == p as i32)
+            .map(|r| r.offset)
+            .max();
         assert_eq!(seen["txn"][app].as_i64(), last, "{app}");
     }
 

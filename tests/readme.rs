@@ -26,9 +26,16 @@ async fn the_readme_command_runs_the_sample_end_to_end_on_the_embedded_broker() 
 
     let first = w.run_binary(&[], &[]).await;
     let out = String::from_utf8_lossy(&first.stdout);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert!(out.contains("kafka embedded"), "{out}");
-    assert!(out.contains("── ingest succeeded") && out.contains("── bronze succeeded"), "{out}");
+    assert!(
+        out.contains("── ingest succeeded") && out.contains("── bronze succeeded"),
+        "{out}"
+    );
     assert!(out.contains(&format!("rows written  {lines}")), "{out}");
     assert!(w.root().join(".medallion/state/broker/tansu.db").exists());
     assert_eq!(w.count(&bronze()).await, lines);
@@ -36,7 +43,11 @@ async fn the_readme_command_runs_the_sample_end_to_end_on_the_embedded_broker() 
     // The broker restarts with the next run and still has the topic and its offsets.
     let second = w.run_binary(&[], &[]).await;
     let out = String::from_utf8_lossy(&second.stdout);
-    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     assert_eq!(out.matches("rows written  0").count(), 2, "{out}");
     assert_eq!(w.count(&bronze()).await, lines);
 
@@ -78,7 +89,12 @@ async fn a_bad_bundle_value_names_the_file_the_key_and_the_fix() {
     let out = w.run_binary(&["--var", "kafka_partitions=many"], &[]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("medallion.yml") && err.contains("kafka_partitions") && err.contains("whole number"), "{err}");
+    assert!(
+        err.contains("medallion.yml")
+            && err.contains("kafka_partitions")
+            && err.contains("whole number"),
+        "{err}"
+    );
     let out = w.run_binary(&["--var", "kafka_partitons=3"], &[]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown variable `kafka_partitons`"), "{err}");
