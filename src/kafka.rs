@@ -265,6 +265,18 @@ impl KafkaEndpoint {
         }
     }
 
+    /// [`KafkaEndpoint::partitions`] from async code, off the runtime's worker threads.
+    pub async fn partitions_async(
+        &self,
+        topic: &str,
+    ) -> Result<Option<Vec<i32>>, KafkaClientError> {
+        let this = self.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || this.partitions(&topic))
+            .await
+            .expect("metadata task panicked")
+    }
+
     /// Makes sure `topic` exists, creating it with `partitions` partitions if it is missing.
     pub async fn ensure_topic(
         &self,
@@ -272,11 +284,7 @@ impl KafkaEndpoint {
         partitions: i32,
         replication: i32,
     ) -> Result<TopicInfo, KafkaClientError> {
-        let this = self.clone();
-        let name = topic.to_string();
-        let existing = tokio::task::spawn_blocking(move || this.partitions(&name))
-            .await
-            .expect("metadata task panicked")?;
+        let existing = self.partitions_async(topic).await?;
         if let Some(found) = existing {
             if found.len() as i32 != partitions {
                 tracing::warn!(
@@ -322,11 +330,7 @@ impl KafkaEndpoint {
 
         // Metadata can lag a create by a moment; wait until the partitions are visible.
         for _ in 0..50 {
-            let this = self.clone();
-            let name = topic.to_string();
-            let found = tokio::task::spawn_blocking(move || this.partitions(&name))
-                .await
-                .expect("metadata task panicked")?;
+            let found = self.partitions_async(topic).await?;
             if let Some(found) = found.filter(|f| f.len() as i32 == partitions) {
                 return Ok(TopicInfo {
                     name: topic.into(),

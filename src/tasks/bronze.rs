@@ -75,7 +75,7 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
     let topic = ctx.settings.kafka.topic.as_str();
     let spec = table();
     let name = spec.name.clone();
-    let mut sink = DeltaSink::open(&ctx.settings.warehouse, spec).await?;
+    let sink = DeltaSink::open(&ctx.settings.warehouse, spec).await?;
     let mut summary = TaskSummary::new("bronze");
 
     let offsets = ctx.kafka.watermarks_async(topic, &ctx.partitions).await?;
@@ -107,66 +107,72 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
     }
 
     let mut reader = RangeReader::open(&ctx.kafka, "bronze", topic, &ranges, ctx.idle_timeout)?;
-    let mut batch = BronzeBatch::new(ctx.batch_rows.min(1 << 20));
+    let mut writer = BronzeWriter {
+        batch: BronzeBatch::new(ctx.batch_rows.min(1 << 20)),
+        sink,
+        name,
+        topic,
+        committed,
+        summary,
+        progress: &progress,
+    };
+    let mut read = 0u64;
     while let Some(message) = reader.next().await? {
-        batch.push(&message);
-        committed.insert(message.partition(), message.offset());
-        if batch.len() >= ctx.batch_rows {
-            drop(message);
-            commit(
-                &mut sink,
-                &mut batch,
-                &name,
-                topic,
-                &committed,
-                &mut summary,
-                &progress,
-            )
-            .await?;
+        writer.batch.push(&message);
+        writer
+            .committed
+            .insert(message.partition(), message.offset());
+        drop(message);
+        read += 1;
+        if read.is_multiple_of(10_000) {
+            progress.add_rows(10_000);
+        }
+        if writer.batch.len() >= ctx.batch_rows {
+            writer.commit().await?;
         }
     }
-    commit(
-        &mut sink,
-        &mut batch,
-        &name,
-        topic,
-        &committed,
-        &mut summary,
-        &progress,
-    )
-    .await?;
+    writer.commit().await?;
+    progress.add_rows(read % 10_000);
+    let mut summary = writer.summary;
     summary.elapsed = progress.elapsed();
     Ok(summary)
 }
 
-/// Appends the batch with one `txn` action per partition, then starts a new batch.
-async fn commit(
-    sink: &mut DeltaSink,
-    batch: &mut BronzeBatch,
-    name: &TableName,
-    topic: &str,
-    committed: &BTreeMap<i32, i64>,
-    summary: &mut TaskSummary,
-    progress: &Progress,
-) -> Result<(), BronzeError> {
-    let rows = batch.len() as u64;
-    if rows == 0 {
-        return Ok(());
+/// Appends batches to bronze, each with its progress.
+struct BronzeWriter<'a> {
+    sink: DeltaSink,
+    batch: BronzeBatch,
+    name: TableName,
+    topic: &'a str,
+    /// The last offset read per partition: what the next commit records as done.
+    committed: BTreeMap<i32, i64>,
+    summary: TaskSummary,
+    progress: &'a Progress,
+}
+
+impl BronzeWriter<'_> {
+    /// Appends the batch with one `txn` action per partition, then starts a new batch.
+    async fn commit(&mut self) -> Result<(), BronzeError> {
+        let rows = self.batch.len() as u64;
+        if rows == 0 {
+            return Ok(());
+        }
+        let record_batch = self.batch.finish();
+        let txns = self
+            .committed
+            .iter()
+            .map(|(&p, &offset)| Transaction::new(app_id(&self.name, self.topic, p), offset))
+            .collect();
+        let version = self.sink.append(vec![record_batch], txns).await?;
+        fault::point("bronze.after_commit");
+        self.summary.rows_read += rows;
+        self.summary.rows_written += rows;
+        self.summary
+            .versions
+            .push((self.sink.qualified_name().to_string(), version));
+        tracing::debug!(rows, version, progress = ?self.progress.elapsed(), "bronze commit");
+        Ok(())
     }
-    let record_batch = batch.finish();
-    let txns = committed
-        .iter()
-        .map(|(&p, &offset)| Transaction::new(app_id(name, topic, p), offset))
-        .collect();
-    let version = sink.append(vec![record_batch], txns).await?;
-    fault::point("bronze.after_commit");
-    summary.rows_read += rows;
-    summary.rows_written += rows;
-    summary
-        .versions
-        .push((sink.qualified_name().to_string(), version));
-    progress.add_rows(rows);
-    Ok(())
 }
 
 /// Column builders for one commit's worth of records.

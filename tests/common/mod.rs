@@ -180,7 +180,11 @@ pub struct Record {
 /// The number of records in every partition of `topic` (high minus low watermark).
 pub async fn topic_count(bootstrap: &str, topic: &str) -> u64 {
     let e = KafkaEndpoint::new(bootstrap, BTreeMap::new());
-    let partitions = e.partitions(topic).unwrap().expect("topic exists");
+    let partitions = e
+        .partitions_async(topic)
+        .await
+        .unwrap()
+        .expect("topic exists");
     let w = e.watermarks_async(topic, &partitions).await.unwrap();
     w.values().map(|(lo, hi)| (hi - lo) as u64).sum()
 }
@@ -188,7 +192,11 @@ pub async fn topic_count(bootstrap: &str, topic: &str) -> u64 {
 /// Every record of `topic`, in partition and offset order.
 pub async fn topic_records(bootstrap: &str, topic: &str) -> Vec<Record> {
     let e = KafkaEndpoint::new(bootstrap, BTreeMap::new());
-    let partitions = e.partitions(topic).unwrap().expect("topic exists");
+    let partitions = e
+        .partitions_async(topic)
+        .await
+        .unwrap()
+        .expect("topic exists");
     let w = e.watermarks_async(topic, &partitions).await.unwrap();
     let mut reader = RangeReader::open(&e, "test", topic, &w, Duration::from_secs(30)).unwrap();
     let mut out = Vec::new();
