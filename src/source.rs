@@ -29,7 +29,11 @@ pub const REQUIRED_COLUMNS: &[&str] = &[
 /// The column whose value becomes the Kafka message key.
 pub const KEY_COLUMN: &str = "Index";
 
+/// The UTF-8 byte-order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// The same mark after a Latin-1 round trip (`ï»¿`), as the real Kaggle `indexData.csv`
+/// starts: a header `ï»¿Index` still means `Index`.
+const MOJIBAKE_BOM: &[u8] = b"\xC3\xAF\xC2\xBB\xC2\xBF";
 
 /// Errors listing or opening landing files.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +234,10 @@ impl CsvRows {
         let mut names = Vec::with_capacity(header.len());
         for (i, field) in header.iter().enumerate() {
             let field = if i == 0 {
-                field.strip_prefix(BOM).unwrap_or(field)
+                field
+                    .strip_prefix(BOM)
+                    .or_else(|| field.strip_prefix(MOJIBAKE_BOM))
+                    .unwrap_or(field)
             } else {
                 field
             };
@@ -433,6 +440,18 @@ mod tests {
         assert_eq!(*line, 4);
         let v: serde_json::Value = serde_json::from_str(value).unwrap();
         assert_eq!(v["Date"], "2000-01-\r\n03");
+    }
+
+    #[test]
+    fn a_double_encoded_byte_order_mark_is_removed_too() {
+        let text = format!(
+            "\u{c3}\u{af}\u{c2}\u{bb}\u{c2}\u{bf}{HEADER}\r\nNYA,2000-01-03,1,2,0.5,1.5,1.5,10\r\n"
+        );
+        // Written as UTF-8 bytes C3 AF C2 BB C2 BF, as in the real indexData.csv.
+        let bytes: Vec<u8> = text.chars().map(|c| c as u32 as u8).collect();
+        let (header, rows) = rows(&bytes);
+        assert_eq!(header.unwrap()[0], "Index");
+        assert!(matches!(&rows[0], Row::Record { key: Some(k), line: 2, .. } if k == "NYA"));
     }
 
     #[test]
