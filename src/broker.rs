@@ -33,6 +33,10 @@ pub enum BrokerError {
     },
     #[error("cannot find a free loopback port for the embedded broker: {0}")]
     NoPort(std::io::Error),
+    #[error(
+        "cannot index the embedded broker's database {path}: {reason}. Remove it to start afresh"
+    )]
+    Index { path: PathBuf, reason: String },
     #[error("the embedded broker (storage {storage}) failed to start: {reason}. If another medallion run uses the same state_dir, wait for it; otherwise remove {storage} to start afresh")]
     Start { storage: String, reason: String },
 }
@@ -90,6 +94,8 @@ impl EmbeddedBroker {
     /// Starts tansu on a free port of 127.0.0.1 and waits until it accepts connections.
     pub async fn start(storage: BrokerStorage) -> Result<Self, BrokerError> {
         let url = storage.url()?;
+        let BrokerStorage::Sqlite(db) = &storage;
+        add_header_index(db).await?;
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
@@ -177,6 +183,40 @@ impl Drop for EmbeddedBroker {
         }
     }
 }
+
+/// tansu 0.6.0 fetches each record's headers with a query on `header` by
+/// `(topition, offset_id)`, but creates that table without an index, so every fetched
+/// record scans every header: a fetch from a topic of 50k records with two headers each
+/// takes minutes. The index makes it a lookup. tansu's own schema (`create table if not
+/// exists`) is created first, so that the index has its table; both are idempotent.
+async fn add_header_index(db: &Path) -> Result<(), BrokerError> {
+    let err = |reason: String| BrokerError::Index {
+        path: db.into(),
+        reason,
+    };
+    let database = libsql::Builder::new_local(db)
+        .build()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let conn = database.connect().map_err(|e| err(e.to_string()))?;
+    conn.execute_batch(HEADER_DDL)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+const HEADER_DDL: &str = "
+create table if not exists header (
+    topition integer,
+    offset_id integer,
+    k blob,
+    v blob,
+    last_updated datetime default current_timestamp not null,
+    created_at datetime default current_timestamp not null,
+    foreign key (topition, offset_id) references record (topition, offset_id) on delete cascade
+);
+create index if not exists medallion_header_record on header (topition, offset_id);
+";
 
 fn free_port() -> Result<u16, BrokerError> {
     let probe = TcpListener::bind(("127.0.0.1", 0)).map_err(BrokerError::NoPort)?;
