@@ -87,7 +87,6 @@ impl BrokerStorage {
 pub struct EmbeddedBroker {
     addr: SocketAddr,
     task: Option<JoinHandle<()>>,
-    storage: BrokerStorage,
 }
 
 impl EmbeddedBroker {
@@ -106,7 +105,6 @@ impl EmbeddedBroker {
                     return Ok(EmbeddedBroker {
                         addr,
                         task: Some(task),
-                        storage,
                     });
                 }
                 // Another process may have taken the port between probe and bind: retry.
@@ -160,10 +158,6 @@ impl EmbeddedBroker {
     /// `127.0.0.1:PORT`, for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
-    }
-
-    pub fn storage(&self) -> &BrokerStorage {
-        &self.storage
     }
 
     /// Stops the broker. tansu has no shutdown call; aborting its task closes the

@@ -207,8 +207,6 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Rows per Delta commit for streaming writes (variable `batch_rows`, optional).
     pub batch_rows: usize,
-    /// Every resolved variable, for `medallion` to print.
-    pub variables: BTreeMap<String, String>,
 }
 
 /// Rows per Delta commit when the bundle does not declare `batch_rows`: large enough that
@@ -415,7 +413,6 @@ impl Bundle {
                 client,
             },
             batch_rows,
-            variables: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
         })
     }
 

@@ -4,7 +4,7 @@
 //! never share files, as in the original pipeline's `{env}.bronze.bronze`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use url::Url;
 
@@ -63,10 +63,6 @@ impl Warehouse {
             root: root.into(),
             catalog: catalog.into(),
         }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     pub fn catalog(&self) -> &str {

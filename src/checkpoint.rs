@@ -104,10 +104,6 @@ impl IngestCheckpoint {
         self.state.files.get(name)
     }
 
-    pub fn completed_count(&self) -> usize {
-        self.state.files.len()
-    }
-
     pub fn in_progress(&self) -> Option<&InProgressFile> {
         self.state.in_progress.as_ref()
     }

@@ -125,17 +125,9 @@ impl DeltaSink {
         &self.qualified
     }
 
-    pub fn schema(&self) -> SchemaRef {
-        self.spec.schema.clone()
-    }
-
     /// The table's current version.
     pub fn version(&self) -> i64 {
         self.table.version().map_or(-1, |v| v as i64)
-    }
-
-    pub fn table(&self) -> &DeltaTable {
-        &self.table
     }
 
     /// The version last committed under `app_id`, if any.

@@ -68,8 +68,6 @@ pub struct RunOptions {
     pub task: Option<Task>,
     /// Show live progress (a terminal) rather than log lines.
     pub interactive: bool,
-    /// Storage of the embedded broker; by default sqlite under `<state_dir>/broker/`.
-    pub broker_storage: Option<BrokerStorage>,
 }
 
 /// What a run did.
@@ -95,10 +93,7 @@ pub async fn run(settings: &Settings, options: &RunOptions) -> Result<RunReport,
             None,
         ),
         None => {
-            let storage = options
-                .broker_storage
-                .clone()
-                .unwrap_or_else(|| BrokerStorage::in_state_dir(&settings.state_dir));
+            let storage = BrokerStorage::in_state_dir(&settings.state_dir);
             let broker = EmbeddedBroker::start(storage).await?;
             tracing::info!(bootstrap = %broker.bootstrap(), "started the embedded broker");
             (

@@ -103,7 +103,10 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { target, vars, task } => {
             let bundle = Bundle::load(&cli.bundle)?;
-            let mut overrides = Override::from_env(std::env::vars());
+            // vars_os: a variable that is not UTF-8 is none of ours, and must not panic.
+            let env = std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+            let mut overrides = Override::from_env(env);
             for v in &vars {
                 overrides.push(Override::parse_cli(v)?);
             }
@@ -111,7 +114,6 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = RunOptions {
                 task: task.as_deref().map(Task::parse).transpose()?,
                 interactive: Progress::stderr_is_terminal(),
-                broker_storage: None,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))

@@ -131,14 +131,6 @@ pub enum Row {
     },
 }
 
-impl Row {
-    pub fn line(&self) -> u64 {
-        match self {
-            Row::Record { line, .. } | Row::Rejected { line, .. } => *line,
-        }
-    }
-}
-
 /// Records the byte offset of every `\n` that passes through, so that a record's line
 /// number can be derived from its byte offset. (csv-core counts lines too, but a CRLF
 /// record starts at the `\n` of the previous line end, which makes its count one low.)

@@ -78,13 +78,7 @@ async fn crash_then_rerun(fault: &str, resumed: &str) {
     );
     assert!(stderr.contains("fault injected"), "{fault}: {stderr}");
 
-    let rerun = w.run_binary(&[], &[]).await;
-    assert!(
-        rerun.status.success(),
-        "{fault}: rerun failed: {}",
-        String::from_utf8_lossy(&rerun.stderr)
-    );
-    let out = String::from_utf8_lossy(&rerun.stdout);
+    let out = w.run_binary_ok(&[]).await;
     assert!(
         out.contains(resumed),
         "{fault}: rerun should show `{resumed}`:\n{out}"
@@ -92,8 +86,7 @@ async fn crash_then_rerun(fault: &str, resumed: &str) {
     assert_exactly_once(&w, &broker, good).await;
 
     // And a third run has nothing left to do.
-    let third = w.run_binary(&[], &[]).await;
-    assert!(third.status.success());
+    w.run_binary_ok(&[]).await;
     assert_exactly_once(&w, &broker, good).await;
 }
 

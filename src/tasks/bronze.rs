@@ -114,7 +114,6 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
         topic,
         committed,
         summary,
-        progress: &progress,
     };
     let mut read = 0u64;
     while let Some(message) = reader.next().await? {
@@ -147,7 +146,6 @@ struct BronzeWriter<'a> {
     /// The last offset read per partition: what the next commit records as done.
     committed: BTreeMap<i32, i64>,
     summary: TaskSummary,
-    progress: &'a Progress,
 }
 
 impl BronzeWriter<'_> {
@@ -170,7 +168,7 @@ impl BronzeWriter<'_> {
         self.summary
             .versions
             .push((self.sink.qualified_name().to_string(), version));
-        tracing::debug!(rows, version, progress = ?self.progress.elapsed(), "bronze commit");
+        tracing::debug!(rows, version, "bronze commit");
         Ok(())
     }
 }

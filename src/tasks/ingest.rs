@@ -77,6 +77,14 @@ struct Deliveries {
     first_error: Mutex<Option<String>>,
 }
 
+impl Deliveries {
+    fn failed(&self, err: &KafkaError) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert_with(|| err.to_string());
+    }
+}
+
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
@@ -88,11 +96,7 @@ impl ProducerContext for Deliveries {
                 self.acked.fetch_add(1, Ordering::Relaxed);
                 fault::point("ingest.acked");
             }
-            Err((err, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
-                first.get_or_insert_with(|| err.to_string());
-            }
+            Err((err, _)) => self.failed(err),
         }
     }
 }
@@ -342,13 +346,7 @@ fn send<'a>(producer: &ThreadedProducer<Deliveries>, mut record: BaseRecord<'a, 
             }
             Err((err, _)) => {
                 // Any other enqueue error is reported like a failed delivery.
-                producer.context().failed.fetch_add(1, Ordering::Relaxed);
-                let mut first = producer
-                    .context()
-                    .first_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                first.get_or_insert_with(|| err.to_string());
+                producer.context().failed(&err);
                 return;
             }
         }

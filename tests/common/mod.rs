@@ -123,6 +123,17 @@ impl Workspace {
             .expect("medallion runs")
     }
 
+    /// Runs the binary and expects success; returns what it printed on stdout.
+    pub async fn run_binary_ok(&self, args: &[&str]) -> String {
+        let out = self.run_binary(args, &[]).await;
+        assert!(
+            out.status.success(),
+            "medallion run {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Rows of a table in this workspace's catalog, by SQL over DataFusion.
     pub async fn query(&self, name: &TableName, sql: &str) -> Vec<Vec<String>> {
         let settings = self.settings();
@@ -177,8 +188,8 @@ pub struct Record {
     pub headers: BTreeMap<String, String>,
 }
 
-/// The number of records in every partition of `topic` (high minus low watermark).
-pub async fn topic_count(bootstrap: &str, topic: &str) -> u64 {
+/// A client for `bootstrap` and the low and high watermark of each partition of `topic`.
+async fn watermarks(bootstrap: &str, topic: &str) -> (KafkaEndpoint, BTreeMap<i32, (i64, i64)>) {
     let e = KafkaEndpoint::new(bootstrap, BTreeMap::new());
     let partitions = e
         .partitions_async(topic)
@@ -186,18 +197,18 @@ pub async fn topic_count(bootstrap: &str, topic: &str) -> u64 {
         .unwrap()
         .expect("topic exists");
     let w = e.watermarks_async(topic, &partitions).await.unwrap();
+    (e, w)
+}
+
+/// The number of records in every partition of `topic` (high minus low watermark).
+pub async fn topic_count(bootstrap: &str, topic: &str) -> u64 {
+    let (_, w) = watermarks(bootstrap, topic).await;
     w.values().map(|(lo, hi)| (hi - lo) as u64).sum()
 }
 
 /// Every record of `topic`, in partition and offset order.
 pub async fn topic_records(bootstrap: &str, topic: &str) -> Vec<Record> {
-    let e = KafkaEndpoint::new(bootstrap, BTreeMap::new());
-    let partitions = e
-        .partitions_async(topic)
-        .await
-        .unwrap()
-        .expect("topic exists");
-    let w = e.watermarks_async(topic, &partitions).await.unwrap();
+    let (e, w) = watermarks(bootstrap, topic).await;
     let mut reader = RangeReader::open(&e, "test", topic, &w, Duration::from_secs(30)).unwrap();
     let mut out = Vec::new();
     while let Some(m) = reader.next().await.unwrap() {
