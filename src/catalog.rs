@@ -69,6 +69,11 @@ impl Warehouse {
         &self.catalog
     }
 
+    /// The catalog's folder, holding one folder per schema.
+    pub fn catalog_path(&self) -> PathBuf {
+        self.root.join(&self.catalog)
+    }
+
     /// `catalog.schema.table`, as users write it in SQL.
     pub fn qualified(&self, name: &TableName) -> String {
         format!("{}.{}", self.catalog, name)

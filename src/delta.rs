@@ -8,8 +8,10 @@
 
 use std::sync::Arc;
 
+use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::prelude::DataFrame;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
@@ -28,6 +30,8 @@ pub enum DeltaError {
         table: String,
         source: DeltaTableError,
     },
+    #[error("Delta table {table}: {reason}")]
+    Query { table: String, reason: String },
     #[error("Delta table {table} has columns ({found}), but medallion writes ({expected}). Move the table away, or point warehouse_dir elsewhere")]
     SchemaMismatch {
         table: String,
@@ -121,6 +125,10 @@ impl DeltaSink {
         Ok(())
     }
 
+    pub fn name(&self) -> &TableName {
+        &self.spec.name
+    }
+
     pub fn qualified_name(&self) -> &str {
         &self.qualified
     }
@@ -128,6 +136,20 @@ impl DeltaSink {
     /// The table's current version.
     pub fn version(&self) -> i64 {
         self.table.version().map_or(-1, |v| v as i64)
+    }
+
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// Runs `sql` over this table, registered as `t`.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, DeltaError> {
+        crate::sql::query_table(&self.table, sql)
+            .await
+            .map_err(|e| DeltaError::Query {
+                table: self.qualified.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// The version last committed under `app_id`, if any.
@@ -145,17 +167,123 @@ impl DeltaSink {
             })
     }
 
-    /// Appends `batches` and the `txns` progress markers in one commit. Returns the new version.
+    /// Appends `batches` and the `txns` progress markers in one commit (with no rows, a
+    /// commit of the progress alone). Returns the new version.
     pub async fn append(
         &mut self,
         batches: Vec<RecordBatch>,
         txns: Vec<Transaction>,
     ) -> Result<i64, DeltaError> {
+        self.write(SaveMode::Append, batches, txns).await
+    }
+
+    /// Replaces the table's rows with `batches` (`CREATE OR REPLACE`), with `txns`, in one
+    /// commit. Returns the new version.
+    pub async fn overwrite(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        txns: Vec<Transaction>,
+    ) -> Result<i64, DeltaError> {
+        self.write(SaveMode::Overwrite, batches, txns).await
+    }
+
+    /// MERGE `source` into the table on `predicate` (aliases `target` and `source`):
+    /// matched rows get the `update` columns from the source, unmatched source rows are
+    /// inserted whole. One commit, with `txns`. Returns the new version and the rows
+    /// (inserted, updated).
+    pub async fn merge(
+        &mut self,
+        source: DataFrame,
+        predicate: &str,
+        update: &[&str],
+        txns: Vec<Transaction>,
+    ) -> Result<(i64, usize, usize), DeltaError> {
+        let wrap = |source| DeltaError::Table {
+            table: self.qualified.clone(),
+            source,
+        };
+        let columns: Vec<String> = self
+            .spec
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let (table, metrics) = self
+            .table
+            .clone()
+            .merge(source, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
+            .when_matched_update(|u| {
+                update
+                    .iter()
+                    .fold(u, |u, c| u.update(*c, format!("source.{}", quoted(c))))
+            })
+            .map_err(wrap)?
+            .when_not_matched_insert(|i| {
+                columns
+                    .iter()
+                    .fold(i, |i, c| i.set(c.as_str(), format!("source.{}", quoted(c))))
+            })
+            .map_err(wrap)?
+            .await
+            .map_err(wrap)?;
+        self.table = table;
+        Ok((
+            self.version(),
+            metrics.num_target_rows_inserted,
+            metrics.num_target_rows_updated,
+        ))
+    }
+
+    /// The batch with the table's schema: columns by name, cast to the table's types. SQL
+    /// results come back with other string encodings and nullability than the table's.
+    fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch, DeltaError> {
+        let err = |reason: String| DeltaError::Query {
+            table: self.qualified.clone(),
+            reason,
+        };
+        let columns = self
+            .spec
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = batch.column_by_name(f.name()).ok_or_else(|| {
+                    err(format!(
+                        "column `{}` is missing from the rows to write",
+                        f.name()
+                    ))
+                })?;
+                cast(c, f.data_type()).map_err(|e| err(format!("column `{}`: {e}", f.name())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(self.spec.schema.clone(), columns).map_err(|e| err(e.to_string()))
+    }
+
+    async fn write(
+        &mut self,
+        mode: SaveMode,
+        batches: Vec<RecordBatch>,
+        txns: Vec<Transaction>,
+    ) -> Result<i64, DeltaError> {
+        // No rows is still a commit: the progress (`txn`) must advance, and an overwrite
+        // must empty the table.
+        let batches = if batches.is_empty() {
+            vec![RecordBatch::new_empty(self.spec.schema.clone())]
+        } else {
+            batches
+                .iter()
+                .map(|b| self.conform(b))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         let commit = CommitProperties::default().with_application_transactions(txns);
         let table = self.table.clone();
         self.table = table
             .write(batches)
-            .with_save_mode(SaveMode::Append)
+            .with_save_mode(mode)
             .with_partition_columns(self.spec.partition_columns.clone())
             .with_commit_properties(commit)
             .await
@@ -165,6 +293,11 @@ impl DeltaSink {
             })?;
         Ok(self.version())
     }
+}
+
+/// A column name quoted for SQL, keeping its case (`"Index"`, `"__START_AT"`).
+pub fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Builds a schema reference from fields.

@@ -20,4 +20,7 @@ pub mod kafka;
 pub mod progress;
 pub mod quarantine;
 pub mod source;
+pub mod sql;
+pub mod stock;
+pub mod stream;
 pub mod tasks;

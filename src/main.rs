@@ -8,10 +8,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use medallion::bundle::{Bundle, Override, BUNDLE_FILE};
+use std::io::Write;
+use std::time::Duration;
+
+use medallion::bundle::{Bundle, Override, Settings, BUNDLE_FILE};
 use medallion::generate::{generate, GenerateOptions};
-use medallion::job::{self, RunOptions, Task};
+use medallion::job::{self, RunOptions, RunReport, Task};
 use medallion::progress::Progress;
+use medallion::sql;
 
 /// medallion: CSV landing files → Kafka → Bronze Delta table, exactly once, in one binary.
 ///
@@ -31,12 +35,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the pipeline's tasks in order (ingest, then bronze) on everything available now, then exit.
+    /// Run the job kafka_stream_job: its tasks as a DAG, on everything available now, then exit.
     ///
-    /// ingest sends every CSV file of landing_dir not yet ingested to the Kafka topic;
-    /// bronze appends every new Kafka record to <warehouse_dir>/<target>/bronze/bronze.
-    /// Bad rows go to <target>.quarantine.ingest. A run that is killed can simply be
-    /// run again: nothing is lost or duplicated.
+    /// ingest → bronze → {close_price → current_close, stocks} → stocks_close → updated_stocks.
+    /// ingest sends new CSV files of landing_dir to Kafka; bronze appends new Kafka records
+    /// to bronze.bronze; stocks types and deduplicates them into silver.stocks_silver;
+    /// close_price keeps the SCD Type 2 history silver.close_price_silver; current_close
+    /// rebuilds silver.current_close_silver; stocks_close joins new stocks with it into
+    /// silver.stocks_close_silver; updated_stocks rebuilds gold.updated_stocks_gold.
+    /// Bad rows go to quarantine.*. A killed run can simply be run again: nothing is lost
+    /// or duplicated. Exits non-zero, naming the task, if a task failed.
     Run {
         /// The target (catalog) to run, e.g. dev or prod. Default: the target marked default.
         #[arg(short, long)]
@@ -44,9 +52,35 @@ enum Command {
         /// Override a bundle variable: --var name=value (repeatable). MEDALLION_VAR_<name> also works.
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
-        /// Run only this task (ingest or bronze).
+        /// Run only this task: ingest, bronze, close_price, current_close, stocks, stocks_close or updated_stocks.
         #[arg(long)]
         task: Option<String>,
+        /// Keep running: watch the landing folder and the topic, and run the job again every
+        /// --interval until interrupted (Ctrl-C stops it after the run under way).
+        #[arg(long)]
+        continuous: bool,
+        /// Time between runs with --continuous, e.g. 200ms, 5s, 1m.
+        #[arg(long, default_value = "5s", value_parser = parse_interval)]
+        interval: Duration,
+    },
+    /// List every table of the target, with rows, Delta version and last update.
+    Tables {
+        #[arg(short, long)]
+        target: Option<String>,
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Run DataFusion SQL over the target's tables: dev.gold.updated_stocks_gold, or gold.updated_stocks_gold within the target.
+    Sql {
+        /// The query.
+        query: String,
+        #[arg(short, long)]
+        target: Option<String>,
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Write synthetic daily stock-index CSV files (BOM, CRLF, some null days), deterministic per seed.
     Generate {
@@ -77,6 +111,34 @@ enum Command {
     },
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// `200ms`, `5s`, `1m`, or a number of seconds.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((t, "s"), |i| t.split_at(i));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 200ms, 5s or 1m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("`{text}`: the unit must be ms, s or m")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("`{text}` must be more than zero"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -90,8 +152,11 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDALLION_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,medallion=info"));
+    // delta-rs warns about MERGE metrics it derives itself: noise for users.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("MEDALLION_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,medallion=info,deltalake_core=error")
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -99,53 +164,123 @@ fn init_logging() {
         .init();
 }
 
+/// The bundle resolved for a target, with `MEDALLION_VAR_*` and `--var` overrides.
+fn settings(
+    bundle: &std::path::Path,
+    target: Option<&str>,
+    vars: &[String],
+) -> anyhow::Result<Settings> {
+    let bundle = Bundle::load(bundle)?;
+    // vars_os: a variable that is not UTF-8 is none of ours, and must not panic.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let mut overrides = Override::from_env(env);
+    for v in vars {
+        overrides.push(Override::parse_cli(v)?);
+    }
+    Ok(bundle.resolve(target, &overrides)?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Prints a run's summaries; returns the failed task, if any.
+fn print_report(settings: &Settings, report: &RunReport) -> bool {
+    let kafka = match (&report.kafka, &settings.kafka.bootstrap_servers) {
+        (Some(k), Some(_)) => format!(" · kafka {k}"),
+        (Some(k), None) => format!(" · kafka embedded ({k})"),
+        (None, _) => String::new(),
+    };
+    println!(
+        "medallion run · bundle {} · target {}{kafka}",
+        settings.bundle_name, report.target
+    );
+    for summary in &report.summaries {
+        print!("{summary}");
+    }
+    if let Some(failed) = report.failure() {
+        eprintln!(
+            "error: task `{}` failed: {}",
+            failed.task,
+            failed
+                .notes
+                .last()
+                .map(String::as_str)
+                .unwrap_or("see above")
+        );
+        return true;
+    }
+    false
+}
+
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { target, vars, task } => {
-            let bundle = Bundle::load(&cli.bundle)?;
-            // vars_os: a variable that is not UTF-8 is none of ours, and must not panic.
-            let env = std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-            let mut overrides = Override::from_env(env);
-            for v in &vars {
-                overrides.push(Override::parse_cli(v)?);
-            }
-            let settings = bundle.resolve(target.as_deref(), &overrides)?;
+        Command::Run {
+            target,
+            vars,
+            task,
+            continuous,
+            interval,
+        } => {
+            let settings = settings(&cli.bundle, target.as_deref(), &vars)?;
             let options = RunOptions {
                 task: task.as_deref().map(Task::parse).transpose()?,
-                interactive: Progress::stderr_is_terminal(),
+                interactive: Progress::stderr_is_terminal() && !continuous,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let report = runtime.block_on(job::run(&settings, &options))?;
-            println!(
-                "medallion run · bundle {} · target {} · kafka {}",
-                settings.bundle_name,
-                report.target,
-                if settings.kafka.bootstrap_servers.is_some() {
-                    report.kafka.clone()
+            let runtime = runtime()?;
+            if continuous {
+                let stop = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                    eprintln!("medallion: stopping after the run under way");
+                };
+                let mut failed = false;
+                runtime.block_on(job::run_continuous(
+                    &settings,
+                    &options,
+                    interval,
+                    stop,
+                    |report| {
+                        let busy = report.failure().is_some()
+                            || report
+                                .summaries
+                                .iter()
+                                .any(|s| s.rows_read > 0 || s.rows_written > 0);
+                        if busy {
+                            failed |= print_report(&settings, report);
+                        }
+                    },
+                ))?;
+                return Ok(if failed {
+                    ExitCode::FAILURE
                 } else {
-                    format!("embedded ({})", report.kafka)
-                }
-            );
-            for summary in &report.summaries {
-                print!("{summary}");
+                    ExitCode::SUCCESS
+                });
             }
-            if let Some(failed) = report.failure() {
-                eprintln!(
-                    "error: task `{}` failed: {}",
-                    failed.task,
-                    failed
-                        .notes
-                        .last()
-                        .map(String::as_str)
-                        .unwrap_or("see above")
-                );
-                return Ok(ExitCode::FAILURE);
-            }
+            let report = runtime.block_on(job::run(&settings, &options))?;
+            Ok(if print_report(&settings, &report) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Tables { target, vars } => {
+            let settings = settings(&cli.bundle, target.as_deref(), &vars)?;
+            runtime()?.block_on(print_tables(&settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sql {
+            query,
+            target,
+            vars,
+            format,
+        } => {
+            let settings = settings(&cli.bundle, target.as_deref(), &vars)?;
+            runtime()?.block_on(print_sql(&settings, &query, format))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {
@@ -174,4 +309,59 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn print_tables(settings: &Settings) -> anyhow::Result<()> {
+    let warehouse = &settings.warehouse;
+    let found = sql::list_tables(warehouse)?;
+    if found.is_empty() {
+        println!(
+            "no tables in {} yet: run `medallion run` first",
+            warehouse.catalog_path().display()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<44} {:>10} {:>8}  last update (UTC)",
+        "table", "rows", "version"
+    );
+    for t in found {
+        let table = sql::open(warehouse, &t.name).await?;
+        let (rows, version, last) = sql::describe(&table).await?;
+        let last = last
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or("-".into(), |d| d.format("%Y-%m-%d %H:%M:%S").to_string());
+        println!(
+            "{:<44} {:>10} {:>8}  {last}",
+            warehouse.qualified(&t.name),
+            rows,
+            version
+        );
+    }
+    Ok(())
+}
+
+async fn print_sql(settings: &Settings, query: &str, format: Format) -> anyhow::Result<()> {
+    use deltalake::arrow::{csv, json, util::pretty};
+    let ctx = sql::catalog_session(&settings.warehouse).await?;
+    let batches = sql::collect(&ctx, query).await?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Table => writeln!(out, "{}", pretty::pretty_format_batches(&batches)?)?,
+        Format::Csv => {
+            let mut w = csv::Writer::new(&mut out);
+            for b in &batches {
+                w.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut w = json::ArrayWriter::new(&mut out);
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
 }

@@ -78,7 +78,11 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
     let sink = DeltaSink::open(&ctx.settings.warehouse, spec).await?;
     let mut summary = TaskSummary::new("bronze");
 
-    let offsets = ctx.kafka.watermarks_async(topic, &ctx.partitions).await?;
+    let offsets = ctx
+        .kafka()
+        .endpoint
+        .watermarks_async(topic, &ctx.kafka().partitions)
+        .await?;
     let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
     let mut ranges = BTreeMap::new();
     for (&partition, &(low, high)) in &offsets {
@@ -106,7 +110,13 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
         ranges.insert(partition, (start.max(low), high));
     }
 
-    let mut reader = RangeReader::open(&ctx.kafka, "bronze", topic, &ranges, ctx.idle_timeout)?;
+    let mut reader = RangeReader::open(
+        &ctx.kafka().endpoint,
+        "bronze",
+        topic,
+        &ranges,
+        ctx.idle_timeout,
+    )?;
     let mut writer = BronzeWriter {
         batch: BronzeBatch::new(ctx.batch_rows.min(1 << 20)),
         sink,

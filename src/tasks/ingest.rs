@@ -134,19 +134,23 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
     progress.set_total_files(pending.len() as u64);
 
     let producer: ThreadedProducer<Deliveries> = ThreadedProducer::from_config_and_context(
-        &ctx.kafka.producer_config(),
+        &ctx.kafka().endpoint.producer_config(),
         Deliveries::default(),
     )
     .map_err(|source| IngestError::Producer {
-        bootstrap: ctx.kafka.bootstrap.clone(),
+        bootstrap: ctx.kafka().endpoint.bootstrap.clone(),
         source,
     })?;
     let mut quarantine_table: Option<DeltaSink> = None;
     let quarantine_app = format!("ingest/{topic}");
 
     for file in pending {
-        let partitions = ctx.partitions.clone();
-        let offsets = ctx.kafka.watermarks_async(&topic, &partitions).await?;
+        let partitions = ctx.kafka().partitions.clone();
+        let offsets = ctx
+            .kafka()
+            .endpoint
+            .watermarks_async(&topic, &partitions)
+            .await?;
         let entry = checkpoint.begin(&file, || {
             offsets.iter().map(|(&p, &(_, high))| (p, high)).collect()
         })?;
@@ -176,7 +180,14 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
             .await
             .expect("ingest thread panicked")?
         };
-        flush(&producer, &file, &ctx.kafka.bootstrap, before, outcome.sent).await?;
+        flush(
+            &producer,
+            &file,
+            &ctx.kafka().endpoint.bootstrap,
+            before,
+            outcome.sent,
+        )
+        .await?;
         fault::point("ingest.after_send");
 
         if !outcome.rejects.is_empty() {
@@ -245,7 +256,7 @@ async fn lines_already_sent(
         .map(|(&p, &(low, high))| (p, (start.get(&p).copied().unwrap_or(low).max(low), high)))
         .collect();
     let mut reader = RangeReader::open(
-        &ctx.kafka,
+        &ctx.kafka().endpoint,
         "ingest-resume",
         &ctx.settings.kafka.topic,
         &ranges,

@@ -1,23 +1,203 @@
 //! The tasks of the stock pipeline, and what they share while a run lasts.
+//!
+//! `ingest → bronze → {close_price → current_close, stocks} → stocks_close → updated_stocks`
 
 pub mod bronze;
+pub mod close_price;
 pub mod ingest;
+pub mod stocks;
+pub mod stocks_close;
+pub mod updated_stocks;
 
 use std::time::Duration;
 
+use deltalake::DeltaTable;
+
 use crate::bundle::Settings;
+use crate::catalog::TableName;
+use crate::delta::DeltaError;
 use crate::kafka::KafkaEndpoint;
+use crate::sql::SqlError;
+use crate::stream::StreamError;
 
 /// What every task of a run can see.
 #[derive(Debug, Clone)]
 pub struct TaskContext {
     pub settings: Settings,
-    /// The Kafka cluster the run talks to, embedded or hosted.
-    pub kafka: KafkaEndpoint,
-    /// The topic's partitions, as the broker reported them at the start of the run.
-    pub partitions: Vec<i32>,
+    /// The Kafka cluster, when the run has a task that uses it.
+    pub kafka: Option<Kafka>,
     /// Rows per Delta commit for streaming writes.
     pub batch_rows: usize,
     /// How long a read may wait for a record it knows exists before failing.
     pub idle_timeout: Duration,
+}
+
+/// The Kafka cluster a run talks to, embedded or hosted.
+#[derive(Debug, Clone)]
+pub struct Kafka {
+    pub endpoint: KafkaEndpoint,
+    /// The topic's partitions, as the broker reported them at the start of the run.
+    pub partitions: Vec<i32>,
+}
+
+/// Errors of the Silver and Gold tasks, which read and write Delta tables only.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    #[error("table {table}: {reason}")]
+    Data { table: String, reason: String },
+}
+
+impl TaskContext {
+    /// The Kafka cluster; the job connects it before any task that uses it runs.
+    pub fn kafka(&self) -> &Kafka {
+        self.kafka
+            .as_ref()
+            .expect("the job connects Kafka before it runs a Kafka task")
+    }
+
+    /// Opens an input table, or `None` if no upstream task has created it yet.
+    pub async fn input(&self, name: &TableName) -> Result<Option<DeltaTable>, SqlError> {
+        let warehouse = &self.settings.warehouse;
+        if !warehouse.path(name).join("_delta_log").is_dir() {
+            return Ok(None);
+        }
+        crate::sql::open(warehouse, name).await.map(Some)
+    }
+}
+
+/// Typed access to the columns of a record batch read back from a table.
+pub(crate) mod columns {
+    use deltalake::arrow::array::{
+        Array, AsArray, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array,
+        RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    use deltalake::arrow::compute::cast;
+    use deltalake::arrow::datatypes::DataType;
+
+    use super::TaskError;
+
+    fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array, TaskError> {
+        b.column_by_name(name)
+            .map(|c| c.as_ref())
+            .ok_or_else(|| TaskError::Data {
+                table: String::new(),
+                reason: format!("column `{name}` is missing"),
+            })
+    }
+
+    fn wrong(name: &str) -> TaskError {
+        TaskError::Data {
+            table: String::new(),
+            reason: format!("column `{name}` has an unexpected type"),
+        }
+    }
+
+    /// Strings, whatever the string encoding the reader chose (Utf8, LargeUtf8, views).
+    pub fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, TaskError> {
+        let c = column(b, name)?;
+        let c = cast(c, &DataType::Utf8).map_err(|_| wrong(name))?;
+        Ok(c.as_string::<i32>().clone())
+    }
+
+    pub fn i32s<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Int32Array, TaskError> {
+        column(b, name)?
+            .as_any()
+            .downcast_ref()
+            .ok_or_else(|| wrong(name))
+    }
+
+    pub fn i64s<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, TaskError> {
+        column(b, name)?
+            .as_any()
+            .downcast_ref()
+            .ok_or_else(|| wrong(name))
+    }
+
+    pub fn f64s<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Float64Array, TaskError> {
+        column(b, name)?
+            .as_any()
+            .downcast_ref()
+            .ok_or_else(|| wrong(name))
+    }
+
+    pub fn dates<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Date32Array, TaskError> {
+        column(b, name)?
+            .as_any()
+            .downcast_ref()
+            .ok_or_else(|| wrong(name))
+    }
+
+    pub fn bools<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a BooleanArray, TaskError> {
+        column(b, name)?
+            .as_any()
+            .downcast_ref()
+            .ok_or_else(|| wrong(name))
+    }
+
+    pub fn timestamps<'a>(
+        b: &'a RecordBatch,
+        name: &str,
+    ) -> Result<&'a TimestampMicrosecondArray, TaskError> {
+        column(b, name)?
+            .as_any()
+            .downcast_ref()
+            .ok_or_else(|| wrong(name))
+    }
+
+    /// The value at `i`, or `None` when null.
+    pub fn opt<A: Array, T>(a: &A, i: usize, get: impl Fn(&A, usize) -> T) -> Option<T> {
+        (!a.is_null(i)).then(|| get(a, i))
+    }
+}
+
+/// A batch rebuild (`CREATE OR REPLACE TABLE ... AS SELECT`): replaces `target` with `sql`
+/// over `source` (registered as `t`), when `source` has a version not yet rebuilt from.
+/// The source version is the target's `txn`, committed with the new rows.
+pub async fn rebuild(
+    ctx: &TaskContext,
+    progress: std::sync::Arc<crate::progress::Progress>,
+    task: &str,
+    source_name: &TableName,
+    target: crate::delta::TableSpec,
+    sql: &str,
+) -> Result<crate::progress::TaskSummary, TaskError> {
+    let mut summary = crate::progress::TaskSummary::new(task);
+    let Some(source) = ctx.input(source_name).await? else {
+        summary
+            .notes
+            .push(format!("{source_name} does not exist yet: nothing to do"));
+        return Ok(summary);
+    };
+    let version = source.version().map_or(-1, |v| v as i64);
+    let mut sink = crate::delta::DeltaSink::open(&ctx.settings.warehouse, target).await?;
+    let app = crate::stream::app_id(sink.name(), source_name);
+    if !crate::stream::needs(sink.txn_version(&app).await?, version) {
+        summary
+            .notes
+            .push(format!("up to date with {source_name} version {version}"));
+        return Ok(summary);
+    }
+    let batches = crate::sql::query_table(&source, sql).await?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    summary.rows_read = rows as u64;
+    crate::fault::point(&format!("{task}.before_commit"));
+    let written = sink
+        .overwrite(
+            batches,
+            vec![deltalake::kernel::Transaction::new(&app, version)],
+        )
+        .await?;
+    summary.rows_written = rows as u64;
+    summary
+        .versions
+        .push((sink.qualified_name().into(), written));
+    progress.add_rows(rows as u64);
+    summary.elapsed = progress.elapsed();
+    Ok(summary)
 }

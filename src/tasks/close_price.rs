@@ -1,0 +1,409 @@
+//! Tasks `close_price` and `current_close`: the close-price history as an SCD Type 2
+//! table, and the current close per `Index`.
+//!
+//! `close_price` streams the valid bronze records into `silver.close_price_silver` with a
+//! Delta MERGE. Each distinct `(Date, Close, Adj_Close)` of an `Index` is one version;
+//! versions are ordered by `Date`, then by arrival (`effective_date`, the processing time
+//! at which a version was written). `__START_AT` is the version's `Date`, `__END_AT` the
+//! next version's `Date` (NULL for the last), and `current` marks the last one. A late
+//! record is placed in the history where its date puts it, and only the neighbours whose
+//! `__END_AT` or `current` change are updated: the final table does not depend on how the
+//! records were batched, apart from the processing times.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::Transaction;
+
+use crate::catalog::TableName;
+use crate::delta::{schema, DeltaSink, TableSpec};
+use crate::fault;
+use crate::progress::{Progress, TaskSummary};
+use crate::stock;
+use crate::stream::{self, app_id, next_range};
+use crate::tasks::columns::{bools, dates, f64s, opt, strings, timestamps};
+use crate::tasks::stocks::{bronze_records, days};
+use crate::tasks::{bronze, rebuild, TaskContext, TaskError};
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// `<catalog>.silver.close_price_silver`.
+pub fn table() -> TableSpec {
+    TableSpec {
+        name: TableName::new("silver", "close_price_silver"),
+        schema: schema(vec![
+            Field::new("Index", DataType::Utf8, false),
+            Field::new("Date", DataType::Date32, false),
+            Field::new("Close", DataType::Float64, false),
+            Field::new("Adj_Close", DataType::Float64, true),
+            Field::new("__START_AT", DataType::Date32, false),
+            Field::new("__END_AT", DataType::Date32, true),
+            Field::new("current", DataType::Boolean, false),
+            Field::new("effective_date", timestamp(), false),
+            Field::new("end_date", timestamp(), true),
+        ]),
+        partition_columns: vec![],
+    }
+}
+
+/// `<catalog>.silver.current_close_silver`.
+pub fn current_table() -> TableSpec {
+    TableSpec {
+        name: TableName::new("silver", "current_close_silver"),
+        schema: schema(vec![
+            Field::new("Index", DataType::Utf8, false),
+            Field::new("Date", DataType::Date32, false),
+            Field::new("Close", DataType::Float64, false),
+            Field::new("Adj_Close", DataType::Float64, true),
+        ]),
+        partition_columns: vec![],
+    }
+}
+
+/// One version of an `Index`'s close price.
+#[derive(Debug, Clone, PartialEq)]
+struct Version {
+    index: String,
+    date: i32,
+    close: f64,
+    adj_close: Option<f64>,
+    end_at: Option<i32>,
+    current: bool,
+    effective: i64,
+    end_date: Option<i64>,
+}
+
+/// What makes two records the same version: `Index`, `Date`, `Close`, `Adj_Close`.
+type Identity = (String, i32, u64, Option<u64>);
+
+impl Version {
+    fn identity(&self) -> Identity {
+        (
+            self.index.clone(),
+            self.date,
+            self.close.to_bits(),
+            self.adj_close.map(f64::to_bits),
+        )
+    }
+}
+
+/// Runs `close_price`: every bronze commit not yet merged.
+pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, TaskError> {
+    let mut summary = TaskSummary::new("close_price");
+    let source_name = bronze::table().name;
+    let Some(source) = ctx.input(&source_name).await? else {
+        summary
+            .notes
+            .push("bronze.bronze does not exist yet: nothing to do".into());
+        return Ok(summary);
+    };
+    let latest = source.version().map_or(-1, |v| v as i64);
+    let warehouse = &ctx.settings.warehouse;
+    let mut sink = DeltaSink::open(warehouse, table()).await?;
+    let app = app_id(sink.name(), &source_name);
+
+    while let Some((from, to)) = next_range(sink.txn_version(&app).await?, &[], latest) {
+        let batches =
+            stream::read_appends(&source, &warehouse.qualified(&source_name), from, to).await?;
+        let records = bronze_records(&batches)?;
+        summary.rows_read += records.len() as u64;
+        progress.add_rows(records.len() as u64);
+        let arrivals: Vec<stock::Stock> = records
+            .iter()
+            .filter_map(|r| stock::parse(r.value.as_deref()).ok())
+            .collect();
+
+        let existing = load_history(&sink, &arrivals).await?;
+        let now = chrono::Utc::now().timestamp_micros();
+        let changes = apply(existing, &arrivals, now);
+        let txn = vec![Transaction::new(&app, to)];
+        let version = if changes.is_empty() {
+            sink.append(vec![], txn).await?
+        } else {
+            let inserted = changes.iter().filter(|(_, new)| *new).count();
+            let source_df = SessionContext::new()
+                .read_batch(history_batch(
+                    &changes.into_iter().map(|(v, _)| v).collect::<Vec<_>>(),
+                ))
+                .map_err(crate::sql::SqlError::from)?;
+            fault::point("close_price.before_merge");
+            let (version, rows_inserted, rows_updated) = sink
+                .merge(
+                    source_df,
+                    "target.\"Index\" = source.\"Index\" AND target.\"Date\" = source.\"Date\" \
+                     AND target.\"Close\" = source.\"Close\" \
+                     AND target.\"Adj_Close\" IS NOT DISTINCT FROM source.\"Adj_Close\"",
+                    &["__END_AT", "current", "end_date"],
+                    txn,
+                )
+                .await?;
+            if rows_inserted != inserted {
+                return Err(TaskError::Data {
+                    table: sink.qualified_name().into(),
+                    reason: format!(
+                        "MERGE inserted {rows_inserted} versions where {inserted} were new"
+                    ),
+                });
+            }
+            summary.notes.push(format!(
+                "{rows_inserted} new version(s), {rows_updated} earlier version(s) closed or moved"
+            ));
+            summary.rows_written += (rows_inserted + rows_updated) as u64;
+            version
+        };
+        summary
+            .versions
+            .push((sink.qualified_name().into(), version));
+        fault::point("close_price.after_commit");
+    }
+    summary.elapsed = progress.elapsed();
+    Ok(summary)
+}
+
+/// The stored versions of every `Index` that has arrivals.
+async fn load_history(
+    sink: &DeltaSink,
+    arrivals: &[stock::Stock],
+) -> Result<BTreeMap<String, Vec<Version>>, TaskError> {
+    let indexes: HashSet<&str> = arrivals.iter().map(|s| s.index.as_str()).collect();
+    let mut history: BTreeMap<String, Vec<Version>> = indexes
+        .iter()
+        .map(|i| (i.to_string(), Vec::new()))
+        .collect();
+    if indexes.is_empty() {
+        return Ok(history);
+    }
+    let list = indexes
+        .iter()
+        .map(|i| format!("'{}'", i.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let batches = sink
+        .query(&format!("SELECT * FROM t WHERE \"Index\" IN ({list})"))
+        .await?;
+    for b in &batches {
+        let index = strings(b, "Index")?;
+        let date = dates(b, "Date")?;
+        let close = f64s(b, "Close")?;
+        let adj = f64s(b, "Adj_Close")?;
+        let end_at = dates(b, "__END_AT")?;
+        let current = bools(b, "current")?;
+        let effective = timestamps(b, "effective_date")?;
+        let end_date = timestamps(b, "end_date")?;
+        for i in 0..b.num_rows() {
+            let v = Version {
+                index: index.value(i).to_string(),
+                date: date.value(i),
+                close: close.value(i),
+                adj_close: opt(adj, i, |a, i| a.value(i)),
+                end_at: opt(end_at, i, |a, i| a.value(i)),
+                current: current.value(i),
+                effective: effective.value(i),
+                end_date: opt(end_date, i, |a, i| a.value(i)),
+            };
+            history.entry(v.index.clone()).or_default().push(v);
+        }
+    }
+    Ok(history)
+}
+
+/// Adds the arrivals to the histories and returns every version to write: new ones
+/// (`true`) and stored ones whose `__END_AT` or `current` changed (`false`).
+fn apply(
+    mut history: BTreeMap<String, Vec<Version>>,
+    arrivals: &[stock::Stock],
+    now: i64,
+) -> Vec<(Version, bool)> {
+    let stored: HashSet<Identity> = history.values().flatten().map(Version::identity).collect();
+    let mut seen = stored.clone();
+    let mut sequence = 0;
+    for s in arrivals {
+        let v = Version {
+            index: s.index.clone(),
+            date: days(s.date),
+            close: s.close,
+            adj_close: s.adj_close,
+            end_at: None,
+            current: false,
+            // Arrival order within one run: a microsecond apart.
+            effective: now + sequence,
+            end_date: None,
+        };
+        if seen.insert(v.identity()) {
+            sequence += 1;
+            history.entry(v.index.clone()).or_default().push(v);
+        }
+    }
+
+    let mut out = Vec::new();
+    for versions in history.values_mut() {
+        versions.sort_by_key(|v| (v.date, v.effective));
+        let next_dates: Vec<Option<i32>> = versions
+            .iter()
+            .skip(1)
+            .map(|v| Some(v.date))
+            .chain([None])
+            .collect();
+        let last = versions.len().saturating_sub(1);
+        for (i, (v, end_at)) in versions.iter_mut().zip(next_dates).enumerate() {
+            let current = i == last;
+            let is_new = !stored.contains(&v.identity());
+            if !is_new && v.end_at == end_at && v.current == current {
+                continue;
+            }
+            if is_new || v.end_at != end_at {
+                // Closed now (or re-closed by late data): the processing time it happened.
+                v.end_date = end_at.map(|_| now);
+            }
+            v.end_at = end_at;
+            v.current = current;
+            out.push((v.clone(), is_new));
+        }
+    }
+    out
+}
+
+fn history_batch(rows: &[Version]) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|v| v.index.as_str()),
+        )),
+        Arc::new(Date32Array::from_iter_values(rows.iter().map(|v| v.date))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|v| v.close))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|v| v.adj_close))),
+        Arc::new(Date32Array::from_iter_values(rows.iter().map(|v| v.date))),
+        Arc::new(Date32Array::from_iter(rows.iter().map(|v| v.end_at))),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|v| Some(v.current)),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|v| v.effective))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(rows.iter().map(|v| v.end_date))
+                .with_timezone("UTC"),
+        ),
+    ];
+    RecordBatch::try_new(table().schema, columns).expect("columns match close_price_silver")
+}
+
+/// Runs `current_close`: rebuilds `current_close_silver` from the current versions,
+/// when `close_price_silver` changed since the last rebuild.
+pub async fn run_current(
+    ctx: &TaskContext,
+    progress: Arc<Progress>,
+) -> Result<TaskSummary, TaskError> {
+    rebuild(
+        ctx,
+        progress,
+        "current_close",
+        &table().name,
+        current_table(),
+        "SELECT \"Index\", \"Date\", \"Close\", \"Adj_Close\" FROM t WHERE current ORDER BY \"Index\"",
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    fn s(index: &str, date: u32, close: f64) -> stock::Stock {
+        stock::Stock {
+            index: index.into(),
+            date: NaiveDate::from_ymd_opt(2024, 1, date).unwrap(),
+            open: None,
+            high: None,
+            low: None,
+            close,
+            adj_close: Some(close),
+            volume: None,
+        }
+    }
+
+    /// Applies batches one after another, as successive runs would.
+    fn run_batches(batches: &[Vec<stock::Stock>]) -> Vec<Version> {
+        let mut table: Vec<Version> = Vec::new();
+        for (n, batch) in batches.iter().enumerate() {
+            let mut history: BTreeMap<String, Vec<Version>> = BTreeMap::new();
+            for v in &table {
+                history.entry(v.index.clone()).or_default().push(v.clone());
+            }
+            for (v, new) in apply(history, batch, 1_000_000 * (n as i64 + 1)) {
+                if new {
+                    table.push(v);
+                } else {
+                    let t = table
+                        .iter_mut()
+                        .find(|t| t.identity() == v.identity())
+                        .unwrap();
+                    *t = v;
+                }
+            }
+        }
+        table.sort_by_key(|v| (v.index.clone(), v.date, v.effective));
+        table
+    }
+
+    fn shape(t: &[Version]) -> Vec<(String, i32, f64, Option<i32>, bool)> {
+        t.iter()
+            .map(|v| (v.index.clone(), v.date, v.close, v.end_at, v.current))
+            .collect()
+    }
+
+    #[test]
+    fn late_data_and_batching_give_the_same_history() {
+        let all = vec![
+            s("A", 2, 10.0),
+            s("A", 3, 11.0),
+            s("A", 5, 12.0),
+            s("B", 2, 1.0),
+        ];
+        let at_once = run_batches(std::slice::from_ref(&all));
+        let late = run_batches(&[
+            vec![s("A", 5, 12.0), s("B", 2, 1.0)],
+            vec![s("A", 2, 10.0)],
+            vec![s("A", 3, 11.0), s("A", 3, 11.0)],
+        ]);
+        assert_eq!(shape(&at_once), shape(&late));
+        let d = |day| days(NaiveDate::from_ymd_opt(2024, 1, day).unwrap());
+        assert_eq!(
+            shape(&at_once),
+            vec![
+                ("A".into(), d(2), 10.0, Some(d(3)), false),
+                ("A".into(), d(3), 11.0, Some(d(5)), false),
+                ("A".into(), d(5), 12.0, None, true),
+                ("B".into(), d(2), 1.0, None, true),
+            ]
+        );
+        // Closed versions carry the time they were closed; the current one none.
+        assert!(late.iter().all(|v| v.end_date.is_some() != v.current));
+    }
+
+    #[test]
+    fn a_correction_is_a_new_version_after_the_same_date() {
+        let t = run_batches(&[
+            vec![s("A", 2, 10.0), s("A", 3, 11.0)],
+            vec![s("A", 2, 10.5), s("A", 2, 10.0)],
+        ]);
+        let d = |day| days(NaiveDate::from_ymd_opt(2024, 1, day).unwrap());
+        assert_eq!(
+            shape(&t),
+            vec![
+                ("A".into(), d(2), 10.0, Some(d(2)), false),
+                ("A".into(), d(2), 10.5, Some(d(3)), false),
+                ("A".into(), d(3), 11.0, None, true),
+            ]
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! Task `updated_stocks`: `gold.updated_stocks_gold`, a batch rebuild of
+//! `stocks_close_silver` with `Close_Diff = Latest_Close - Close`. (The original view
+//! selected the literal string `'Index'`; this selects the column.)
+
+use std::sync::Arc;
+
+use deltalake::arrow::datatypes::{DataType, Field};
+
+use crate::catalog::TableName;
+use crate::delta::{schema, TableSpec};
+use crate::progress::{Progress, TaskSummary};
+use crate::tasks::{rebuild, stocks_close, TaskContext, TaskError};
+
+/// `<catalog>.gold.updated_stocks_gold`.
+pub fn table() -> TableSpec {
+    TableSpec {
+        name: TableName::new("gold", "updated_stocks_gold"),
+        schema: schema(vec![
+            Field::new("Index", DataType::Utf8, false),
+            Field::new("Date", DataType::Date32, false),
+            Field::new("Close", DataType::Float64, false),
+            Field::new("Adj_Close", DataType::Float64, true),
+            Field::new("Latest_Close", DataType::Float64, false),
+            Field::new("Latest_Adj_Close", DataType::Float64, true),
+            Field::new("Close_Diff", DataType::Float64, false),
+        ]),
+        partition_columns: vec![],
+    }
+}
+
+/// Runs the task, when `stocks_close_silver` changed since the last rebuild.
+pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, TaskError> {
+    rebuild(
+        ctx,
+        progress,
+        "updated_stocks",
+        &stocks_close::table().name,
+        table(),
+        "SELECT \"Index\", \"Date\", \"Close\", \"Adj_Close\", \"Latest_Close\", \
+         \"Latest_Adj_Close\", \"Latest_Close\" - \"Close\" AS \"Close_Diff\" \
+         FROM t ORDER BY \"Index\", \"Date\"",
+    )
+    .await
+}
