@@ -131,3 +131,76 @@ async fn killed_after_the_last_bronze_commit() {
     // 3,001 records in batches of 500: the 7th commit is the last one.
     crash_then_rerun("bronze.after_commit@7", "rows written  0").await;
 }
+
+/// The fixture's records (duplicates, a correction, late and bad rows) and generated
+/// history, in two files.
+fn land_refinable_input(w: &Workspace) {
+    let mut first: Vec<&str> = RUN_1.to_vec();
+    first.extend_from_slice(RUN_2);
+    w.land("fixture.csv", &csv(&first));
+    w.generate(small(600, 1, 31));
+}
+
+/// Kills a run at `fault` in a Silver or Gold task, runs again, and compares every table
+/// with an uninterrupted run of the same input.
+async fn crash_refine_then_rerun(fault: &str) {
+    let reference_broker = TestBroker::start().await;
+    let reference = Workspace::with_broker(&reference_broker);
+    land_refinable_input(&reference);
+    reference.run_binary_ok(&[]).await;
+    let expected = refined_tables(&reference).await;
+    assert!(
+        expected.iter().all(|(_, rows)| !rows.is_empty()),
+        "{expected:?}"
+    );
+
+    let broker = TestBroker::start().await;
+    let w = Workspace::with_broker(&broker);
+    land_refinable_input(&w);
+    let crashed = w.run_binary(&[], &[("MEDALLION_FAULT", fault)]).await;
+    assert!(
+        !crashed.status.success(),
+        "{fault}: the run should have died"
+    );
+    assert!(String::from_utf8_lossy(&crashed.stderr).contains("fault injected"));
+    w.run_binary_ok(&[]).await;
+    assert_eq!(refined_tables(&w).await, expected, "{fault}");
+    // And a third run changes nothing.
+    w.run_binary_ok(&[]).await;
+    assert_eq!(refined_tables(&w).await, expected, "{fault}: third run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_in_stocks_between_quarantine_and_silver() {
+    crash_refine_then_rerun("stocks.after_quarantine").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_after_the_stocks_commit() {
+    crash_refine_then_rerun("stocks.after_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_during_the_scd2_merge() {
+    crash_refine_then_rerun("close_price.before_merge").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_after_the_scd2_merge() {
+    crash_refine_then_rerun("close_price.after_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_during_the_current_close_rebuild() {
+    crash_refine_then_rerun("current_close.before_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_after_the_stream_static_join() {
+    crash_refine_then_rerun("stocks_close.after_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_during_the_gold_rebuild() {
+    crash_refine_then_rerun("updated_stocks.before_commit").await;
+}

@@ -288,3 +288,52 @@ pub fn small(rows: u64, files: u32, seed: u64) -> GenerateOptions {
         ..GenerateOptions::default()
     }
 }
+
+/// A landing file's bytes: BOM, the standard header, then `rows`, CRLF line ends.
+pub fn csv(rows: &[&str]) -> Vec<u8> {
+    let mut text = format!("\u{feff}{}\r\n", medallion::generate::HEADER);
+    for r in rows {
+        text.push_str(r);
+        text.push_str("\r\n");
+    }
+    text.into_bytes()
+}
+
+/// First run: a duplicate, a null row, a non-numeric close.
+pub const RUN_1: &[&str] = &[
+    "NYA,2024-01-02,9.5,10.5,9,10,10,100",
+    "NYA,2024-01-03,10,11.5,10,11,11,100",
+    "NYA,2024-01-03,10,11.5,10,11,11,100",
+    "NYA,2024-01-05,11,12.5,11,12,12,100",
+    "HSI,2024-01-02,99,101,98,100,100,7.0",
+    "HSI,2024-01-03,null,null,null,null,null,null",
+    "HSI,2024-01-04,99,101,98,abc,100,7",
+];
+
+/// Second run: a late (older) record, a correction of 2024-01-03, a key already in
+/// stocks_silver, and a new day for HSI.
+pub const RUN_2: &[&str] = &[
+    "NYA,2024-01-04,11,11.9,11,11.5,11.5,100",
+    "NYA,2024-01-03,10,11.5,10,11.2,11.2,100",
+    "HSI,2024-01-08,100,106,99,105,105,8",
+    "NYA,2024-01-02,9.5,10.5,9,10,10,100",
+];
+
+/// Every Silver, Gold and quarantine table of a workspace as text rows, sorted, without
+/// the processing-time columns: what must come out the same however the runs went.
+pub async fn refined_tables(w: &Workspace) -> Vec<(String, Vec<Vec<String>>)> {
+    let queries = [
+        ("silver", "stocks_silver", "SELECT * FROM t ORDER BY \"Index\", \"Date\""),
+        ("quarantine", "stocks_silver", "SELECT partition, \"offset\", value, reason FROM t ORDER BY 1, 2"),
+        ("silver", "close_price_silver", "SELECT \"Index\", \"Date\", \"Close\", \"Adj_Close\", \"__START_AT\", \"__END_AT\", current, end_date IS NULL FROM t ORDER BY \"Index\", \"Date\", effective_date"),
+        ("silver", "current_close_silver", "SELECT * FROM t ORDER BY \"Index\""),
+        ("silver", "stocks_close_silver", "SELECT * FROM t ORDER BY \"Index\", \"Date\""),
+        ("gold", "updated_stocks_gold", "SELECT * FROM t ORDER BY \"Index\", \"Date\""),
+    ];
+    let mut out = Vec::new();
+    for (schema, table, sql) in queries {
+        let name = TableName::new(schema, table);
+        out.push((name.to_string(), w.query(&name, sql).await));
+    }
+    out
+}
