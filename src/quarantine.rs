@@ -5,12 +5,15 @@
 
 use std::sync::Arc;
 
-use deltalake::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+use deltalake::arrow::array::{
+    Array, ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
 use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
 
 use crate::catalog::TableName;
 use crate::delta::{schema, TableSpec};
+use crate::tasks::bronze::BronzeRecord;
 
 /// A landing-file row that never reached Kafka.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,23 +24,78 @@ pub struct IngestReject {
     pub reason: String,
 }
 
-/// `<catalog>.quarantine.ingest`.
-pub fn ingest_table() -> TableSpec {
+/// A quarantine table: where the rows came from, then `reason` and `quarantined_at`.
+fn quarantine_table(table: &str, origin: Vec<Field>) -> TableSpec {
+    let mut fields = origin;
+    fields.push(Field::new("reason", DataType::Utf8, false));
+    fields.push(Field::new(
+        "quarantined_at",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    ));
     TableSpec {
-        name: TableName::new("quarantine", "ingest"),
-        schema: schema(vec![
+        name: TableName::new("quarantine", table),
+        schema: schema(fields),
+        partition_columns: vec![],
+    }
+}
+
+/// A batch of `spec`: the `origin` columns, then the reasons and the time now.
+fn quarantine_batch<'a>(
+    spec: TableSpec,
+    mut origin: Vec<ArrayRef>,
+    reasons: impl Iterator<Item = &'a str>,
+) -> RecordBatch {
+    let reasons = StringArray::from_iter_values(reasons);
+    let now = chrono::Utc::now().timestamp_micros();
+    let at = TimestampMicrosecondArray::from_iter_values((0..reasons.len()).map(|_| now))
+        .with_timezone("UTC");
+    origin.push(Arc::new(reasons));
+    origin.push(Arc::new(at));
+    RecordBatch::try_new(spec.schema, origin).expect("columns match the quarantine table")
+}
+
+/// `<catalog>.quarantine.ingest`: landing-file rows that never reached Kafka.
+pub fn ingest_table() -> TableSpec {
+    quarantine_table(
+        "ingest",
+        vec![
             Field::new("file", DataType::Utf8, false),
             Field::new("line", DataType::Int64, false),
             Field::new("raw", DataType::Utf8, false),
-            Field::new("reason", DataType::Utf8, false),
-            Field::new(
-                "quarantined_at",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-        ]),
-        partition_columns: vec![],
-    }
+        ],
+    )
+}
+
+/// `<catalog>.quarantine.stocks_silver`: bronze records that are not valid stocks.
+pub fn stocks_table() -> TableSpec {
+    quarantine_table(
+        "stocks_silver",
+        vec![
+            Field::new("partition", DataType::Int32, false),
+            Field::new("offset", DataType::Int64, false),
+            Field::new("value", DataType::Utf8, true),
+        ],
+    )
+}
+
+/// One batch of rejected bronze records, with their reasons.
+pub fn stocks_batch(rows: &[(BronzeRecord, String)]) -> RecordBatch {
+    quarantine_batch(
+        stocks_table(),
+        vec![
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|(r, _)| r.partition),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|(r, _)| r.offset),
+            )),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|(r, _)| r.value.as_deref()),
+            )),
+        ],
+        rows.iter().map(|(_, why)| why.as_str()),
+    )
 }
 
 /// One batch of rejected ingest rows.

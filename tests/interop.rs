@@ -97,4 +97,37 @@ async fn python_deltalake_reads_bronze_and_quarantine() {
     let q = read_with_python(&python, &settings.warehouse.path(&ingest_quarantine()), &[]);
     assert_eq!(q["rows"], 1);
     assert_eq!(w.count(&ingest_quarantine()).await, 1);
+
+    // Every Silver, Gold and quarantine table opens too, with the rows DataFusion sees and
+    // the stream progress medallion committed.
+    let refined = [
+        ("silver", "stocks_silver", Some("bronze.bronze")),
+        ("quarantine", "stocks_silver", None),
+        ("silver", "close_price_silver", Some("bronze.bronze")),
+        (
+            "silver",
+            "current_close_silver",
+            Some("silver.close_price_silver"),
+        ),
+        (
+            "silver",
+            "stocks_close_silver",
+            Some("silver.stocks_silver"),
+        ),
+        (
+            "gold",
+            "updated_stocks_gold",
+            Some("silver.stocks_close_silver"),
+        ),
+    ];
+    for (schema, table, source) in refined {
+        let name = medallion::catalog::TableName::new(schema, table);
+        let apps: Vec<String> = source.iter().map(|s| format!("{name}/{s}")).collect();
+        let seen = read_with_python(&python, &settings.warehouse.path(&name), &apps);
+        assert_eq!(seen["rows"].as_u64(), Some(w.count(&name).await), "{name}");
+        assert!(seen["rows"].as_u64().unwrap() > 0, "{name} is filled");
+        for app in &apps {
+            assert!(seen["txn"][app].as_i64().is_some(), "{name}: txn {app}");
+        }
+    }
 }

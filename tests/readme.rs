@@ -33,6 +33,57 @@ async fn the_readme_command_runs_the_sample_end_to_end_on_the_embedded_broker() 
     assert!(out.contains(&format!("rows written  {lines}")), "{out}");
     assert!(w.root().join(".medallion/state/broker/tansu.db").exists());
     assert_eq!(w.count(&bronze()).await, lines);
+    for (name, rows) in refined_tables(&w).await {
+        assert!(!rows.is_empty(), "{name} is filled");
+    }
+
+    // `medallion sql` over gold: Close_Diff is Latest_Close - Close, and plausible.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .current_dir(w.root())
+        .args([
+            "sql",
+            "--format",
+            "csv",
+            "SELECT \"Index\", \"Close\", \"Latest_Close\", \"Close_Diff\" FROM dev.gold.updated_stocks_gold",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines_out = text.lines();
+    assert_eq!(
+        lines_out.next(),
+        Some("Index,Close,Latest_Close,Close_Diff")
+    );
+    let mut n = 0;
+    for line in lines_out {
+        let f: Vec<&str> = line.split(',').collect();
+        let [close, latest, diff]: [f64; 3] = [1, 2, 3].map(|i| f[i].parse().unwrap());
+        assert!((latest - close - diff).abs() < 1e-6, "{line}");
+        assert!(close > 0.0 && latest > 0.0 && diff.abs() < latest, "{line}");
+        n += 1;
+    }
+    assert!(n as u64 > lines * 9 / 10, "gold has {n} of {lines} rows");
+    let tables = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .current_dir(w.root())
+        .arg("tables")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&tables.stdout);
+    for t in [
+        "dev.bronze.bronze",
+        "dev.silver.stocks_silver",
+        "dev.silver.close_price_silver",
+        "dev.silver.current_close_silver",
+        "dev.silver.stocks_close_silver",
+        "dev.gold.updated_stocks_gold",
+    ] {
+        assert!(listing.contains(t), "{listing}");
+    }
 
     // The broker restarts with the next run and still has the topic and its offsets.
     let out = w.run_binary_ok(&[]).await;

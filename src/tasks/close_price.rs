@@ -26,10 +26,10 @@ use crate::delta::{schema, DeltaSink, TableSpec};
 use crate::fault;
 use crate::progress::{Progress, TaskSummary};
 use crate::stock;
-use crate::stream::{self, app_id, next_range};
+use crate::tasks::bronze::bronze_records;
 use crate::tasks::columns::{bools, dates, f64s, opt, strings, timestamps};
-use crate::tasks::stocks::{bronze_records, days};
-use crate::tasks::{bronze, rebuild, TaskContext, TaskError};
+use crate::tasks::stocks::days;
+use crate::tasks::{bronze, rebuild, SourceStream, TaskContext, TaskError};
 
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -98,21 +98,13 @@ impl Version {
 /// Runs `close_price`: every bronze commit not yet merged.
 pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, TaskError> {
     let mut summary = TaskSummary::new("close_price");
-    let source_name = bronze::table().name;
-    let Some(source) = ctx.input(&source_name).await? else {
-        summary
-            .notes
-            .push("bronze.bronze does not exist yet: nothing to do".into());
+    let Some(source) = SourceStream::open(ctx, bronze::table().name, &mut summary).await? else {
         return Ok(summary);
     };
-    let latest = source.version().map_or(-1, |v| v as i64);
-    let warehouse = &ctx.settings.warehouse;
-    let mut sink = DeltaSink::open(warehouse, table()).await?;
-    let app = app_id(sink.name(), &source_name);
+    let mut sink = DeltaSink::open(&ctx.settings.warehouse, table()).await?;
+    let app = source.app_id(&sink);
 
-    while let Some((from, to)) = next_range(sink.txn_version(&app).await?, &[], latest) {
-        let batches =
-            stream::read_appends(&source, &warehouse.qualified(&source_name), from, to).await?;
+    while let Some((to, batches)) = source.next(&sink, &[]).await? {
         let records = bronze_records(&batches)?;
         summary.rows_read += records.len() as u64;
         progress.add_rows(records.len() as u64);

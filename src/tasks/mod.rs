@@ -156,6 +156,61 @@ pub(crate) mod columns {
     }
 }
 
+/// A Delta table read as a stream by one task (see [`crate::stream`]).
+pub struct SourceStream {
+    pub name: TableName,
+    table: DeltaTable,
+    qualified: String,
+    /// The source's version when the task started: the run reads up to here.
+    latest: i64,
+}
+
+impl SourceStream {
+    /// Opens the source, or notes in `summary` that no upstream task has created it yet.
+    pub async fn open(
+        ctx: &TaskContext,
+        name: TableName,
+        summary: &mut crate::progress::TaskSummary,
+    ) -> Result<Option<Self>, TaskError> {
+        let Some(table) = ctx.input(&name).await? else {
+            summary
+                .notes
+                .push(format!("{name} does not exist yet: nothing to do"));
+            return Ok(None);
+        };
+        Ok(Some(SourceStream {
+            qualified: ctx.settings.warehouse.qualified(&name),
+            latest: table.version().map_or(-1, |v| v as i64),
+            name,
+            table,
+        }))
+    }
+
+    /// The app id under which `sink` records its progress on this source.
+    pub fn app_id(&self, sink: &crate::delta::DeltaSink) -> String {
+        crate::stream::app_id(sink.name(), &self.name)
+    }
+
+    /// The next range for the `main` output (with `side` outputs written before it in the
+    /// same run), and the rows the source appended in it: `(to, rows)`.
+    pub async fn next(
+        &self,
+        main: &crate::delta::DeltaSink,
+        side: &[&crate::delta::DeltaSink],
+    ) -> Result<Option<(i64, Vec<deltalake::arrow::record_batch::RecordBatch>)>, TaskError> {
+        let main_done = main.txn_version(&self.app_id(main)).await?;
+        let mut side_done = Vec::new();
+        for s in side {
+            side_done.push(s.txn_version(&self.app_id(s)).await?);
+        }
+        let Some((from, to)) = crate::stream::next_range(main_done, &side_done, self.latest) else {
+            return Ok(None);
+        };
+        let rows = crate::stream::read_appends(&self.table, &self.qualified, from, to).await?;
+        Ok(Some((to, rows)))
+    }
+}
+
 /// A batch rebuild (`CREATE OR REPLACE TABLE ... AS SELECT`): replaces `target` with `sql`
 /// over `source` (registered as `t`), when `source` has a version not yet rebuilt from.
 /// The source version is the target's `txn`, committed with the new rows.
@@ -168,22 +223,19 @@ pub async fn rebuild(
     sql: &str,
 ) -> Result<crate::progress::TaskSummary, TaskError> {
     let mut summary = crate::progress::TaskSummary::new(task);
-    let Some(source) = ctx.input(source_name).await? else {
-        summary
-            .notes
-            .push(format!("{source_name} does not exist yet: nothing to do"));
+    let Some(source) = SourceStream::open(ctx, source_name.clone(), &mut summary).await? else {
         return Ok(summary);
     };
-    let version = source.version().map_or(-1, |v| v as i64);
+    let version = source.latest;
     let mut sink = crate::delta::DeltaSink::open(&ctx.settings.warehouse, target).await?;
-    let app = crate::stream::app_id(sink.name(), source_name);
+    let app = source.app_id(&sink);
     if !crate::stream::needs(sink.txn_version(&app).await?, version) {
         summary
             .notes
             .push(format!("up to date with {source_name} version {version}"));
         return Ok(summary);
     }
-    let batches = crate::sql::query_table(&source, sql).await?;
+    let batches = crate::sql::query_table(&source.table, sql).await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     summary.rows_read = rows as u64;
     crate::fault::point(&format!("{task}.before_commit"));

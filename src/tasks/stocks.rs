@@ -11,20 +11,21 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use deltalake::arrow::array::{
-    ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
 };
-use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
+use deltalake::arrow::datatypes::{DataType, Field};
 use deltalake::kernel::Transaction;
 
 use crate::catalog::TableName;
 use crate::delta::{schema, DeltaSink, TableSpec};
 use crate::fault;
 use crate::progress::{Progress, TaskSummary};
+use crate::quarantine;
 use crate::stock::{self, Stock};
-use crate::stream::{self, app_id, needs, next_range};
-use crate::tasks::columns::{dates, i32s, i64s, strings};
-use crate::tasks::{bronze, TaskContext, TaskError};
+use crate::stream::needs;
+use crate::tasks::bronze::{bronze_records, BronzeRecord};
+use crate::tasks::columns::{dates, strings};
+use crate::tasks::{bronze, SourceStream, TaskContext, TaskError};
 
 /// `<catalog>.silver.stocks_silver`.
 pub fn table() -> TableSpec {
@@ -42,53 +43,6 @@ pub fn table() -> TableSpec {
         ]),
         partition_columns: vec![],
     }
-}
-
-/// `<catalog>.quarantine.stocks_silver`.
-pub fn quarantine_table() -> TableSpec {
-    TableSpec {
-        name: TableName::new("quarantine", "stocks_silver"),
-        schema: schema(vec![
-            Field::new("partition", DataType::Int32, false),
-            Field::new("offset", DataType::Int64, false),
-            Field::new("value", DataType::Utf8, true),
-            Field::new("reason", DataType::Utf8, false),
-            Field::new(
-                "quarantined_at",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-        ]),
-        partition_columns: vec![],
-    }
-}
-
-/// A bronze record: where it sits in Kafka, and its value.
-#[derive(Debug, Clone)]
-pub struct BronzeRecord {
-    pub partition: i32,
-    pub offset: i64,
-    pub value: Option<String>,
-}
-
-/// The bronze records of `batches`, in bronze order (partition, offset).
-pub fn bronze_records(batches: &[RecordBatch]) -> Result<Vec<BronzeRecord>, TaskError> {
-    let mut out = Vec::new();
-    for b in batches {
-        let partition = i32s(b, "partition")?;
-        let offset = i64s(b, "offset")?;
-        let value = strings(b, "value")?;
-        for i in 0..b.num_rows() {
-            out.push(BronzeRecord {
-                partition: partition.value(i),
-                offset: offset.value(i),
-                value: (!deltalake::arrow::array::Array::is_null(&value, i))
-                    .then(|| value.value(i).to_string()),
-            });
-        }
-    }
-    out.sort_by_key(|r| (r.partition, r.offset));
-    Ok(out)
 }
 
 /// Days since 1970-01-01, Arrow's `Date32`.
@@ -121,34 +75,23 @@ fn classify(records: Vec<BronzeRecord>) -> Outcome {
 /// Runs the task: every bronze commit not yet processed.
 pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, TaskError> {
     let mut summary = TaskSummary::new("stocks");
-    let source_name = bronze::table().name;
-    let Some(source) = ctx.input(&source_name).await? else {
-        summary
-            .notes
-            .push("bronze.bronze does not exist yet: nothing to do".into());
+    let Some(source) = SourceStream::open(ctx, bronze::table().name, &mut summary).await? else {
         return Ok(summary);
     };
-    let latest = source.version().map_or(-1, |v| v as i64);
     let warehouse = &ctx.settings.warehouse;
     let mut silver = DeltaSink::open(warehouse, table()).await?;
-    let mut quarantine = DeltaSink::open(warehouse, quarantine_table()).await?;
-    let silver_app = app_id(silver.name(), &source_name);
-    let quarantine_app = app_id(quarantine.name(), &source_name);
+    let mut quarantine = DeltaSink::open(warehouse, quarantine::stocks_table()).await?;
+    let silver_app = source.app_id(&silver);
+    let quarantine_app = source.app_id(&quarantine);
 
-    loop {
-        let main = silver.txn_version(&silver_app).await?;
-        let side = quarantine.txn_version(&quarantine_app).await?;
-        let Some((from, to)) = next_range(main, &[side], latest) else {
-            break;
-        };
-        let batches =
-            stream::read_appends(&source, &warehouse.qualified(&source_name), from, to).await?;
+    while let Some((to, batches)) = source.next(&silver, &[&quarantine]).await? {
         let outcome = classify(bronze_records(&batches)?);
         summary.rows_read += outcome.read;
         progress.add_rows(outcome.read);
 
+        let side = quarantine.txn_version(&quarantine_app).await?;
         if !outcome.rejected.is_empty() && needs(side, to) {
-            let batch = quarantine_batch(&outcome.rejected);
+            let batch = quarantine::stocks_batch(&outcome.rejected);
             let version = quarantine
                 .append(vec![batch], vec![Transaction::new(&quarantine_app, to)])
                 .await?;
@@ -231,27 +174,4 @@ fn silver_batch(rows: &[Stock]) -> RecordBatch {
         Arc::new(Int64Array::from_iter(rows.iter().map(|s| s.volume))),
     ];
     RecordBatch::try_new(table().schema, columns).expect("columns match stocks_silver")
-}
-
-fn quarantine_batch(rows: &[(BronzeRecord, String)]) -> RecordBatch {
-    let now = chrono::Utc::now().timestamp_micros();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(r, _)| r.partition),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(r, _)| r.offset),
-        )),
-        Arc::new(StringArray::from_iter(
-            rows.iter().map(|(r, _)| r.value.as_deref()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(_, why)| why.as_str()),
-        )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|_| now))
-                .with_timezone("UTC"),
-        ),
-    ];
-    RecordBatch::try_new(quarantine_table().schema, columns).expect("columns match the quarantine")
 }

@@ -16,9 +16,8 @@ use crate::catalog::TableName;
 use crate::delta::{schema, DeltaSink, TableSpec};
 use crate::fault;
 use crate::progress::{Progress, TaskSummary};
-use crate::stream::{self, app_id, next_range};
 use crate::tasks::columns::{dates, f64s, opt, strings};
-use crate::tasks::{close_price, stocks, TaskContext, TaskError};
+use crate::tasks::{close_price, stocks, SourceStream, TaskContext, TaskError};
 
 /// `<catalog>.silver.stocks_close_silver`.
 pub fn table() -> TableSpec {
@@ -49,21 +48,13 @@ struct Joined {
 /// Runs the task: every `stocks_silver` commit not yet joined.
 pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, TaskError> {
     let mut summary = TaskSummary::new("stocks_close");
-    let source_name = stocks::table().name;
-    let Some(source) = ctx.input(&source_name).await? else {
-        summary
-            .notes
-            .push("silver.stocks_silver does not exist yet: nothing to do".into());
+    let Some(source) = SourceStream::open(ctx, stocks::table().name, &mut summary).await? else {
         return Ok(summary);
     };
-    let latest = source.version().map_or(-1, |v| v as i64);
-    let warehouse = &ctx.settings.warehouse;
-    let mut sink = DeltaSink::open(warehouse, table()).await?;
-    let app = app_id(sink.name(), &source_name);
+    let mut sink = DeltaSink::open(&ctx.settings.warehouse, table()).await?;
+    let app = source.app_id(&sink);
 
-    while let Some((from, to)) = next_range(sink.txn_version(&app).await?, &[], latest) {
-        let batches =
-            stream::read_appends(&source, &warehouse.qualified(&source_name), from, to).await?;
+    while let Some((to, batches)) = source.next(&sink, &[]).await? {
         // The static side, as it stands now.
         let current = current_closes(ctx).await?;
         let mut joined = Vec::new();

@@ -13,17 +13,16 @@ use crate::tasks::{rebuild, stocks_close, TaskContext, TaskError};
 
 /// `<catalog>.gold.updated_stocks_gold`.
 pub fn table() -> TableSpec {
+    let mut fields: Vec<Field> = stocks_close::table()
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("Close_Diff", DataType::Float64, false));
     TableSpec {
         name: TableName::new("gold", "updated_stocks_gold"),
-        schema: schema(vec![
-            Field::new("Index", DataType::Utf8, false),
-            Field::new("Date", DataType::Date32, false),
-            Field::new("Close", DataType::Float64, false),
-            Field::new("Adj_Close", DataType::Float64, true),
-            Field::new("Latest_Close", DataType::Float64, false),
-            Field::new("Latest_Adj_Close", DataType::Float64, true),
-            Field::new("Close_Diff", DataType::Float64, false),
-        ]),
+        schema: schema(fields),
         partition_columns: vec![],
     }
 }
