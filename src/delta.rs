@@ -48,6 +48,13 @@ pub struct TableSpec {
     pub partition_columns: Vec<String>,
 }
 
+impl TableSpec {
+    /// The same table shape under another name (as a job's task settings name it).
+    pub fn named(self, name: TableName) -> TableSpec {
+        TableSpec { name, ..self }
+    }
+}
+
 /// An open Delta table that medallion writes.
 pub struct DeltaSink {
     table: DeltaTable,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use crate::broker::{BrokerError, BrokerStorage, EmbeddedBroker};
+use crate::bundle::job::{JobDef, TaskDef, TaskKind};
 use crate::bundle::Settings;
 use crate::kafka::{KafkaClientError, KafkaEndpoint};
 use crate::progress::{Progress, TaskState, TaskSummary};
@@ -29,96 +30,53 @@ pub enum JobError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Kafka(#[from] KafkaClientError),
-    #[error("unknown task `{0}`. The tasks are: {names}", names = Task::ALL.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "))]
-    UnknownTask(String),
+    #[error("job `{job}` has no task `{task}`. Its tasks are: {known}")]
+    UnknownTask {
+        job: String,
+        task: String,
+        known: String,
+    },
+    #[error("{0}")]
+    Job(String),
 }
 
-/// A task of the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Task {
-    Ingest,
-    Bronze,
-    ClosePrice,
-    CurrentClose,
-    Stocks,
-    StocksClose,
-    UpdatedStocks,
-}
-
-impl Task {
-    /// Every task, in an order where each comes after the tasks it depends on.
-    pub const ALL: &'static [Task] = &[
-        Task::Ingest,
-        Task::Bronze,
-        Task::ClosePrice,
-        Task::CurrentClose,
-        Task::Stocks,
-        Task::StocksClose,
-        Task::UpdatedStocks,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Task::Ingest => "ingest",
-            Task::Bronze => "bronze",
-            Task::ClosePrice => "close_price",
-            Task::CurrentClose => "current_close",
-            Task::Stocks => "stocks",
-            Task::StocksClose => "stocks_close",
-            Task::UpdatedStocks => "updated_stocks",
-        }
+/// Runs one task of a job with its settings.
+async fn run_task(
+    task: &TaskDef,
+    ctx: &TaskContext,
+    progress: Arc<Progress>,
+) -> Result<TaskSummary, String> {
+    fn text(e: impl std::fmt::Display) -> String {
+        e.to_string()
     }
-
-    pub fn depends_on(self) -> &'static [Task] {
-        match self {
-            Task::Ingest => &[],
-            Task::Bronze => &[Task::Ingest],
-            Task::ClosePrice | Task::Stocks => &[Task::Bronze],
-            Task::CurrentClose => &[Task::ClosePrice],
-            Task::StocksClose => &[Task::CurrentClose, Task::Stocks],
-            Task::UpdatedStocks => &[Task::StocksClose],
-        }
-    }
-
-    fn uses_kafka(self) -> bool {
-        matches!(self, Task::Ingest | Task::Bronze)
-    }
-
-    pub fn parse(name: &str) -> Result<Task, JobError> {
-        Task::ALL
-            .iter()
-            .copied()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| JobError::UnknownTask(name.into()))
-    }
-
-    async fn run(self, ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, String> {
-        let e = |e: &dyn std::fmt::Display| e.to_string();
-        match self {
-            Task::Ingest => tasks::ingest::run(ctx, progress).await.map_err(|x| e(&x)),
-            Task::Bronze => tasks::bronze::run(ctx, progress).await.map_err(|x| e(&x)),
-            Task::ClosePrice => tasks::close_price::run(ctx, progress)
-                .await
-                .map_err(|x| e(&x)),
-            Task::CurrentClose => tasks::close_price::run_current(ctx, progress)
-                .await
-                .map_err(|x| e(&x)),
-            Task::Stocks => tasks::stocks::run(ctx, progress).await.map_err(|x| e(&x)),
-            Task::StocksClose => tasks::stocks_close::run(ctx, progress)
-                .await
-                .map_err(|x| e(&x)),
-            Task::UpdatedStocks => tasks::updated_stocks::run(ctx, progress)
-                .await
-                .map_err(|x| e(&x)),
-        }
-    }
+    let mut summary = match &task.kind {
+        TaskKind::CsvToKafka(s) => tasks::ingest::run(ctx, s, progress).await.map_err(text),
+        TaskKind::KafkaToDelta(s) => tasks::bronze::run(ctx, s, progress).await.map_err(text),
+        TaskKind::StocksSilver(s) => tasks::stocks::run(ctx, s, progress).await.map_err(text),
+        TaskKind::Scd2ClosePrice(s) => tasks::close_price::run(ctx, s, progress)
+            .await
+            .map_err(text),
+        TaskKind::CurrentClose(s) => tasks::close_price::run_current(ctx, s, progress)
+            .await
+            .map_err(text),
+        TaskKind::StreamStaticJoin(s) => tasks::stocks_close::run(ctx, s, progress)
+            .await
+            .map_err(text),
+        TaskKind::GoldRebuild(s) => tasks::updated_stocks::run(ctx, s, progress)
+            .await
+            .map_err(text),
+    }?;
+    summary.task = task.task_key.clone();
+    Ok(summary)
 }
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Run only this task.
-    pub task: Option<Task>,
+    /// The job to run (its key under `resources.jobs`); the bundle's only job if `None`.
+    pub job: Option<String>,
+    /// Run only this task (its `task_key`).
+    pub task: Option<String>,
     /// Show live progress (a terminal) rather than log lines.
     pub interactive: bool,
 }
@@ -127,6 +85,8 @@ pub struct RunOptions {
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub target: String,
+    /// The job's name (in development mode, `[dev <user>] <name>`).
+    pub job: String,
     /// The Kafka the run used, if any of its tasks needed one.
     pub kafka: Option<String>,
     pub summaries: Vec<TaskSummary>,
@@ -143,11 +103,14 @@ impl RunReport {
 struct Session {
     ctx: Arc<TaskContext>,
     broker: Option<EmbeddedBroker>,
+    job: JobDef,
+    tasks: Vec<TaskDef>,
 }
 
 impl Session {
     async fn open(settings: &Settings, options: &RunOptions) -> Result<Session, JobError> {
-        let needs_kafka = selected(options).iter().any(|t| t.uses_kafka());
+        let (job, tasks) = selected(settings, options)?;
+        let needs_kafka = tasks.iter().any(|t| t.kind.uses_kafka());
         let mut broker = None;
         let mut kafka = None;
         if needs_kafka {
@@ -167,16 +130,16 @@ impl Session {
             } else {
                 1
             };
-            let topic = endpoint
-                .ensure_topic(
-                    &settings.kafka.topic,
-                    settings.kafka.partitions,
-                    replication,
-                )
-                .await?;
+            let mut partitions = BTreeMap::new();
+            for topic in job.topics() {
+                let info = endpoint
+                    .ensure_topic(&topic, settings.kafka.partitions, replication)
+                    .await?;
+                partitions.insert(topic, info.partitions);
+            }
             kafka = Some(tasks::Kafka {
                 endpoint,
-                partitions: topic.partitions,
+                partitions,
             });
         }
         let ctx = Arc::new(TaskContext {
@@ -185,7 +148,12 @@ impl Session {
             batch_rows: settings.batch_rows,
             idle_timeout: IDLE_TIMEOUT,
         });
-        Ok(Session { ctx, broker })
+        Ok(Session {
+            ctx,
+            broker,
+            job,
+            tasks,
+        })
     }
 
     async fn close(self) {
@@ -195,17 +163,55 @@ impl Session {
     }
 }
 
-fn selected(options: &RunOptions) -> Vec<Task> {
-    match options.task {
-        Some(t) => vec![t],
-        None => Task::ALL.to_vec(),
-    }
+/// The job to run, and its tasks to run (all, or the one `--task` names).
+fn selected(settings: &Settings, options: &RunOptions) -> Result<(JobDef, Vec<TaskDef>), JobError> {
+    let job = match &options.job {
+        Some(key) => settings.jobs.get(key).ok_or_else(|| {
+            JobError::Job(format!(
+                "the bundle has no job `{key}`; its jobs are: {}",
+                settings.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?,
+        None => match settings.jobs.values().collect::<Vec<_>>().as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(JobError::Job(
+                    "the bundle defines no job under resources.jobs".into(),
+                ))
+            }
+            _ => {
+                return Err(JobError::Job(format!(
+                    "the bundle has several jobs ({}); name one with --job",
+                    settings.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                )))
+            }
+        },
+    };
+    let tasks: Vec<TaskDef> = match &options.task {
+        None => job.order().into_iter().cloned().collect(),
+        Some(key) => vec![job
+            .tasks
+            .iter()
+            .find(|t| &t.task_key == key)
+            .cloned()
+            .ok_or_else(|| JobError::UnknownTask {
+                job: job.name.clone(),
+                task: key.clone(),
+                known: job
+                    .tasks
+                    .iter()
+                    .map(|t| t.task_key.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?],
+    };
+    Ok((job.clone(), tasks))
 }
 
 /// Runs the job once with the *available now* trigger.
 pub async fn run(settings: &Settings, options: &RunOptions) -> Result<RunReport, JobError> {
     let session = Session::open(settings, options).await?;
-    let report = run_dag(&session.ctx, options).await;
+    let report = run_dag(&session.ctx, &session.job, &session.tasks, options).await;
     session.close().await;
     Ok(report)
 }
@@ -222,7 +228,7 @@ pub async fn run_continuous(
     let session = Session::open(settings, options).await?;
     tokio::pin!(stop);
     loop {
-        let report = run_dag(&session.ctx, options).await;
+        let report = run_dag(&session.ctx, &session.job, &session.tasks, options).await;
         each(&report);
         tokio::select! {
             _ = &mut stop => break,
@@ -233,42 +239,52 @@ pub async fn run_continuous(
     Ok(())
 }
 
-/// Runs the selected tasks as a DAG and collects their summaries, in DAG order.
-async fn run_dag(ctx: &Arc<TaskContext>, options: &RunOptions) -> RunReport {
-    let tasks = selected(options);
-    let mut started: BTreeMap<tokio::task::Id, Task> = BTreeMap::new();
-    let mut summaries: BTreeMap<Task, TaskSummary> = BTreeMap::new();
+/// Runs `tasks` as a DAG and collects their summaries, in DAG order.
+async fn run_dag(
+    ctx: &Arc<TaskContext>,
+    job: &JobDef,
+    tasks: &[TaskDef],
+    options: &RunOptions,
+) -> RunReport {
+    let selected: Vec<&str> = tasks.iter().map(|t| t.task_key.as_str()).collect();
+    let mut started: BTreeMap<tokio::task::Id, usize> = BTreeMap::new();
+    let mut summaries: BTreeMap<usize, TaskSummary> = BTreeMap::new();
     let mut running = JoinSet::new();
+    let state = |summaries: &BTreeMap<usize, TaskSummary>, key: &str| {
+        let i = tasks.iter().position(|t| t.task_key == key)?;
+        summaries.get(&i).map(|s| s.state)
+    };
     loop {
-        for &task in &tasks {
-            if started.values().any(|t| *t == task) || summaries.contains_key(&task) {
+        for (i, task) in tasks.iter().enumerate() {
+            if started.values().any(|&s| s == i) || summaries.contains_key(&i) {
                 continue;
             }
             let deps: Vec<Option<TaskState>> = task
-                .depends_on()
+                .depends_on
                 .iter()
-                .filter(|d| tasks.contains(d))
-                .map(|d| summaries.get(d).map(|s| s.state))
+                .filter(|d| selected.contains(&d.task_key.as_str()))
+                .map(|d| state(&summaries, &d.task_key))
                 .collect();
             if deps
                 .iter()
                 .any(|s| matches!(s, Some(TaskState::Failed | TaskState::Skipped)))
             {
-                let mut skipped = TaskSummary::new(task.name());
+                let mut skipped = TaskSummary::new(&task.task_key);
                 skipped.state = TaskState::Skipped;
-                summaries.insert(task, skipped);
+                summaries.insert(i, skipped);
                 continue;
             }
             if deps.iter().all(|s| *s == Some(TaskState::Succeeded)) {
                 let ctx = ctx.clone();
+                let task = task.clone();
                 let interactive = options.interactive;
                 let handle = running.spawn(async move {
-                    let progress = Arc::new(Progress::new(task.name(), interactive));
-                    let summary = match task.run(&ctx, progress.clone()).await {
+                    let progress = Arc::new(Progress::new(&task.task_key, interactive));
+                    let summary = match run_task(&task, &ctx, progress.clone()).await {
                         Ok(summary) => summary,
                         Err(error) => {
-                            tracing::error!(task = task.name(), "{error}");
-                            let mut s = TaskSummary::new(task.name());
+                            tracing::error!(task = %task.task_key, "{error}");
+                            let mut s = TaskSummary::new(&task.task_key);
                             s.state = TaskState::Failed;
                             s.notes.push(error);
                             s.elapsed = progress.elapsed();
@@ -278,61 +294,42 @@ async fn run_dag(ctx: &Arc<TaskContext>, options: &RunOptions) -> RunReport {
                     progress.finish();
                     summary
                 });
-                started.insert(handle.id(), task);
+                started.insert(handle.id(), i);
             }
         }
         // A task whose dependency was just skipped is skipped in the next pass.
         if running.is_empty() {
-            if tasks.iter().all(|t| summaries.contains_key(t)) {
+            if summaries.len() == tasks.len() {
                 break;
             }
             continue;
         }
         match running.join_next_with_id().await {
             Some(Ok((id, summary))) => {
-                let task = started
+                let i = started
                     .remove(&id)
                     .expect("every running task was recorded");
-                summaries.insert(task, summary);
+                summaries.insert(i, summary);
             }
             Some(Err(panic)) => {
                 // A panicking task is a bug; report it like a failure and go on.
-                let task = started
+                let i = started
                     .remove(&panic.id())
                     .expect("every running task was recorded");
-                tracing::error!(task = task.name(), "the task panicked: {panic}");
-                let mut s = TaskSummary::new(task.name());
+                let key = &tasks[i].task_key;
+                tracing::error!(task = %key, "the task panicked: {panic}");
+                let mut s = TaskSummary::new(key);
                 s.state = TaskState::Failed;
                 s.notes.push(format!("panicked: {panic}"));
-                summaries.insert(task, s);
+                summaries.insert(i, s);
             }
             None => {}
         }
     }
     RunReport {
         target: ctx.settings.target.clone(),
+        job: job.name.clone(),
         kafka: ctx.kafka.as_ref().map(|k| k.endpoint.bootstrap.clone()),
         summaries: summaries.into_values().collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_task_comes_after_its_dependencies() {
-        for (i, t) in Task::ALL.iter().enumerate() {
-            for d in t.depends_on() {
-                assert!(
-                    Task::ALL[..i].contains(d),
-                    "{} before {}",
-                    d.name(),
-                    t.name()
-                );
-            }
-            assert_eq!(Task::parse(t.name()).unwrap(), *t);
-        }
-        assert!(Task::parse("silver").is_err());
     }
 }

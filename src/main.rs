@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use medallion::bundle::{Bundle, Override, Settings, BUNDLE_FILE};
 use medallion::generate::{generate, GenerateOptions};
-use medallion::job::{self, RunOptions, RunReport, Task};
+use medallion::job::{self, RunOptions, RunReport};
 use medallion::progress::Progress;
 use medallion::sql;
 
@@ -52,9 +52,12 @@ enum Command {
         /// Override a bundle variable: --var name=value (repeatable). MEDALLION_VAR_<name> also works.
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
-        /// Run only this task: ingest, bronze, close_price, current_close, stocks, stocks_close or updated_stocks.
+        /// Run only this task (its task_key in the job).
         #[arg(long)]
         task: Option<String>,
+        /// The job to run (its key under resources.jobs); needed when the bundle has several.
+        #[arg(long)]
+        job: Option<String>,
         /// Keep running: watch the landing folder and the topic, and run the job again every
         /// --interval until interrupted (Ctrl-C stops it after the run under way).
         #[arg(long)]
@@ -197,8 +200,8 @@ fn print_report(settings: &Settings, report: &RunReport) -> bool {
         (None, _) => String::new(),
     };
     println!(
-        "medallion run · bundle {} · target {}{kafka}",
-        settings.bundle_name, report.target
+        "medallion run · bundle {} · target {} · job {}{kafka}",
+        settings.bundle_name, report.target, report.job
     );
     for summary in &report.summaries {
         print!("{summary}");
@@ -224,12 +227,14 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
             vars,
             task,
+            job,
             continuous,
             interval,
         } => {
             let settings = settings(&cli.bundle, target.as_deref(), &vars)?;
             let options = RunOptions {
-                task: task.as_deref().map(Task::parse).transpose()?,
+                job,
+                task,
                 interactive: Progress::stderr_is_terminal() && !continuous,
             };
             let runtime = runtime()?;

@@ -19,13 +19,14 @@ use deltalake::kernel::Transaction;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Timestamp};
 
+use crate::bundle::job::KafkaToDelta;
 use crate::catalog::TableName;
 use crate::delta::{schema, DeltaError, DeltaSink, TableSpec};
 use crate::fault;
 use crate::kafka::{KafkaClientError, RangeReader};
 use crate::progress::{Progress, TaskSummary};
 use crate::tasks::columns::{i32s, i64s, strings};
-use crate::tasks::TaskContext;
+use crate::tasks::{table_setting, TaskContext};
 
 /// Errors of the bronze task.
 #[derive(Debug, thiserror::Error)]
@@ -102,9 +103,13 @@ pub fn bronze_records(
 }
 
 /// Runs the bronze task: every partition from where it left off to the end offsets seen now.
-pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, BronzeError> {
-    let topic = ctx.settings.kafka.topic.as_str();
-    let spec = table();
+pub async fn run(
+    ctx: &TaskContext,
+    task: &KafkaToDelta,
+    progress: Arc<Progress>,
+) -> Result<TaskSummary, BronzeError> {
+    let topic = task.topic.as_str();
+    let spec = table().named(table_setting(&task.table));
     let name = spec.name.clone();
     let sink = DeltaSink::open(&ctx.settings.warehouse, spec).await?;
     let mut summary = TaskSummary::new("bronze");
@@ -112,7 +117,7 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
     let offsets = ctx
         .kafka()
         .endpoint
-        .watermarks_async(topic, &ctx.kafka().partitions)
+        .watermarks_async(topic, &ctx.kafka().partitions(topic))
         .await?;
     let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
     let mut ranges = BTreeMap::new();

@@ -21,6 +21,7 @@ use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Transaction;
 
+use crate::bundle::job::SourceTable;
 use crate::catalog::TableName;
 use crate::delta::{schema, DeltaSink, TableSpec};
 use crate::fault;
@@ -29,7 +30,7 @@ use crate::stock;
 use crate::tasks::bronze::bronze_records;
 use crate::tasks::columns::{bools, dates, f64s, opt, strings, timestamps};
 use crate::tasks::stocks::days;
-use crate::tasks::{bronze, rebuild, SourceStream, TaskContext, TaskError};
+use crate::tasks::{rebuild, table_setting, SourceStream, TaskContext, TaskError};
 
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -96,12 +97,18 @@ impl Version {
 }
 
 /// Runs `close_price`: every bronze commit not yet merged.
-pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, TaskError> {
+pub async fn run(
+    ctx: &TaskContext,
+    task: &SourceTable,
+    progress: Arc<Progress>,
+) -> Result<TaskSummary, TaskError> {
     let mut summary = TaskSummary::new("close_price");
-    let Some(source) = SourceStream::open(ctx, bronze::table().name, &mut summary).await? else {
+    let Some(source) = SourceStream::open(ctx, table_setting(&task.source), &mut summary).await?
+    else {
         return Ok(summary);
     };
-    let mut sink = DeltaSink::open(&ctx.settings.warehouse, table()).await?;
+    let spec = table().named(table_setting(&task.table));
+    let mut sink = DeltaSink::open(&ctx.settings.warehouse, spec).await?;
     let app = source.app_id(&sink);
 
     while let Some((to, batches)) = source.next(&sink, &[]).await? {
@@ -292,14 +299,15 @@ fn history_batch(rows: &[Version]) -> RecordBatch {
 /// when `close_price_silver` changed since the last rebuild.
 pub async fn run_current(
     ctx: &TaskContext,
+    task: &SourceTable,
     progress: Arc<Progress>,
 ) -> Result<TaskSummary, TaskError> {
     rebuild(
         ctx,
         progress,
         "current_close",
-        &table().name,
-        current_table(),
+        &table_setting(&task.source),
+        current_table().named(table_setting(&task.table)),
         "SELECT \"Index\", \"Date\", \"Close\", \"Adj_Close\" FROM t WHERE current ORDER BY \"Index\"",
     )
     .await

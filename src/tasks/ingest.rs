@@ -25,6 +25,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 
+use crate::bundle::job::CsvToKafka;
 use crate::checkpoint::{CheckpointError, IngestCheckpoint};
 use crate::delta::{DeltaError, DeltaSink};
 use crate::fault;
@@ -32,7 +33,7 @@ use crate::kafka::{KafkaClientError, RangeReader};
 use crate::progress::{Progress, TaskSummary};
 use crate::quarantine::{self, IngestReject};
 use crate::source::{self, CsvRows, LandingFile, Row, SourceError};
-use crate::tasks::TaskContext;
+use crate::tasks::{table_setting, TaskContext};
 
 /// Header naming the landing file a message came from (relative to `landing_dir`).
 pub const HEADER_SOURCE_FILE: &str = "source_file";
@@ -109,9 +110,14 @@ struct FileOutcome {
 }
 
 /// Runs the ingest task over every landing file not yet ingested.
-pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, IngestError> {
+pub async fn run(
+    ctx: &TaskContext,
+    task: &CsvToKafka,
+    progress: Arc<Progress>,
+) -> Result<TaskSummary, IngestError> {
     let settings = &ctx.settings;
-    let topic = settings.kafka.topic.clone();
+    let topic = task.topic.clone();
+    let quarantine_spec = quarantine::ingest_table().named(table_setting(&task.quarantine_table));
     let mut summary = TaskSummary::new("ingest");
     let mut checkpoint = IngestCheckpoint::load(&settings.state_dir, &topic)?;
 
@@ -145,7 +151,7 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
     let quarantine_app = format!("ingest/{topic}");
 
     for file in pending {
-        let partitions = ctx.kafka().partitions.clone();
+        let partitions = ctx.kafka().partitions(&topic);
         let offsets = ctx
             .kafka()
             .endpoint
@@ -159,7 +165,7 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
             .any(|(p, (_, high))| entry.start_offsets.get(p).is_none_or(|start| start < high));
         let already = if resumed {
             // This file was started before: something of it may already be in the topic.
-            lines_already_sent(ctx, &file.name, &entry.start_offsets, &offsets).await?
+            lines_already_sent(ctx, &topic, &file.name, &entry.start_offsets, &offsets).await?
         } else {
             HashSet::new()
         };
@@ -193,7 +199,7 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
         if !outcome.rejects.is_empty() {
             if quarantine_table.is_none() {
                 quarantine_table =
-                    Some(DeltaSink::open(&settings.warehouse, quarantine::ingest_table()).await?);
+                    Some(DeltaSink::open(&settings.warehouse, quarantine_spec.clone()).await?);
             }
             let table = quarantine_table.as_mut().expect("opened above");
             let committed = table.txn_version(&quarantine_app).await?;
@@ -247,6 +253,7 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
 /// started, so that a resumed file sends only what is missing.
 async fn lines_already_sent(
     ctx: &TaskContext,
+    topic: &str,
     file: &str,
     start: &BTreeMap<i32, i64>,
     now: &BTreeMap<i32, (i64, i64)>,
@@ -258,7 +265,7 @@ async fn lines_already_sent(
     let mut reader = RangeReader::open(
         &ctx.kafka().endpoint,
         "ingest-resume",
-        &ctx.settings.kafka.topic,
+        topic,
         &ranges,
         ctx.idle_timeout,
     )?;

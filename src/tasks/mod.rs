@@ -20,6 +20,12 @@ use crate::kafka::KafkaEndpoint;
 use crate::sql::SqlError;
 use crate::stream::StreamError;
 
+/// A table named in a task's settings; the bundle validated every name, so the fallback
+/// (the text as a table in the default schema) is never taken.
+pub fn table_setting(text: &str) -> TableName {
+    crate::bundle::job::table_name(text).unwrap_or_else(|| TableName::new("default", text))
+}
+
 /// What every task of a run can see.
 #[derive(Debug, Clone)]
 pub struct TaskContext {
@@ -36,8 +42,16 @@ pub struct TaskContext {
 #[derive(Debug, Clone)]
 pub struct Kafka {
     pub endpoint: KafkaEndpoint,
-    /// The topic's partitions, as the broker reported them at the start of the run.
-    pub partitions: Vec<i32>,
+    /// The partitions of each topic of the job, as the broker reported them when the run
+    /// started (the job creates missing topics first).
+    pub partitions: std::collections::BTreeMap<String, Vec<i32>>,
+}
+
+impl Kafka {
+    /// The partitions of `topic`.
+    pub fn partitions(&self, topic: &str) -> Vec<i32> {
+        self.partitions.get(topic).cloned().unwrap_or_default()
+    }
 }
 
 /// Errors of the Silver and Gold tasks, which read and write Delta tables only.

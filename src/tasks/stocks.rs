@@ -16,6 +16,7 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, Field};
 use deltalake::kernel::Transaction;
 
+use crate::bundle::job::StocksSilver;
 use crate::catalog::TableName;
 use crate::delta::{schema, DeltaSink, TableSpec};
 use crate::fault;
@@ -25,7 +26,7 @@ use crate::stock::{self, Stock};
 use crate::stream::needs;
 use crate::tasks::bronze::{bronze_records, BronzeRecord};
 use crate::tasks::columns::{dates, strings};
-use crate::tasks::{bronze, SourceStream, TaskContext, TaskError};
+use crate::tasks::{table_setting, SourceStream, TaskContext, TaskError};
 
 /// `<catalog>.silver.stocks_silver`.
 pub fn table() -> TableSpec {
@@ -73,14 +74,20 @@ fn classify(records: Vec<BronzeRecord>) -> Outcome {
 }
 
 /// Runs the task: every bronze commit not yet processed.
-pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, TaskError> {
+pub async fn run(
+    ctx: &TaskContext,
+    task: &StocksSilver,
+    progress: Arc<Progress>,
+) -> Result<TaskSummary, TaskError> {
     let mut summary = TaskSummary::new("stocks");
-    let Some(source) = SourceStream::open(ctx, bronze::table().name, &mut summary).await? else {
+    let Some(source) = SourceStream::open(ctx, table_setting(&task.source), &mut summary).await?
+    else {
         return Ok(summary);
     };
     let warehouse = &ctx.settings.warehouse;
-    let mut silver = DeltaSink::open(warehouse, table()).await?;
-    let mut quarantine = DeltaSink::open(warehouse, quarantine::stocks_table()).await?;
+    let mut silver = DeltaSink::open(warehouse, table().named(table_setting(&task.table))).await?;
+    let quarantine_spec = quarantine::stocks_table().named(table_setting(&task.quarantine_table));
+    let mut quarantine = DeltaSink::open(warehouse, quarantine_spec).await?;
     let silver_app = source.app_id(&silver);
     let quarantine_app = source.app_id(&quarantine);
 

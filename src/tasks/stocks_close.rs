@@ -12,12 +12,13 @@ use deltalake::arrow::array::{ArrayRef, Date32Array, Float64Array, RecordBatch, 
 use deltalake::arrow::datatypes::{DataType, Field};
 use deltalake::kernel::Transaction;
 
+use crate::bundle::job::StreamStaticJoin;
 use crate::catalog::TableName;
 use crate::delta::{schema, DeltaSink, TableSpec};
 use crate::fault;
 use crate::progress::{Progress, TaskSummary};
 use crate::tasks::columns::{dates, f64s, opt, strings};
-use crate::tasks::{close_price, stocks, SourceStream, TaskContext, TaskError};
+use crate::tasks::{table_setting, SourceStream, TaskContext, TaskError};
 
 /// `<catalog>.silver.stocks_close_silver`.
 pub fn table() -> TableSpec {
@@ -46,17 +47,23 @@ struct Joined {
 }
 
 /// Runs the task: every `stocks_silver` commit not yet joined.
-pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, TaskError> {
+pub async fn run(
+    ctx: &TaskContext,
+    task: &StreamStaticJoin,
+    progress: Arc<Progress>,
+) -> Result<TaskSummary, TaskError> {
     let mut summary = TaskSummary::new("stocks_close");
-    let Some(source) = SourceStream::open(ctx, stocks::table().name, &mut summary).await? else {
+    let Some(source) = SourceStream::open(ctx, table_setting(&task.stream), &mut summary).await?
+    else {
         return Ok(summary);
     };
-    let mut sink = DeltaSink::open(&ctx.settings.warehouse, table()).await?;
+    let spec = table().named(table_setting(&task.table));
+    let mut sink = DeltaSink::open(&ctx.settings.warehouse, spec).await?;
     let app = source.app_id(&sink);
 
     while let Some((to, batches)) = source.next(&sink, &[]).await? {
         // The static side, as it stands now.
-        let current = current_closes(ctx).await?;
+        let current = current_closes(ctx, &table_setting(&task.static_table)).await?;
         let mut joined = Vec::new();
         for b in &batches {
             let index = strings(b, "Index")?;
@@ -95,9 +102,10 @@ pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSumma
 /// `Index` → (`Close`, `Adj_Close`) of `current_close_silver`; empty if it does not exist.
 async fn current_closes(
     ctx: &TaskContext,
+    name: &TableName,
 ) -> Result<HashMap<String, (f64, Option<f64>)>, TaskError> {
     let mut out = HashMap::new();
-    let Some(table) = ctx.input(&close_price::current_table().name).await? else {
+    let Some(table) = ctx.input(name).await? else {
         return Ok(out);
     };
     for b in

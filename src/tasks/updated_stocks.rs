@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use deltalake::arrow::datatypes::{DataType, Field};
 
+use crate::bundle::job::SourceTable;
 use crate::catalog::TableName;
 use crate::delta::{schema, TableSpec};
 use crate::progress::{Progress, TaskSummary};
-use crate::tasks::{rebuild, stocks_close, TaskContext, TaskError};
+use crate::tasks::{rebuild, stocks_close, table_setting, TaskContext, TaskError};
 
 /// `<catalog>.gold.updated_stocks_gold`.
 pub fn table() -> TableSpec {
@@ -28,13 +29,17 @@ pub fn table() -> TableSpec {
 }
 
 /// Runs the task, when `stocks_close_silver` changed since the last rebuild.
-pub async fn run(ctx: &TaskContext, progress: Arc<Progress>) -> Result<TaskSummary, TaskError> {
+pub async fn run(
+    ctx: &TaskContext,
+    task: &SourceTable,
+    progress: Arc<Progress>,
+) -> Result<TaskSummary, TaskError> {
     rebuild(
         ctx,
         progress,
         "updated_stocks",
-        &stocks_close::table().name,
-        table(),
+        &table_setting(&task.source),
+        table().named(table_setting(&task.table)),
         "SELECT \"Index\", \"Date\", \"Close\", \"Adj_Close\", \"Latest_Close\", \
          \"Latest_Adj_Close\", \"Latest_Close\" - \"Close\" AS \"Close_Diff\" \
          FROM t ORDER BY \"Index\", \"Date\"",

@@ -1,17 +1,27 @@
-//! The bundle file, `medallion.yml`: variables, targets and Kafka client settings.
+//! The bundle, `medallion.yml` and the files it includes: variables, targets, Kafka
+//! client settings and job resources.
 //!
 //! Modelled on Databricks Asset Bundles' `databricks.yml`. A bundle is loaded once,
 //! then *resolved* for one target into [`Settings`], the plain values every task reads.
 //! Variable precedence, lowest first: the variable's `default`, the target's
 //! `variables`, the environment variable `MEDALLION_VAR_<name>`, and `--var name=value`.
+//! Errors found after parsing still name the file, line and column of the node.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde_yaml::Value;
 
 use crate::catalog::Warehouse;
 use crate::kafka::KafkaSettings;
+
+mod interpolate;
+pub mod job;
+mod position;
+
+pub use job::JobDef;
+use position::Positions;
 
 /// The file name `medallion` looks for when no `--bundle` is given.
 pub const BUNDLE_FILE: &str = "medallion.yml";
@@ -27,10 +37,15 @@ pub enum BundleError {
         file: PathBuf,
         source: std::io::Error,
     },
-    #[error("{file}: {source}. Fix that key; `medallion --help` lists the bundle format")]
-    Parse {
+    #[error("{0}")]
+    Parse(Located),
+    #[error("the bundle is not valid:\n{}", problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Located> },
+    #[error("{file}: include `{pattern}`: {reason}")]
+    Include {
         file: PathBuf,
-        source: serde_yaml::Error,
+        pattern: String,
+        reason: String,
     },
     #[error(
         "{file}: unknown target `{target}`. Known targets: {known}. Pass one of them with --target"
@@ -71,6 +86,60 @@ pub enum BundleError {
     },
 }
 
+/// A message about one place in one file: `file:line:column: message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Located {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// A file of the bundle, with the positions of its nodes.
+#[derive(Debug, Clone)]
+struct SourceFile {
+    path: PathBuf,
+    positions: Positions,
+}
+
+impl SourceFile {
+    fn at(&self, path: &str, message: impl Into<String>) -> Located {
+        let (line, column) = self.positions.of(path);
+        Located {
+            file: self.path.clone(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses YAML text into `T`, with a located error.
+fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, BundleError> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        BundleError::Parse(Located {
+            file: file.into(),
+            line,
+            column,
+            message: format!("{e}. `medallion bundle schema` prints the bundle format"),
+        })
+    })
+}
+
 /// A variable declared in the bundle, as in `databricks.yml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +170,15 @@ pub struct TargetDef {
     /// librdkafka settings merged over the bundle's `kafka` map.
     #[serde(default)]
     pub kafka: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    pub workspace: Option<WorkspaceDef>,
+}
+
+/// Where a target is deployed: a folder, or an `s3://` URI.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceDef {
+    pub root_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,11 +212,41 @@ impl Scalar {
 #[serde(deny_unknown_fields)]
 struct BundleFile {
     bundle: BundleHeader,
+    /// Globs of further files (`resources/*.yml`), relative to the bundle's folder.
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    resources: Option<Resources>,
     #[serde(default)]
     variables: BTreeMap<String, VariableDef>,
     #[serde(default)]
     kafka: BTreeMap<String, Scalar>,
     targets: BTreeMap<String, TargetDef>,
+}
+
+/// A file named by `include`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncludedFile {
+    #[serde(default)]
+    resources: Option<Resources>,
+    #[serde(default)]
+    variables: BTreeMap<String, VariableDef>,
+}
+
+/// `resources`: jobs by key, kept as YAML until a target resolves their references.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resources {
+    #[serde(default)]
+    jobs: BTreeMap<String, Value>,
+}
+
+/// A job as written: the YAML, and the file it is in.
+#[derive(Debug, Clone)]
+struct JobSource {
+    yaml: Value,
+    file: usize,
 }
 
 /// A loaded `medallion.yml`.
@@ -152,6 +260,9 @@ pub struct Bundle {
     pub variables: BTreeMap<String, VariableDef>,
     pub targets: BTreeMap<String, TargetDef>,
     kafka: BTreeMap<String, Scalar>,
+    /// The bundle file first, then the included files.
+    files: Vec<SourceFile>,
+    jobs: BTreeMap<String, JobSource>,
 }
 
 /// Where a variable override came from, so that errors can say so.
@@ -207,6 +318,12 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Rows per Delta commit for streaming writes (variable `batch_rows`, optional).
     pub batch_rows: usize,
+    /// Where the target is deployed.
+    pub root_path: String,
+    /// The jobs, references resolved, validated, named and paused for the target's mode.
+    pub jobs: BTreeMap<String, JobDef>,
+    /// Who is running, for development-mode job names.
+    pub user: String,
 }
 
 /// Rows per Delta commit when the bundle does not declare `batch_rows`: large enough that
@@ -223,35 +340,102 @@ impl Bundle {
         Self::parse(file, &text)
     }
 
-    /// Parses bundle text; `file` is used for error messages and as the root for relative paths.
+    /// Parses bundle text and the files it includes; `file` is used for error messages
+    /// and as the root for relative paths.
     pub fn parse(file: &Path, text: &str) -> Result<Self, BundleError> {
-        let parsed: BundleFile =
-            serde_yaml::from_str(text).map_err(|source| BundleError::Parse {
-                file: file.into(),
-                source,
-            })?;
+        let parsed: BundleFile = parse_yaml(file, text)?;
         let root = file
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let bundle = Bundle {
+        let mut bundle = Bundle {
             file: file.into(),
             root,
             name: parsed.bundle.name,
             variables: parsed.variables,
             targets: parsed.targets,
             kafka: parsed.kafka,
+            files: vec![SourceFile {
+                path: file.into(),
+                positions: Positions::index(text),
+            }],
+            jobs: BTreeMap::new(),
         };
-        for (name, target) in &bundle.targets {
-            for var in target.variables.keys() {
-                bundle.check_declared(
-                    var,
-                    &format!("{}: targets.{name}.variables", bundle.file.display()),
-                )?;
+        let mut problems = Vec::new();
+        bundle.add_jobs(parsed.resources, 0, &mut problems);
+        for pattern in &parsed.include {
+            for path in bundle.included(pattern)? {
+                let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Read {
+                    file: path.clone(),
+                    source,
+                })?;
+                let included: IncludedFile = parse_yaml(&path, &text)?;
+                let index = bundle.files.len();
+                bundle.files.push(SourceFile {
+                    path,
+                    positions: Positions::index(&text),
+                });
+                for (name, def) in included.variables {
+                    if bundle.variables.insert(name.clone(), def).is_some() {
+                        problems.push(bundle.files[index].at(
+                            &format!("variables.{name}"),
+                            format!("variable `{name}` is declared twice"),
+                        ));
+                    }
+                }
+                bundle.add_jobs(included.resources, index, &mut problems);
             }
         }
+        for (name, target) in &bundle.targets {
+            for var in target.variables.keys() {
+                if !bundle.variables.contains_key(var) {
+                    problems.push(bundle.files[0].at(
+                        &format!("targets.{name}.variables.{var}"),
+                        format!(
+                            "unknown variable `{var}`; declare it under `variables:` (known: {})",
+                            bundle.variables.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(BundleError::Invalid { problems });
+        }
         Ok(bundle)
+    }
+
+    fn add_jobs(&mut self, resources: Option<Resources>, file: usize, problems: &mut Vec<Located>) {
+        for (key, yaml) in resources.unwrap_or_default().jobs {
+            if self.jobs.contains_key(&key) {
+                problems.push(self.files[file].at(
+                    &format!("resources.jobs.{key}"),
+                    format!("job `{key}` is defined twice"),
+                ));
+                continue;
+            }
+            self.jobs.insert(key, JobSource { yaml, file });
+        }
+    }
+
+    /// The files an `include` glob names, relative to the bundle's folder, sorted.
+    fn included(&self, pattern: &str) -> Result<Vec<PathBuf>, BundleError> {
+        let err = |reason: String| BundleError::Include {
+            file: self.file.clone(),
+            pattern: pattern.into(),
+            reason,
+        };
+        let full = self.root.join(pattern);
+        let mut paths: Vec<PathBuf> = glob::glob(&full.to_string_lossy())
+            .map_err(|e| err(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(e.to_string()))?;
+        if paths.is_empty() && !pattern.contains(['*', '?', '[']) {
+            return Err(err("no such file".into()));
+        }
+        paths.sort();
+        Ok(paths)
     }
 
     /// The target to use: the one named, or the one marked `default: true`.
@@ -325,6 +509,9 @@ impl Bundle {
             self.check_declared(&o.name, &o.origin)?;
             values.insert(o.name.clone(), (o.value.clone(), o.origin.clone()));
         }
+        let (root_path, values) = self.interpolate_variables(&target_name, values)?;
+        let user = current_user();
+        let jobs = self.resolve_jobs(&target_name, target.mode, &root_path, &values, &user)?;
 
         let get = |name: &str| -> Result<&(String, String), BundleError> {
             values
@@ -413,7 +600,125 @@ impl Bundle {
                 client,
             },
             batch_rows,
+            root_path,
+            jobs,
+            user,
         })
+    }
+
+    /// Resolves `workspace.root_path`, then the references in variable values.
+    #[allow(clippy::type_complexity)]
+    fn interpolate_variables(
+        &self,
+        target: &str,
+        values: BTreeMap<String, (String, String)>,
+    ) -> Result<(String, BTreeMap<String, (String, String)>), BundleError> {
+        let main = &self.files[0];
+        let raw: BTreeMap<String, String> = values
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        let mut refs = interpolate::Refs {
+            vars: &raw,
+            bundle_name: &self.name,
+            target,
+            root_path: None,
+        };
+        let def = &self.targets[target];
+        let configured = def.workspace.as_ref().and_then(|w| w.root_path.clone());
+        let root_path = match (configured, def.mode) {
+            (Some(p), _) => refs
+                .string(&p)
+                .map_err(|m| invalid(main.at(&format!("targets.{target}.workspace.root_path"), m)))?,
+            (None, Mode::Production) => {
+                return Err(invalid(main.at(
+                    &format!("targets.{target}"),
+                    format!("target `{target}` is in production mode and needs an explicit workspace.root_path (a folder or an s3:// URI)"),
+                )))
+            }
+            (None, Mode::Development) => format!(".medallion/bundle/{}/{target}", self.name),
+        };
+        let root_path = if root_path.contains("://") || Path::new(&root_path).is_absolute() {
+            root_path
+        } else {
+            self.root.join(&root_path).display().to_string()
+        };
+        refs.root_path = Some(&root_path);
+        let mut out = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (name, (value, origin)) in &values {
+            match refs.string(value) {
+                Ok(v) => {
+                    out.insert(name.clone(), (v, origin.clone()));
+                }
+                Err(m) => {
+                    problems.push(main.at(&format!("variables.{name}"), format!("{origin}: {m}")))
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(BundleError::Invalid { problems });
+        }
+        Ok((root_path, out))
+    }
+
+    /// The jobs for a target: references resolved, then checked; in development mode
+    /// named `[dev <user>] <name>` and paused unless `pause_status: UNPAUSED` is explicit.
+    fn resolve_jobs(
+        &self,
+        target: &str,
+        mode: Mode,
+        root_path: &str,
+        values: &BTreeMap<String, (String, String)>,
+        user: &str,
+    ) -> Result<BTreeMap<String, JobDef>, BundleError> {
+        let vars: BTreeMap<String, String> = values
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        let refs = interpolate::Refs {
+            vars: &vars,
+            bundle_name: &self.name,
+            target,
+            root_path: Some(root_path),
+        };
+        let mut problems = Vec::new();
+        let mut jobs = BTreeMap::new();
+        for (key, source) in &self.jobs {
+            let file = &self.files[source.file];
+            let base = format!("resources.jobs.{key}");
+            let mut yaml = source.yaml.clone();
+            let mut found = Vec::new();
+            refs.value(&mut yaml, &base, &mut found);
+            problems.extend(found.into_iter().map(|(path, m)| file.at(&path, m)));
+            let mut job: JobDef = match serde_yaml::from_value(yaml) {
+                Ok(job) => job,
+                Err(e) => {
+                    problems.push(file.at(&base, format!("job `{key}`: {e}")));
+                    continue;
+                }
+            };
+            for p in job.problems() {
+                problems.push(file.at(&format!("{base}.{}", p.path), p.message));
+            }
+            if mode == Mode::Development {
+                job.name = format!("[dev {user}] {}", job.name);
+                if let Some(schedule) = &mut job.schedule {
+                    if schedule.pause_status != Some(job::PauseStatus::Unpaused) {
+                        schedule.pause_status = Some(job::PauseStatus::Paused);
+                    }
+                }
+            } else if let Some(schedule) = &mut job.schedule {
+                schedule
+                    .pause_status
+                    .get_or_insert(job::PauseStatus::Unpaused);
+            }
+            jobs.insert(key.clone(), job);
+        }
+        if !problems.is_empty() {
+            return Err(BundleError::Invalid { problems });
+        }
+        Ok(jobs)
     }
 
     fn invalid(&self, name: &str, value: &str, origin: &str, expected: &str) -> BundleError {
@@ -453,6 +758,26 @@ impl Bundle {
             }
         }
         Ok(out)
+    }
+}
+
+/// The user running medallion: `$USER`, `$LOGNAME`, or the account name (`id -un`).
+fn current_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            let out = std::process::Command::new("id").arg("-un").output().ok()?;
+            let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
+            (!name.is_empty()).then_some(name)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn invalid(problem: Located) -> BundleError {
+    BundleError::Invalid {
+        problems: vec![problem],
     }
 }
 
@@ -497,6 +822,8 @@ targets:
     default: true
   prod:
     mode: production
+    workspace:
+      root_path: /srv/${bundle.name}/${bundle.target}
     variables:
       kafka_partitions: 6
 "#;
@@ -567,6 +894,33 @@ targets:
         .unwrap_err()
         .to_string();
         assert!(err.contains("m.yml") && err.contains("defualt"), "{err}");
+    }
+
+    #[test]
+    fn production_needs_an_explicit_root_path_and_dev_has_a_default() {
+        let b = bundle();
+        assert_eq!(
+            b.resolve(Some("prod"), &[]).unwrap().root_path,
+            "/srv/kafka_stream/prod"
+        );
+        assert!(b
+            .resolve(None, &[])
+            .unwrap()
+            .root_path
+            .ends_with(".medallion/bundle/kafka_stream/dev"));
+        let text = YAML.replace(
+            "    workspace:\n      root_path: /srv/${bundle.name}/${bundle.target}\n",
+            "",
+        );
+        let err = Bundle::parse(Path::new("m.yml"), &text)
+            .unwrap()
+            .resolve(Some("prod"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.yml:17:3:") && err.contains("explicit workspace.root_path"),
+            "{err}"
+        );
     }
 
     #[test]
