@@ -85,6 +85,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Check, show and describe the bundle (medallion.yml and the files it includes).
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
     /// Write synthetic daily stock-index CSV files (BOM, CRLF, some null days), deterministic per seed.
     Generate {
         /// Total data rows.
@@ -112,6 +117,42 @@ enum Command {
         #[arg(long, default_value = "stocks")]
         prefix: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum BundleCommand {
+    /// Check the whole bundle (includes, references, the job DAG, cron expressions and time
+    /// zones) for a target and print the resolved configuration; errors name file:line:column.
+    Validate {
+        #[arg(short, long)]
+        target: Option<String>,
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Print the JSON Schema of the bundle format, for editors.
+    Schema,
+}
+
+/// What `bundle validate` prints: the configuration as a target resolves it.
+#[derive(serde::Serialize)]
+struct Resolved<'a> {
+    bundle: &'a str,
+    target: &'a str,
+    mode: medallion::bundle::Mode,
+    root_path: &'a str,
+    landing_dir: String,
+    warehouse: String,
+    state_dir: String,
+    kafka: ResolvedKafka<'a>,
+    jobs: &'a std::collections::BTreeMap<String, medallion::bundle::JobDef>,
+}
+
+#[derive(serde::Serialize)]
+struct ResolvedKafka<'a> {
+    bootstrap_servers: &'a str,
+    topic: &'a str,
+    partitions: i32,
+    settings: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -286,6 +327,37 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let settings = settings(&cli.bundle, target.as_deref(), &vars)?;
             runtime()?.block_on(print_sql(&settings, &query, format))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            command: BundleCommand::Validate { target, vars },
+        } => {
+            let s = settings(&cli.bundle, target.as_deref(), &vars)?;
+            let resolved = Resolved {
+                bundle: &s.bundle_name,
+                target: &s.target,
+                mode: s.mode,
+                root_path: &s.root_path,
+                landing_dir: s.landing_dir.display().to_string(),
+                warehouse: s.warehouse.catalog_path().display().to_string(),
+                state_dir: s.state_dir.display().to_string(),
+                kafka: ResolvedKafka {
+                    bootstrap_servers: s.kafka.bootstrap_servers.as_deref().unwrap_or("(embedded)"),
+                    topic: &s.kafka.topic,
+                    partitions: s.kafka.partitions,
+                    settings: medallion::kafka::redacted(&s.kafka.client),
+                },
+                jobs: &s.jobs,
+            };
+            print!("{}", serde_yaml::to_string(&resolved)?);
+            eprintln!("bundle {} is valid for target {}", s.bundle_name, s.target);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            command: BundleCommand::Schema,
+        } => {
+            let schema = medallion::bundle::schema::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {

@@ -349,8 +349,9 @@ impl JobDef {
             None
         }
         let mut done = BTreeSet::new();
-        for t in deps.keys() {
-            if let Some(c) = visit(t, &deps, &mut done, &mut Vec::new()) {
+        // In definition order, so that the cycle is reported from the first task in it.
+        for t in &self.tasks {
+            if let Some(c) = visit(&t.task_key, &deps, &mut done, &mut Vec::new()) {
                 return Some(c);
             }
         }

@@ -19,6 +19,7 @@ use crate::kafka::KafkaSettings;
 mod interpolate;
 pub mod job;
 mod position;
+pub mod schema;
 
 pub use job::JobDef;
 use position::Positions;
@@ -149,7 +150,7 @@ pub struct VariableDef {
 }
 
 /// Deployment mode of a target, as in Databricks Asset Bundles.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]

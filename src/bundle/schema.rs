@@ -1,0 +1,164 @@
+//! The JSON Schema of the bundle format, for editors (`medallion bundle schema`).
+//!
+//! One schema covers `medallion.yml` and the files it includes: every top-level key is
+//! allowed in both, as in Databricks Asset Bundles.
+
+use serde_json::{json, Value};
+
+fn string(description: &str) -> Value {
+    json!({ "type": "string", "description": description })
+}
+
+fn table(description: &str) -> Value {
+    json!({ "type": "string", "pattern": "^[A-Za-z0-9_]+\\.[A-Za-z0-9_]+$", "description": description })
+}
+
+fn object(description: &str, properties: Value, required: &[&str]) -> Value {
+    json!({
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+fn task_type(description: &str, properties: Value, required: &[&str]) -> Value {
+    object(description, properties, required)
+}
+
+fn notifications(item: Value) -> Value {
+    let list = json!({ "type": "array", "items": item });
+    object(
+        "Who is told when a run starts, succeeds or fails.",
+        json!({ "on_start": list, "on_success": list, "on_failure": list }),
+        &[],
+    )
+}
+
+/// The schema document.
+pub fn json_schema() -> Value {
+    let scalar = json!({ "type": ["string", "number", "boolean"] });
+    let variables = json!({
+        "type": "object",
+        "description": "Variables, each overridable with --var name=value or MEDALLION_VAR_<name>.",
+        "additionalProperties": object(
+            "A variable.",
+            json!({ "description": string("What the variable is for."), "default": scalar }),
+            &["description", "default"],
+        ),
+    });
+    let kafka = json!({
+        "type": "object",
+        "description": "librdkafka settings. Secrets only as `<key>_env: ENV_VAR_NAME`.",
+        "additionalProperties": scalar,
+    });
+    let tasks = json!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "description": "A task: its key, what it waits for, and exactly one task type.",
+            "properties": {
+                "task_key": string("The task's name within the job."),
+                "depends_on": {
+                    "type": "array",
+                    "items": object("A task that must succeed first.", json!({ "task_key": string("") }), &["task_key"]),
+                },
+                "csv_to_kafka": task_type(
+                    "CSV landing files (landing_dir) → Kafka.",
+                    json!({ "topic": string("The topic."), "quarantine_table": table("Where bad rows go.") }),
+                    &["topic", "quarantine_table"],
+                ),
+                "kafka_to_delta": task_type(
+                    "Kafka → a Bronze Delta table, exactly once.",
+                    json!({
+                        "topic": string("The topic."),
+                        "table": table("The Bronze table."),
+                        "partition_by": { "enum": ["year_month"] },
+                    }),
+                    &["topic", "table", "partition_by"],
+                ),
+                "stocks_silver": task_type(
+                    "Bronze → typed, deduplicated stocks.",
+                    json!({ "source": table(""), "table": table(""), "quarantine_table": table("") }),
+                    &["source", "table", "quarantine_table"],
+                ),
+                "scd2_close_price": task_type(
+                    "Bronze → SCD Type 2 close-price history, by MERGE.",
+                    json!({ "source": table(""), "table": table("") }),
+                    &["source", "table"],
+                ),
+                "current_close": task_type(
+                    "The current versions of the history, rebuilt.",
+                    json!({ "source": table(""), "table": table("") }),
+                    &["source", "table"],
+                ),
+                "stream_static_join": task_type(
+                    "New rows of a stream joined on Index with a static table.",
+                    json!({ "stream": table(""), "static": table(""), "table": table("") }),
+                    &["stream", "static", "table"],
+                ),
+                "gold_rebuild": task_type(
+                    "A Gold rebuild with Close_Diff = Latest_Close - Close.",
+                    json!({ "source": table(""), "table": table("") }),
+                    &["source", "table"],
+                ),
+            },
+            "required": ["task_key"],
+            "additionalProperties": false,
+            "minProperties": 2,
+            "maxProperties": 3,
+        },
+    });
+    let job = object(
+        "A job: tasks as a DAG, a schedule and notifications.",
+        json!({
+            "name": string("The job's name (prefixed [dev <user>] in development mode)."),
+            "tasks": tasks,
+            "schedule": object(
+                "When the scheduler runs the job.",
+                json!({
+                    "quartz_cron_expression": string("Quartz cron: seconds minutes hours day-of-month month day-of-week [year]."),
+                    "timezone_id": string("An IANA time zone, such as UTC or Europe/Amsterdam."),
+                    "pause_status": { "enum": ["PAUSED", "UNPAUSED"] },
+                }),
+                &["quartz_cron_expression", "timezone_id"],
+            ),
+            "email_notifications": notifications(json!({ "type": "string", "format": "email" })),
+            "webhook_notifications": notifications(object("A webhook.", json!({ "url": string("Receives an HTTP POST.") }), &["url"])),
+            "max_concurrent_runs": { "type": "integer", "minimum": 1 },
+            "queue": object("Queue runs beyond max_concurrent_runs instead of skipping them.", json!({ "enabled": { "type": "boolean" } }), &[]),
+        }),
+        &["name", "tasks"],
+    );
+    let target = object(
+        "A deployment target; its name is the catalog of its tables.",
+        json!({
+            "mode": { "enum": ["development", "production"] },
+            "default": { "type": "boolean" },
+            "workspace": object("Where the target is deployed.", json!({ "root_path": string("A folder, or an s3:// URI.") }), &[]),
+            "variables": { "type": "object", "additionalProperties": scalar },
+            "kafka": kafka,
+        }),
+        &[],
+    );
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://medallion.dev/schemas/bundle.json",
+        "title": "medallion bundle",
+        "type": "object",
+        "properties": {
+            "bundle": object("The bundle.", json!({ "name": string("The bundle's name.") }), &["name"]),
+            "include": { "type": "array", "items": string("A glob of further bundle files, such as resources/*.yml.") },
+            "variables": variables,
+            "kafka": kafka,
+            "targets": { "type": "object", "additionalProperties": target },
+            "resources": object(
+                "Resources of the bundle.",
+                json!({ "jobs": { "type": "object", "additionalProperties": job } }),
+                &[],
+            ),
+        },
+        "additionalProperties": false,
+    })
+}
