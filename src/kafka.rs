@@ -277,6 +277,32 @@ impl KafkaEndpoint {
             .expect("metadata task panicked")
     }
 
+    /// Deletes `topic` and its records; a topic that does not exist is fine.
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), KafkaClientError> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.config().create().map_err(|e| self.client_error(e))?;
+        let fail = |reason: String| KafkaClientError::CreateTopic {
+            topic: topic.into(),
+            bootstrap: self.bootstrap.clone(),
+            reason: format!("deleting it: {reason}"),
+        };
+        let results = admin
+            .delete_topics(
+                &[topic],
+                &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)),
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        for result in results {
+            if let Err((_, code)) = result {
+                if code != RDKafkaErrorCode::UnknownTopicOrPartition {
+                    return Err(fail(code.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Makes sure `topic` exists, creating it with `partitions` partitions if it is missing.
     pub async fn ensure_topic(
         &self,

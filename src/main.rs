@@ -12,6 +12,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use medallion::bundle::{Bundle, Override, Settings, BUNDLE_FILE};
+use medallion::deploy::Deployment;
 use medallion::generate::{generate, GenerateOptions};
 use medallion::job::{self, RunOptions, RunReport};
 use medallion::progress::Progress;
@@ -65,6 +66,9 @@ enum Command {
         /// Time between runs with --continuous, e.g. 200ms, 5s, 1m.
         #[arg(long, default_value = "5s", value_parser = parse_interval)]
         interval: Duration,
+        /// Run a production target even from a git tree with uncommitted changes.
+        #[arg(long)]
+        force: bool,
     },
     /// List every table of the target, with rows, Delta version and last update.
     Tables {
@@ -89,6 +93,20 @@ enum Command {
     Bundle {
         #[command(subcommand)]
         command: BundleCommand,
+    },
+    /// Reset a target, as the original "Reset env": drop its tables, clear all progress
+    /// (txn versions, ingest checkpoint) and empty its topic, so the next run starts over.
+    Reset {
+        #[arg(short, long)]
+        target: Option<String>,
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+        /// Allow resetting a production target.
+        #[arg(long)]
+        force: bool,
     },
     /// Write synthetic daily stock-index CSV files (BOM, CRLF, some null days), deterministic per seed.
     Generate {
@@ -131,6 +149,40 @@ enum BundleCommand {
     },
     /// Print the JSON Schema of the bundle format, for editors.
     Schema,
+    /// Write the resolved bundle to the target's workspace.root_path, with its deployment
+    /// state (version, content hash, git commit, user, time). Idempotent; locked.
+    Deploy {
+        #[arg(short, long)]
+        target: Option<String>,
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Deploy a production target even from a git tree with uncommitted changes.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a deployed job (the deployed copy of the bundle, not the working copy).
+    Run {
+        /// The job's key; needed when the bundle has several.
+        job: Option<String>,
+        #[arg(short, long)]
+        target: Option<String>,
+        /// Run only this task.
+        #[arg(long)]
+        task: Option<String>,
+    },
+    /// Show what is deployed where.
+    Summary {
+        #[arg(short, long)]
+        target: Option<String>,
+    },
+    /// Remove a deployment. Its tables stay unless --purge is given.
+    Destroy {
+        #[arg(short, long)]
+        target: Option<String>,
+        /// Also delete the target's tables and its state (checkpoints, embedded broker).
+        #[arg(long)]
+        purge: bool,
+    },
 }
 
 /// What `bundle validate` prints: the configuration as a target resolves it.
@@ -233,6 +285,85 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Refuses a production target from a dirty git tree unless forced.
+fn check_clean(
+    settings: &Settings,
+    bundle_file: &std::path::Path,
+    action: &'static str,
+    force: bool,
+) -> anyhow::Result<()> {
+    let dir = bundle_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    Ok(medallion::deploy::check_clean(
+        settings, dir, action, force,
+    )?)
+}
+
+/// Runs a job once, or continuously every `interval`, and prints the summaries.
+fn run_job(
+    settings: &Settings,
+    options: &RunOptions,
+    interval: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = runtime()?;
+    let failed = match interval {
+        Some(interval) => {
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+                eprintln!("medallion: stopping after the run under way");
+            };
+            let mut failed = false;
+            runtime.block_on(job::run_continuous(
+                settings,
+                options,
+                interval,
+                stop,
+                |report| {
+                    let busy = report.failure().is_some()
+                        || report
+                            .summaries
+                            .iter()
+                            .any(|s| s.rows_read > 0 || s.rows_written > 0);
+                    if busy {
+                        failed |= print_report(settings, report);
+                    }
+                },
+            ))?;
+            failed
+        }
+        None => print_report(settings, &runtime.block_on(job::run(settings, options))?),
+    };
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The settings of a target's deployed copy of the bundle.
+fn deployed_settings(
+    bundle: &std::path::Path,
+    target: Option<&str>,
+) -> anyhow::Result<(Settings, Deployment, medallion::deploy::DeploymentState)> {
+    let local = settings(bundle, target, &[])?;
+    let deployment = Deployment::for_settings(&local)?;
+    let state = deployment.require(&local.target)?;
+    let overrides: Vec<Override> = state
+        .variables
+        .iter()
+        .map(|(name, value)| Override {
+            name: name.clone(),
+            value: value.clone(),
+            origin: format!("deployment version {}", state.version),
+        })
+        .collect();
+    let deployed =
+        Bundle::load(&deployment.bundle_file(&state))?.resolve(Some(&local.target), &overrides)?;
+    Ok((deployed, deployment, state))
+}
+
 /// Prints a run's summaries; returns the failed task, if any.
 fn print_report(settings: &Settings, report: &RunReport) -> bool {
     let kafka = match (&report.kafka, &settings.kafka.bootstrap_servers) {
@@ -271,48 +402,55 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             job,
             continuous,
             interval,
+            force,
         } => {
             let settings = settings(&cli.bundle, target.as_deref(), &vars)?;
+            check_clean(&settings, &settings.bundle_file, "run", force)?;
             let options = RunOptions {
                 job,
                 task,
                 interactive: Progress::stderr_is_terminal() && !continuous,
             };
-            let runtime = runtime()?;
-            if continuous {
-                let stop = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                    eprintln!("medallion: stopping after the run under way");
-                };
-                let mut failed = false;
-                runtime.block_on(job::run_continuous(
-                    &settings,
-                    &options,
-                    interval,
-                    stop,
-                    |report| {
-                        let busy = report.failure().is_some()
-                            || report
-                                .summaries
-                                .iter()
-                                .any(|s| s.rows_read > 0 || s.rows_written > 0);
-                        if busy {
-                            failed |= print_report(&settings, report);
-                        }
-                    },
-                ))?;
-                return Ok(if failed {
-                    ExitCode::FAILURE
-                } else {
-                    ExitCode::SUCCESS
-                });
+            run_job(&settings, &options, continuous.then_some(interval))
+        }
+        Command::Reset {
+            target,
+            vars,
+            yes,
+            force,
+        } => {
+            use std::io::{BufRead, IsTerminal};
+            let s = settings(&cli.bundle, target.as_deref(), &vars)?;
+            let plan = medallion::reset::plan(&s, force)?;
+            println!("reset target {} will remove:", s.target);
+            for f in &plan.folders {
+                println!("  {}", f.display());
             }
-            let report = runtime.block_on(job::run(&settings, &options))?;
-            Ok(if print_report(&settings, &report) {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            for t in &plan.topics {
+                println!(
+                    "  topic {t} on {}",
+                    s.kafka.bootstrap_servers.as_deref().unwrap_or("")
+                );
+            }
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    anyhow::bail!("reset needs confirmation: run it on a terminal, or pass --yes");
+                }
+                print!("Type the target's name ({}) to confirm: ", s.target);
+                std::io::stdout().flush()?;
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if answer.trim() != s.target {
+                    println!("not confirmed; nothing was removed");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            runtime()?.block_on(medallion::reset::execute(&s, &plan))?;
+            println!(
+                "target {} is reset: the next run starts from the landing files",
+                s.target
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Tables { target, vars } => {
             let settings = settings(&cli.bundle, target.as_deref(), &vars)?;
@@ -351,6 +489,100 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             print!("{}", serde_yaml::to_string(&resolved)?);
             eprintln!("bundle {} is valid for target {}", s.bundle_name, s.target);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            command:
+                BundleCommand::Deploy {
+                    target,
+                    vars,
+                    force,
+                },
+        } => {
+            let bundle = Bundle::load(&cli.bundle)?;
+            let s = settings(&cli.bundle, target.as_deref(), &vars)?;
+            check_clean(&s, &cli.bundle, "deploy", force)?;
+            let deployment = Deployment::for_settings(&s)?;
+            let (state, changed) = deployment.deploy(&bundle, &s)?;
+            if changed {
+                println!(
+                    "deployed bundle {} to target {} at {}: version {} ({})",
+                    state.bundle,
+                    state.target,
+                    deployment.root().display(),
+                    state.version,
+                    &state.content_hash[..12]
+                );
+            } else {
+                println!(
+                    "bundle {} is already deployed to target {}: version {} unchanged",
+                    state.bundle, state.target, state.version
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            command: BundleCommand::Run { job, target, task },
+        } => {
+            let (s, _, _) = deployed_settings(&cli.bundle, target.as_deref())?;
+            let options = RunOptions {
+                job,
+                task,
+                interactive: Progress::stderr_is_terminal(),
+            };
+            run_job(&s, &options, None)
+        }
+        Command::Bundle {
+            command: BundleCommand::Summary { target },
+        } => {
+            let s = settings(&cli.bundle, target.as_deref(), &[])?;
+            let deployment = Deployment::for_settings(&s)?;
+            match deployment.state()? {
+                None => println!(
+                    "target {} is not deployed (workspace.root_path {})",
+                    s.target, s.root_path
+                ),
+                Some(state) => {
+                    println!("bundle      {}", state.bundle);
+                    println!("target      {} ({:?} mode)", state.target, s.mode);
+                    println!("root_path   {}", deployment.root().display());
+                    println!("version     {}", state.version);
+                    println!("content     {}", state.content_hash);
+                    println!(
+                        "git commit  {}",
+                        state.git_commit.as_deref().unwrap_or("(not a git tree)")
+                    );
+                    println!("deployed    {} by {}", state.deployed_at, state.user);
+                    for key in &state.jobs {
+                        let name = s.jobs.get(key).map_or(key.as_str(), |j| j.name.as_str());
+                        println!("job         {key}: {name}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            command: BundleCommand::Destroy { target, purge },
+        } => {
+            let s = settings(&cli.bundle, target.as_deref(), &[])?;
+            let deployment = Deployment::for_settings(&s)?;
+            if deployment.destroy()? {
+                println!(
+                    "removed the deployment of target {} at {}",
+                    s.target, s.root_path
+                );
+            } else {
+                println!("target {} was not deployed", s.target);
+            }
+            if purge {
+                for dir in [s.warehouse.catalog_path(), s.state_dir.clone()] {
+                    if dir.exists() {
+                        std::fs::remove_dir_all(&dir)
+                            .with_context(|| format!("cannot remove {}", dir.display()))?;
+                        println!("purged {}", dir.display());
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bundle {

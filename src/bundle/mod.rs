@@ -325,6 +325,29 @@ pub struct Settings {
     pub jobs: BTreeMap<String, JobDef>,
     /// Who is running, for development-mode job names.
     pub user: String,
+    /// Every variable as resolved (references replaced).
+    pub variables: BTreeMap<String, String>,
+}
+
+/// The variables that name folders, relative to the bundle's folder.
+const PATH_VARIABLES: &[&str] = &["landing_dir", "warehouse_dir", "state_dir"];
+
+impl Settings {
+    /// The resolved variables with folder paths made absolute, so that a deployed copy of
+    /// the bundle, elsewhere, uses the same folders.
+    pub fn deployed_variables(&self, bundle_root: &Path) -> BTreeMap<String, String> {
+        self.variables
+            .iter()
+            .map(|(k, v)| {
+                let v = if PATH_VARIABLES.contains(&k.as_str()) && Path::new(v).is_relative() {
+                    bundle_root.join(v).display().to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
 }
 
 /// Rows per Delta commit when the bundle does not declare `batch_rows`: large enough that
@@ -405,6 +428,11 @@ impl Bundle {
             return Err(BundleError::Invalid { problems });
         }
         Ok(bundle)
+    }
+
+    /// The bundle's files: the bundle file, then the included ones.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|f| f.path.clone()).collect()
     }
 
     fn add_jobs(&mut self, resources: Option<Resources>, file: usize, problems: &mut Vec<Located>) {
@@ -604,6 +632,7 @@ impl Bundle {
             root_path,
             jobs,
             user,
+            variables: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
         })
     }
 
@@ -763,7 +792,7 @@ impl Bundle {
 }
 
 /// The user running medallion: `$USER`, `$LOGNAME`, or the account name (`id -un`).
-fn current_user() -> String {
+pub fn current_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()

@@ -1,0 +1,207 @@
+//! Deployments (`bundle deploy`, `summary`, `run`, `destroy`) and `reset`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn medallion(w: &Workspace, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .current_dir(w.root())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(w: &Workspace, args: &[&str]) -> String {
+    let out = medallion(w, args);
+    assert!(
+        out.status.success(),
+        "medallion {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn deployment(w: &Workspace) -> std::path::PathBuf {
+    w.root().join(".medallion/bundle/kafka_stream/dev")
+}
+
+#[test]
+fn deploying_twice_changes_nothing_and_a_change_is_a_new_version() {
+    let w = Workspace::new();
+    assert!(ok(&w, &["bundle", "deploy"]).contains("version 1"));
+    let state = std::fs::read(deployment(&w).join("deployment.json")).unwrap();
+    assert!(ok(&w, &["bundle", "deploy"]).contains("version 1 unchanged"));
+    assert_eq!(
+        std::fs::read(deployment(&w).join("deployment.json")).unwrap(),
+        state
+    );
+
+    let json: serde_json::Value = serde_json::from_slice(&state).unwrap();
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["content_hash"].as_str().unwrap().len(), 64);
+    assert!(json["deployed_at"].is_string() && json["user"].is_string());
+    assert!(deployment(&w)
+        .join("files/resources/kafka_stream_job.yml")
+        .exists());
+
+    let job = w.root().join("resources/kafka_stream_job.yml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        text.replace("max_concurrent_runs: 1", "max_concurrent_runs: 2"),
+    )
+    .unwrap();
+    assert!(ok(&w, &["bundle", "deploy"]).contains("version 2"));
+    assert!(ok(&w, &["bundle", "summary"]).contains("version     2"));
+}
+
+#[test]
+fn deploy_then_destroy() {
+    let w = Workspace::new();
+    ok(&w, &["bundle", "deploy"]);
+    assert!(ok(&w, &["bundle", "summary"]).contains("job         kafka_stream_job: [dev "));
+    assert!(ok(&w, &["bundle", "destroy"]).contains("removed the deployment"));
+    assert!(!deployment(&w).join("deployment.json").exists());
+    assert!(!deployment(&w).join("files").exists());
+    assert!(ok(&w, &["bundle", "summary"]).contains("is not deployed"));
+    let out = medallion(&w, &["bundle", "run"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bundle deploy -t dev"));
+}
+
+#[test]
+fn a_second_deploy_waits_for_the_first() {
+    let w = Workspace::new();
+    std::fs::create_dir_all(deployment(&w)).unwrap();
+    let lock =
+        medallion::deploy::Lock::acquire(&deployment(&w).join("deploy.lock"), Duration::ZERO)
+            .unwrap();
+    let started = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .current_dir(w.root())
+        .args(["bundle", "deploy"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !deployment(&w).join("deployment.json").exists(),
+        "it waits while the lock is held"
+    );
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("version 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bundle_run_runs_the_deployed_copy() {
+    let broker = TestBroker::start().await;
+    let w = Workspace::new();
+    w.land("a.csv", &csv(RUN_1));
+    // The deployment carries the broker address, as a CI deploy would.
+    ok(
+        &w,
+        &[
+            "bundle",
+            "deploy",
+            "--var",
+            &format!("kafka_bootstrap_servers={}", broker.bootstrap()),
+        ],
+    );
+    // The working copy changes after the deploy; the deployed job is what runs.
+    let job = w.root().join("resources/kafka_stream_job.yml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        text.replace("table: gold.updated_stocks_gold", "table: gold.other"),
+    )
+    .unwrap();
+    let out = ok(&w, &["bundle", "run", "kafka_stream_job"]);
+    assert!(out.contains("── updated_stocks succeeded"), "{out}");
+    assert_eq!(
+        w.count(&medallion::catalog::TableName::new(
+            "gold",
+            "updated_stocks_gold"
+        ))
+        .await,
+        4
+    );
+}
+
+#[test]
+fn production_refuses_a_dirty_git_tree_unless_forced() {
+    let w = Workspace::new();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(w.root())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-qm",
+        "bundle",
+    ]);
+    std::fs::write(w.root().join("notes.txt"), "uncommitted").unwrap();
+    let out = medallion(&w, &["bundle", "deploy", "-t", "prod"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uncommitted changes") && err.contains("notes.txt") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(ok(&w, &["bundle", "deploy", "-t", "prod", "--force"]).contains("version 1"));
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            w.root()
+                .join(".medallion/bundle/kafka_stream/prod/deployment.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["git_commit"].as_str().unwrap().len(), 40);
+}
+
+/// Bronze without times, and every refined table.
+async fn all_tables(w: &Workspace) -> Vec<(String, Vec<Vec<String>>)> {
+    let mut tables = refined_tables(w).await;
+    let b = w
+        .query(
+            &bronze(),
+            "SELECT partition, \"offset\", key, value FROM t ORDER BY 1, 2",
+        )
+        .await;
+    tables.push(("bronze.bronze".into(), b));
+    tables
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_reset_a_run_rebuilds_identical_tables() {
+    let w = Workspace::new();
+    w.land("a.csv", &csv(RUN_1));
+    w.land("b.csv", &csv(RUN_2));
+    w.run_binary_ok(&[]).await;
+    let before = all_tables(&w).await;
+    assert!(before.iter().all(|(_, rows)| !rows.is_empty()));
+
+    let out = medallion(&w, &["reset"]);
+    assert!(!out.status.success(), "reset asks for confirmation");
+    assert!(ok(&w, &["reset", "--yes"]).contains("is reset"));
+    assert!(!w.settings().warehouse.catalog_path().exists());
+
+    w.run_binary_ok(&[]).await;
+    assert_eq!(all_tables(&w).await, before);
+}
