@@ -265,6 +265,7 @@ pub fn check_clean(
 }
 
 /// An exclusive lock file naming its holder; removed when dropped.
+#[derive(Debug)]
 pub struct Lock {
     path: PathBuf,
 }
