@@ -108,6 +108,20 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run every deployed job of the target at its cron times, in its time zone, until
+    /// SIGTERM or Ctrl-C. Records every run in <target>.system.job_runs.
+    Scheduler {
+        #[arg(short, long)]
+        target: Option<String>,
+    },
+    /// List the recent runs recorded by the scheduler.
+    Runs {
+        #[arg(short, long)]
+        target: Option<String>,
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Write synthetic daily stock-index CSV files (BOM, CRLF, some null days), deterministic per seed.
     Generate {
         /// Total data rows.
@@ -450,6 +464,40 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 "target {} is reset: the next run starts from the landing files",
                 s.target
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scheduler { target } => {
+            let (s, _, state) = deployed_settings(&cli.bundle, target.as_deref())?;
+            eprintln!(
+                "medallion scheduler · target {} · deployment version {}",
+                s.target, state.version
+            );
+            let stop = async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                eprintln!("medallion scheduler: stopping after the runs under way");
+            };
+            runtime()?.block_on(medallion::scheduler::run(s, stop))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs { target, limit } => {
+            let s = settings(&cli.bundle, target.as_deref(), &[])?;
+            let name = medallion::scheduler::job_runs_table().name;
+            if !s.warehouse.path(&name).join("_delta_log").is_dir() {
+                println!("no runs recorded for target {} yet", s.target);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let query = format!(
+                "SELECT run_id, job, start, \"end\", state, rows_read, rows_written, error \
+                 FROM {}.system.job_runs WHERE task IS NULL ORDER BY start DESC LIMIT {limit}",
+                s.target
+            );
+            runtime()?.block_on(print_sql(&s, &query, Format::Table))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Tables { target, vars } => {

@@ -173,6 +173,23 @@ pub struct TargetDef {
     pub kafka: BTreeMap<String, Scalar>,
     #[serde(default)]
     pub workspace: Option<WorkspaceDef>,
+    /// The SMTP relay for email notifications.
+    #[serde(default)]
+    pub smtp: Option<SmtpDef>,
+}
+
+/// An SMTP relay (plain SMTP, as a local relay or a sidecar provides).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpDef {
+    pub host: String,
+    #[serde(default = "smtp_port")]
+    pub port: u16,
+    pub from: String,
+}
+
+fn smtp_port() -> u16 {
+    25
 }
 
 /// Where a target is deployed: a folder, or an `s3://` URI.
@@ -327,6 +344,8 @@ pub struct Settings {
     pub user: String,
     /// Every variable as resolved (references replaced).
     pub variables: BTreeMap<String, String>,
+    /// The target's SMTP relay, for email notifications.
+    pub smtp: Option<SmtpDef>,
 }
 
 /// The variables that name folders, relative to the bundle's folder.
@@ -633,6 +652,7 @@ impl Bundle {
             jobs,
             user,
             variables: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            smtp: target.smtp.clone(),
         })
     }
 

@@ -139,6 +139,11 @@ pub fn json_schema() -> Value {
             "workspace": object("Where the target is deployed.", json!({ "root_path": string("A folder, or an s3:// URI.") }), &[]),
             "variables": { "type": "object", "additionalProperties": scalar },
             "kafka": kafka,
+            "smtp": object(
+                "The SMTP relay for email notifications.",
+                json!({ "host": string(""), "port": { "type": "integer" }, "from": string("The sender address.") }),
+                &["host", "from"],
+            ),
         }),
         &[],
     );

@@ -1,0 +1,341 @@
+//! `medallion scheduler`: runs the deployed jobs of a target at their cron times.
+//!
+//! Each job with an unpaused schedule fires at the next time its Quartz expression gives
+//! in its time zone. A job already running `max_concurrent_runs` times queues the new run
+//! (`queue.enabled`) or skips it. Every run, its tasks and its end are recorded in the
+//! Delta table `<catalog>.system.job_runs`, and notifications go out on start, success
+//! and failure: webhooks by HTTP POST, email through the target's SMTP server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
+use tokio::sync::mpsc;
+
+use crate::bundle::job::{JobDef, PauseStatus};
+use crate::bundle::Settings;
+use crate::catalog::TableName;
+use crate::delta::{schema, DeltaError, DeltaSink, TableSpec};
+use crate::job::{self, RunOptions, RunReport};
+use crate::notify;
+use crate::progress::TaskState;
+
+/// Errors of the scheduler itself (a failing run is recorded, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
+    #[error("job `{job}`: {reason}")]
+    Schedule { job: String, reason: String },
+}
+
+/// `<catalog>.system.job_runs`: one row per task of each run, and one for the run itself
+/// (`task` NULL).
+pub fn job_runs_table() -> TableSpec {
+    let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    TableSpec {
+        name: TableName::new("system", "job_runs"),
+        schema: schema(vec![
+            Field::new("run_id", DataType::Utf8, false),
+            Field::new("job", DataType::Utf8, false),
+            Field::new("task", DataType::Utf8, true),
+            Field::new("start", ts(), false),
+            Field::new("end", ts(), false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("error", DataType::Utf8, true),
+            Field::new("rows_read", DataType::Int64, false),
+            Field::new("rows_written", DataType::Int64, false),
+        ]),
+        partition_columns: vec![],
+    }
+}
+
+/// One row of `job_runs`.
+struct RunRow {
+    task: Option<String>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    state: &'static str,
+    error: Option<String>,
+    rows_read: i64,
+    rows_written: i64,
+}
+
+fn state_name(s: TaskState) -> &'static str {
+    match s {
+        TaskState::Succeeded => "SUCCEEDED",
+        TaskState::Failed => "FAILED",
+        TaskState::Skipped => "SKIPPED",
+    }
+}
+
+async fn record(
+    settings: &Settings,
+    run_id: &str,
+    job: &str,
+    rows: &[RunRow],
+) -> Result<(), DeltaError> {
+    let mut sink = DeltaSink::open(&settings.warehouse, job_runs_table()).await?;
+    let us = |t: &DateTime<Utc>| t.timestamp_micros();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|_| run_id))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|_| job))),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.task.as_deref()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| us(&r.start)))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| us(&r.end)))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.state))),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.error.as_deref()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.rows_read),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.rows_written),
+        )),
+    ];
+    let batch =
+        RecordBatch::try_new(job_runs_table().schema, columns).expect("columns match job_runs");
+    sink.append(vec![batch], vec![]).await?;
+    Ok(())
+}
+
+/// The rows of a finished run: one per task, then the run's own.
+fn run_rows(report: &RunReport, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<RunRow> {
+    let mut rows: Vec<RunRow> = report
+        .summaries
+        .iter()
+        .map(|s| RunRow {
+            task: Some(s.task.clone()),
+            start,
+            end,
+            state: state_name(s.state),
+            error: (s.state == TaskState::Failed)
+                .then(|| s.notes.last().cloned().unwrap_or_default()),
+            rows_read: s.rows_read as i64,
+            rows_written: s.rows_written as i64,
+        })
+        .collect();
+    let failure = report.failure();
+    rows.push(RunRow {
+        task: None,
+        start,
+        end,
+        state: if failure.is_some() {
+            "FAILED"
+        } else {
+            "SUCCEEDED"
+        },
+        error: failure.map(|f| {
+            format!(
+                "task `{}` failed: {}",
+                f.task,
+                f.notes.last().cloned().unwrap_or_default()
+            )
+        }),
+        rows_read: rows.iter().map(|r| r.rows_read).sum(),
+        rows_written: rows.iter().map(|r| r.rows_written).sum(),
+    });
+    rows
+}
+
+/// Runs one job once, with notifications and the record in `job_runs`.
+pub async fn run_once(
+    settings: &Settings,
+    key: &str,
+    job: &JobDef,
+) -> Result<bool, SchedulerError> {
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let start = Utc::now();
+    notify::send(
+        settings,
+        job,
+        &job.email_notifications.on_start,
+        &job.webhook_notifications.on_start,
+        &notify::Event::started(&run_id, job, start),
+    )
+    .await;
+    let options = RunOptions {
+        job: Some(key.to_string()),
+        task: None,
+        interactive: false,
+    };
+    let (rows, error) = match job::run(settings, &options).await {
+        Ok(report) => {
+            let rows = run_rows(&report, start, Utc::now());
+            let error = rows.last().and_then(|r| r.error.clone());
+            (rows, error)
+        }
+        Err(e) => (
+            vec![RunRow {
+                task: None,
+                start,
+                end: Utc::now(),
+                state: "FAILED",
+                error: Some(e.to_string()),
+                rows_read: 0,
+                rows_written: 0,
+            }],
+            Some(e.to_string()),
+        ),
+    };
+    let end = rows.last().map_or_else(Utc::now, |r| r.end);
+    record(settings, &run_id, &job.name, &rows).await?;
+    let event = notify::Event::finished(&run_id, job, start, end, error.clone());
+    if error.is_some() {
+        tracing::error!(job = %job.name, run_id, "run failed: {}", error.as_deref().unwrap_or(""));
+        notify::send(
+            settings,
+            job,
+            &job.email_notifications.on_failure,
+            &job.webhook_notifications.on_failure,
+            &event,
+        )
+        .await;
+    } else {
+        tracing::info!(job = %job.name, run_id, "run succeeded");
+        notify::send(
+            settings,
+            job,
+            &job.email_notifications.on_success,
+            &job.webhook_notifications.on_success,
+            &event,
+        )
+        .await;
+    }
+    Ok(error.is_none())
+}
+
+/// A job the scheduler watches.
+struct Scheduled {
+    key: String,
+    job: JobDef,
+    cron: croner::Cron,
+    tz: chrono_tz::Tz,
+    running: u32,
+    queued: u32,
+}
+
+impl Scheduled {
+    fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_next_occurrence(&now.with_timezone(&self.tz), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// Runs the jobs of `settings` on their schedules until `stop` resolves, then waits for
+/// the runs under way to finish.
+pub async fn run(
+    settings: Settings,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), SchedulerError> {
+    let settings = Arc::new(settings);
+    let mut jobs = Vec::new();
+    for (key, job) in &settings.jobs {
+        let Some(schedule) = &job.schedule else {
+            continue;
+        };
+        if schedule.pause_status == Some(PauseStatus::Paused) {
+            tracing::info!(job = %job.name, "schedule is paused; not scheduled");
+            continue;
+        }
+        let fail = |reason: String| SchedulerError::Schedule {
+            job: key.clone(),
+            reason,
+        };
+        let cron =
+            crate::bundle::job::parse_cron(&schedule.quartz_cron_expression).map_err(fail)?;
+        let tz = schedule
+            .timezone_id
+            .parse::<chrono_tz::Tz>()
+            .map_err(|e| fail(e.to_string()))?;
+        jobs.push(Scheduled {
+            key: key.clone(),
+            job: job.clone(),
+            cron,
+            tz,
+            running: 0,
+            queued: 0,
+        });
+    }
+    tracing::info!(jobs = jobs.len(), target = %settings.target, "scheduler started");
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<usize>();
+    let mut next: BTreeMap<usize, DateTime<Utc>> = BTreeMap::new();
+    let now = Utc::now();
+    for (i, j) in jobs.iter().enumerate() {
+        if let Some(t) = j.next_after(now) {
+            next.insert(i, t);
+        }
+    }
+    tokio::pin!(stop);
+    let start_run = |i: usize, jobs: &mut Vec<Scheduled>| {
+        let j = &mut jobs[i];
+        j.running += 1;
+        let settings = settings.clone();
+        let key = j.key.clone();
+        let job = j.job.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run_once(&settings, &key, &job).await {
+                tracing::error!(job = %job.name, "cannot record the run: {e}");
+            }
+            let _ = done.send(i);
+        });
+    };
+    loop {
+        let due = next.iter().min_by_key(|(_, t)| **t).map(|(&i, &t)| (i, t));
+        let sleep = due.map_or(Duration::from_secs(3600), |(_, t)| {
+            (t - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+        });
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(i) = done_rx.recv() => {
+                jobs[i].running -= 1;
+                if jobs[i].queued > 0 {
+                    jobs[i].queued -= 1;
+                    start_run(i, &mut jobs);
+                }
+            }
+            _ = tokio::time::sleep(sleep), if due.is_some() => {
+                let (i, at) = due.expect("guarded");
+                let j = &mut jobs[i];
+                if j.running < j.job.max_concurrent_runs {
+                    start_run(i, &mut jobs);
+                } else if jobs[i].job.queue.enabled {
+                    jobs[i].queued += 1;
+                    tracing::info!(job = %jobs[i].job.name, "max_concurrent_runs reached; run queued");
+                } else {
+                    tracing::warn!(job = %jobs[i].job.name, "max_concurrent_runs reached; run skipped");
+                }
+                match jobs[i].next_after(at) {
+                    Some(t) => { next.insert(i, t); }
+                    None => { next.remove(&i); }
+                }
+            }
+        }
+    }
+    tracing::info!("scheduler stopping: waiting for the runs under way");
+    drop(done_tx);
+    while jobs.iter().any(|j| j.running > 0) {
+        match done_rx.recv().await {
+            Some(i) => jobs[i].running -= 1,
+            None => break,
+        }
+    }
+    Ok(())
+}
