@@ -219,6 +219,26 @@ pub async fn run_once(
     Ok(error.is_none())
 }
 
+/// What happens to a run that is due.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Start,
+    Queue,
+    Skip,
+}
+
+/// A due run starts if fewer than `max_concurrent_runs` are running; otherwise it waits
+/// in the queue if the job has one, or is skipped.
+fn admit(running: u32, max_concurrent_runs: u32, queue: bool) -> Admit {
+    if running < max_concurrent_runs {
+        Admit::Start
+    } else if queue {
+        Admit::Queue
+    } else {
+        Admit::Skip
+    }
+}
+
 /// A job the scheduler watches.
 struct Scheduled {
     key: String,
@@ -313,14 +333,16 @@ pub async fn run(
             }
             _ = tokio::time::sleep(sleep), if due.is_some() => {
                 let (i, at) = due.expect("guarded");
-                let j = &mut jobs[i];
-                if j.running < j.job.max_concurrent_runs {
-                    start_run(i, &mut jobs);
-                } else if jobs[i].job.queue.enabled {
-                    jobs[i].queued += 1;
-                    tracing::info!(job = %jobs[i].job.name, "max_concurrent_runs reached; run queued");
-                } else {
-                    tracing::warn!(job = %jobs[i].job.name, "max_concurrent_runs reached; run skipped");
+                let j = &jobs[i];
+                match admit(j.running, j.job.max_concurrent_runs, j.job.queue.enabled) {
+                    Admit::Start => start_run(i, &mut jobs),
+                    Admit::Queue => {
+                        jobs[i].queued += 1;
+                        tracing::info!(job = %jobs[i].job.name, "max_concurrent_runs reached; run queued");
+                    }
+                    Admit::Skip => {
+                        tracing::warn!(job = %jobs[i].job.name, "max_concurrent_runs reached; run skipped");
+                    }
                 }
                 match jobs[i].next_after(at) {
                     Some(t) => { next.insert(i, t); }
@@ -338,4 +360,46 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_beyond_max_concurrent_runs_queue_or_skip() {
+        assert_eq!(admit(0, 1, false), Admit::Start);
+        assert_eq!(admit(1, 1, true), Admit::Queue);
+        assert_eq!(admit(1, 1, false), Admit::Skip);
+        assert_eq!(admit(1, 2, false), Admit::Start);
+    }
+
+    #[test]
+    fn the_next_time_follows_the_time_zone() {
+        let job: JobDef = serde_yaml::from_str("name: j\ntasks: []").unwrap();
+        let s = Scheduled {
+            key: "j".into(),
+            job,
+            cron: crate::bundle::job::parse_cron("0 0 6 * * ?").unwrap(),
+            tz: "America/New_York".parse().unwrap(),
+            running: 0,
+            queued: 0,
+        };
+        // 06:00 in New York on 2026-01-15 (EST, UTC-5) is 11:00 UTC.
+        let now = DateTime::parse_from_rfc3339("2026-01-15T05:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            s.next_after(now).unwrap().to_rfc3339(),
+            "2026-01-15T11:00:00+00:00"
+        );
+        // In July (EDT, UTC-4) it is 10:00 UTC.
+        let now = DateTime::parse_from_rfc3339("2026-07-15T05:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            s.next_after(now).unwrap().to_rfc3339(),
+            "2026-07-15T10:00:00+00:00"
+        );
+    }
 }

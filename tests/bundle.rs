@@ -108,7 +108,8 @@ fn development_mode_prefixes_names_and_pauses_schedules() {
         Some(PauseStatus::Paused)
     );
 
-    let prod = bundle.resolve(Some("prod"), &[]).unwrap();
+    let kafka = Override::parse_cli("kafka_bootstrap_servers=kafka-prod:9096").unwrap();
+    let prod = bundle.resolve(Some("prod"), &[kafka]).unwrap();
     let job = &prod.jobs["kafka_stream_job"];
     assert_eq!(job.name, "kafka_stream_job");
     assert_eq!(

@@ -156,14 +156,15 @@ fn production_refuses_a_dirty_git_tree_unless_forced() {
         "bundle",
     ]);
     std::fs::write(w.root().join("notes.txt"), "uncommitted").unwrap();
-    let out = medallion(&w, &["bundle", "deploy", "-t", "prod"]);
+    let kafka = "--var=kafka_bootstrap_servers=kafka-prod:9096";
+    let out = medallion(&w, &["bundle", "deploy", "-t", "prod", kafka]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("uncommitted changes") && err.contains("notes.txt") && err.contains("--force"),
         "{err}"
     );
-    assert!(ok(&w, &["bundle", "deploy", "-t", "prod", "--force"]).contains("version 1"));
+    assert!(ok(&w, &["bundle", "deploy", "-t", "prod", "--force", kafka]).contains("version 1"));
     let state: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
             w.root()

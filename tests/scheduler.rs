@@ -106,6 +106,21 @@ async fn a_schedule_every_second_runs_the_job_and_records_it() {
 
     let child = start_scheduler(&w);
     let runs = wait_for_run(&w, "SUCCEEDED").await;
+    // Let a few more scheduled runs happen, so that their spans can be compared.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w
+        .query(&job_runs(), "SELECT count(*) FROM t WHERE task IS NULL")
+        .await[0][0]
+        .parse::<u64>()
+        .unwrap()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 3 runs within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let log = stop(child).await;
     assert!(log.contains("stopping after the runs under way"), "{log}");
     assert!(
@@ -129,6 +144,19 @@ async fn a_schedule_every_second_runs_the_job_and_records_it() {
             .await,
         4
     );
+    // max_concurrent_runs: 1: no two runs overlap.
+    let spans = w
+        .query(
+            &job_runs(),
+            "SELECT CAST(start AS BIGINT) AS s, CAST(\"end\" AS BIGINT) AS e FROM t WHERE task IS NULL ORDER BY s",
+        )
+        .await;
+    assert!(spans.len() >= 3, "{spans:?}");
+    for pair in spans.windows(2) {
+        let (end, next_start): (i64, i64) =
+            (pair[0][1].parse().unwrap(), pair[1][0].parse().unwrap());
+        assert!(end <= next_start, "runs overlap: {spans:?}");
+    }
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
         .current_dir(w.root())

@@ -609,7 +609,10 @@ impl Bundle {
                     "it must be a whole number of at least 1",
                 )
             })?;
-        let (bootstrap, _) = get("kafka_bootstrap_servers")?;
+        let (bootstrap, bootstrap_origin) = get("kafka_bootstrap_servers")?;
+        if target.mode == Mode::Production {
+            self.reject_development_settings(&target_name, bootstrap, bootstrap_origin)?;
+        }
         let batch_rows = match values.get("batch_rows") {
             None => DEFAULT_BATCH_ROWS,
             Some((text, origin)) => text
@@ -654,6 +657,43 @@ impl Bundle {
             variables: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             smtp: target.smtp.clone(),
         })
+    }
+
+    /// Production mode rejects what only makes sense while developing: the embedded broker
+    /// (an empty `kafka_bootstrap_servers`) and librdkafka's `debug` logging.
+    fn reject_development_settings(
+        &self,
+        target: &str,
+        bootstrap: &str,
+        origin: &str,
+    ) -> Result<(), BundleError> {
+        let main = &self.files[0];
+        let mut problems = Vec::new();
+        if bootstrap.trim().is_empty() {
+            problems.push(main.at(
+                &format!("targets.{target}"),
+                format!(
+                    "target `{target}` is in production mode, but kafka_bootstrap_servers is empty ({origin}), which means the embedded development broker. Set it for the target, or with MEDALLION_VAR_kafka_bootstrap_servers"
+                ),
+            ));
+        }
+        let def = &self.targets[target];
+        if self.kafka.contains_key("debug") || def.kafka.contains_key("debug") {
+            let path = if def.kafka.contains_key("debug") {
+                format!("targets.{target}.kafka.debug")
+            } else {
+                "kafka.debug".to_string()
+            };
+            problems.push(main.at(
+                &path,
+                format!("librdkafka `debug` logging is a development setting; target `{target}` is in production mode"),
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(BundleError::Invalid { problems })
+        }
     }
 
     /// Resolves `workspace.root_path`, then the references in variable values.
@@ -876,6 +916,7 @@ targets:
       root_path: /srv/${bundle.name}/${bundle.target}
     variables:
       kafka_partitions: 6
+      kafka_bootstrap_servers: kafka-prod:9096
 "#;
 
     fn bundle() -> Bundle {
@@ -971,6 +1012,39 @@ targets:
             err.contains("m.yml:17:3:") && err.contains("explicit workspace.root_path"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn production_rejects_development_settings() {
+        let b = bundle();
+        let err = b
+            .resolve(
+                Some("prod"),
+                &[Override::parse_cli("kafka_bootstrap_servers=").unwrap()],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("embedded development broker"), "{err}");
+        let text = YAML.replace(
+            "kafka_partitions: 6\n",
+            "kafka_partitions: 6\n    kafka:\n      debug: all\n",
+        );
+        let err = Bundle::parse(Path::new("m.yml"), &text)
+            .unwrap()
+            .resolve(Some("prod"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`debug` logging is a development setting"),
+            "{err}"
+        );
+        // Development mode allows both.
+        let dev = Bundle::parse(
+            Path::new("m.yml"),
+            &text.replace("mode: production", "mode: development"),
+        )
+        .unwrap();
+        assert!(dev.resolve(Some("prod"), &[]).is_ok());
     }
 
     #[test]
