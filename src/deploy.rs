@@ -1,17 +1,24 @@
-//! Deployments: a bundle copied to its target's `workspace.root_path`, with its state.
+//! Deployments: a bundle copied to its target's `workspace.root_path` (a folder or an
+//! `s3://` URI), with its state.
 //!
-//! `medallion bundle deploy` writes the bundle's files under `<root_path>/files/` and
-//! `<root_path>/deployment.json` (version, content hash, git commit, user, time, and the
-//! resolved variables). Deploying the same content again changes nothing. A lock file
-//! keeps two deploys of one target from interleaving: the second waits, then fails
-//! naming the holder. `bundle run` and the scheduler run what is deployed, not the
-//! working copy.
+//! `medallion bundle deploy` writes the bundle's files under `files/<content hash>/` and
+//! then `deployment.json` (version, content hash, git commit, user, time, and the resolved
+//! variables), which is the commit point: a reader sees the old deployment or the new one,
+//! never half of one. Deploying the same content again changes nothing. A lock object,
+//! created only if absent, keeps two deploys of one target from interleaving: the second
+//! waits, then fails naming the holder. `bundle run` and the scheduler run what is
+//! deployed, not the working copy.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -23,23 +30,28 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// Errors deploying.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("workspace.root_path `{0}` is an object-store URI; this build deploys to folders only. Set targets.<target>.workspace.root_path to a folder")]
-    Remote(String),
-    #[error("cannot write the deployment under {path}: {source}")]
-    Io {
+    #[error("workspace.root_path `{root}`: {reason}")]
+    RootPath { root: String, reason: String },
+    #[error("cannot read {path}: {source}")]
+    Local {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("another deploy of this target holds {lock} ({holder}) and did not finish within {waited:?}. If it died, remove the lock file")]
+    #[error("deployment at {location}: {source}. Check workspace.root_path and, for s3://, the AWS_* environment variables")]
+    Store {
+        location: String,
+        source: object_store::Error,
+    },
+    #[error("another deploy of this target holds {lock} ({holder}) and did not finish within {waited:?}. If it died, delete that lock")]
     Locked {
-        lock: PathBuf,
+        lock: String,
         holder: String,
         waited: Duration,
     },
-    #[error("target `{target}` is not deployed at {root}. Run `medallion bundle deploy -t {target}` first")]
-    NotDeployed { target: String, root: PathBuf },
-    #[error("the deployment state {path} is corrupt ({reason}). Deploy again")]
-    Corrupt { path: PathBuf, reason: String },
+    #[error("target `{target}` is not deployed at {location}. Run `medallion bundle deploy -t {target}` first")]
+    NotDeployed { target: String, location: String },
+    #[error("the deployment state at {location} is corrupt ({reason}). Deploy again")]
+    Corrupt { location: String, reason: String },
     #[error("production target `{target}` refuses to {action} from a git tree with uncommitted changes ({changes}). Commit them, or pass --force")]
     Dirty {
         target: String,
@@ -62,123 +74,206 @@ pub struct DeploymentState {
     pub deployed_at: String,
     /// The resolved variables, paths made absolute, for runs of the deployed copy.
     pub variables: BTreeMap<String, String>,
-    /// The bundle file, relative to `files/`.
+    /// The bundle file, relative to the deployment's files.
     pub bundle_file: String,
+    /// The deployed files, relative to the bundle's folder.
+    pub files: Vec<String>,
     pub jobs: Vec<String>,
 }
 
-/// A target's deployment folder.
+/// A target's deployment location.
 pub struct Deployment {
-    root: PathBuf,
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> DeployError + '_ {
-    move |source| DeployError::Io {
-        path: path.into(),
-        source,
-    }
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    location: String,
+    local: bool,
 }
 
 impl Deployment {
+    /// The deployment of the target `settings` resolve: `workspace.root_path`.
     pub fn for_settings(settings: &Settings) -> Result<Self, DeployError> {
-        if settings.root_path.contains("://") {
-            return Err(DeployError::Remote(settings.root_path.clone()));
+        let root = &settings.root_path;
+        let err = |reason: String| DeployError::RootPath {
+            root: root.clone(),
+            reason,
+        };
+        if let Some(rest) = root.strip_prefix("s3://") {
+            let url = url::Url::parse(root).map_err(|e| err(e.to_string()))?;
+            let bucket = url
+                .host_str()
+                .ok_or_else(|| err("no bucket in the URI".into()))?;
+            let store = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| err(e.to_string()))?;
+            let prefix = rest
+                .split_once('/')
+                .map_or("", |(_, p)| p)
+                .trim_matches('/');
+            return Ok(Deployment {
+                store: Arc::new(store),
+                prefix: Path::from(prefix),
+                location: root.clone(),
+                local: false,
+            });
         }
+        if root.contains("://") {
+            return Err(err("only folders and s3:// URIs are supported".into()));
+        }
+        std::fs::create_dir_all(root).map_err(|source| DeployError::Local {
+            path: root.into(),
+            source,
+        })?;
+        let store = LocalFileSystem::new_with_prefix(root).map_err(|e| err(e.to_string()))?;
         Ok(Deployment {
-            root: PathBuf::from(&settings.root_path),
+            store: Arc::new(store),
+            prefix: Path::default(),
+            location: root.clone(),
+            local: true,
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where the deployment is, as the bundle says it.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
-    fn state_path(&self) -> PathBuf {
-        self.root.join("deployment.json")
+    fn path(&self, rel: &str) -> Path {
+        rel.split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.prefix.clone(), |p, part| p.clone().join(part))
     }
 
-    /// The deployed bundle file.
-    pub fn bundle_file(&self, state: &DeploymentState) -> PathBuf {
-        self.root.join("files").join(&state.bundle_file)
+    fn store_error(&self, source: object_store::Error) -> DeployError {
+        DeployError::Store {
+            location: self.location.clone(),
+            source,
+        }
+    }
+
+    async fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, DeployError> {
+        match self.store.get(&self.path(rel)).await {
+            Ok(r) => Ok(Some(
+                r.bytes().await.map_err(|e| self.store_error(e))?.to_vec(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_error(e)),
+        }
+    }
+
+    async fn write(&self, rel: &str, bytes: Vec<u8>) -> Result<(), DeployError> {
+        self.store
+            .put(&self.path(rel), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.store_error(e))
     }
 
     /// The current state, or `None` if nothing is deployed.
-    pub fn state(&self) -> Result<Option<DeploymentState>, DeployError> {
-        let path = self.state_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| DeployError::Corrupt {
-                        path,
-                        reason: e.to_string(),
-                    })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
+    pub async fn state(&self) -> Result<Option<DeploymentState>, DeployError> {
+        let Some(bytes) = self.read("deployment.json").await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| DeployError::Corrupt {
+                location: self.location.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// The deployed state, or an error saying how to deploy.
-    pub fn require(&self, target: &str) -> Result<DeploymentState, DeployError> {
-        self.state()?.ok_or_else(|| DeployError::NotDeployed {
+    pub async fn require(&self, target: &str) -> Result<DeploymentState, DeployError> {
+        self.state().await?.ok_or_else(|| DeployError::NotDeployed {
             target: target.into(),
-            root: self.root.clone(),
+            location: self.location.clone(),
         })
     }
 
+    /// Copies the deployed files into `into` and returns the deployed bundle file there.
+    pub async fn download(
+        &self,
+        state: &DeploymentState,
+        into: &FsPath,
+    ) -> Result<PathBuf, DeployError> {
+        for rel in &state.files {
+            let bytes = self
+                .read(&format!("files/{}/{rel}", state.content_hash))
+                .await?
+                .ok_or_else(|| DeployError::Corrupt {
+                    location: self.location.clone(),
+                    reason: format!("{rel} is missing from the deployed files"),
+                })?;
+            let dest = into.join(rel);
+            let local = |source| DeployError::Local {
+                path: dest.clone(),
+                source,
+            };
+            std::fs::create_dir_all(dest.parent().expect("a file has a folder")).map_err(local)?;
+            std::fs::write(&dest, bytes).map_err(local)?;
+        }
+        Ok(into.join(&state.bundle_file))
+    }
+
     /// Deploys `bundle` as `settings` resolve it. Returns the state and whether it changed.
-    pub fn deploy(
+    pub async fn deploy(
         &self,
         bundle: &Bundle,
         settings: &Settings,
     ) -> Result<(DeploymentState, bool), DeployError> {
-        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
-        let _lock = Lock::acquire(&self.root.join("deploy.lock"), LOCK_WAIT)?;
+        let lock = Lock::acquire(self, LOCK_WAIT).await?;
+        let result = self.deploy_locked(bundle, settings).await;
+        lock.release(self).await;
+        result
+    }
 
-        let root = std::fs::canonicalize(&bundle.root).map_err(io(&bundle.root))?;
+    async fn deploy_locked(
+        &self,
+        bundle: &Bundle,
+        settings: &Settings,
+    ) -> Result<(DeploymentState, bool), DeployError> {
+        let local = |path: &FsPath| {
+            let path = path.to_path_buf();
+            move |source| DeployError::Local { path, source }
+        };
+        let root = std::fs::canonicalize(&bundle.root).map_err(local(&bundle.root))?;
         let mut files = Vec::new();
         for path in bundle.files() {
-            let abs = std::fs::canonicalize(&path).map_err(io(&path))?;
-            let rel = abs.strip_prefix(&root).unwrap_or(&abs).to_path_buf();
-            let bytes = std::fs::read(&abs).map_err(io(&abs))?;
+            let abs = std::fs::canonicalize(&path).map_err(local(&path))?;
+            let rel = abs
+                .strip_prefix(&root)
+                .unwrap_or(&abs)
+                .to_string_lossy()
+                .replace('\\', "/");
+            let bytes = std::fs::read(&abs).map_err(local(&abs))?;
             files.push((rel, bytes));
         }
         let variables = settings.deployed_variables(&root);
         let mut hasher = Sha256::new();
         for (rel, bytes) in &files {
-            hasher.update(rel.to_string_lossy().as_bytes());
+            hasher.update(rel.as_bytes());
             hasher.update([0]);
             hasher.update(bytes);
         }
         hasher.update(serde_json::to_vec(&variables).expect("variables serialize"));
         let content_hash = hex::encode(hasher.finalize());
 
-        let previous = self.state()?;
+        let previous = self.state().await?;
         if let Some(p) = &previous {
             if p.content_hash == content_hash {
                 return Ok((p.clone(), false));
             }
         }
-        // Write the new files next to the old ones, then switch over by renaming.
-        let staging = self.root.join("files.new");
-        let _ = std::fs::remove_dir_all(&staging);
         for (rel, bytes) in &files {
-            let dest = staging.join(rel);
-            std::fs::create_dir_all(dest.parent().expect("a file has a folder"))
-                .map_err(io(&dest))?;
-            std::fs::write(&dest, bytes).map_err(io(&dest))?;
+            self.write(&format!("files/{content_hash}/{rel}"), bytes.clone())
+                .await?;
         }
-        let live = self.root.join("files");
-        let _ = std::fs::remove_dir_all(&live);
-        std::fs::rename(&staging, &live).map_err(io(&live))?;
-
-        let bundle_file = std::fs::canonicalize(&bundle.file).map_err(io(&bundle.file))?;
+        let bundle_file = std::fs::canonicalize(&bundle.file).map_err(local(&bundle.file))?;
         let state = DeploymentState {
             bundle: settings.bundle_name.clone(),
             target: settings.target.clone(),
-            version: previous.map_or(1, |p| p.version + 1),
-            content_hash,
+            version: previous.as_ref().map_or(1, |p| p.version + 1),
+            content_hash: content_hash.clone(),
             git_commit: git(&root, &["rev-parse", "HEAD"]),
             user: settings.user.clone(),
             deployed_at: chrono::Utc::now().to_rfc3339(),
@@ -188,43 +283,59 @@ impl Deployment {
                 .unwrap_or(&bundle_file)
                 .to_string_lossy()
                 .into_owned(),
+            files: files.iter().map(|(rel, _)| rel.clone()).collect(),
             jobs: settings.jobs.keys().cloned().collect(),
         };
-        write_atomically(
-            &self.state_path(),
-            &serde_json::to_vec_pretty(&state).expect("state serializes"),
-        )?;
+        // The commit point: the new state names the new files.
+        self.write(
+            "deployment.json",
+            serde_json::to_vec_pretty(&state).expect("state serializes"),
+        )
+        .await?;
+        if let Some(p) = previous {
+            self.delete_prefix(&format!("files/{}", p.content_hash))
+                .await?;
+        }
         Ok((state, true))
     }
 
-    /// Removes the deployment (the tables stay).
-    pub fn destroy(&self) -> Result<bool, DeployError> {
-        if !self.root.exists() {
-            return Ok(false);
+    async fn delete_prefix(&self, rel: &str) -> Result<usize, DeployError> {
+        let prefix = self.path(rel);
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.store_error(e))?;
+        for meta in &listed {
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.store_error(e)),
+            }
         }
-        let _lock = Lock::acquire(&self.root.join("deploy.lock"), LOCK_WAIT)?;
-        for entry in ["files", "files.new", "deployment.json"] {
-            let p = self.root.join(entry);
-            let _ = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
+        Ok(listed.len())
+    }
+
+    /// Removes the deployment (the tables stay). Returns whether there was one.
+    pub async fn destroy(&self) -> Result<bool, DeployError> {
+        let lock = Lock::acquire(self, LOCK_WAIT).await?;
+        let result = async {
+            let existed = self.state().await?.is_some();
+            match self.store.delete(&self.path("deployment.json")).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.store_error(e)),
+            }
+            self.delete_prefix("files").await?;
+            Ok(existed)
         }
-        Ok(true)
+        .await;
+        lock.release(self).await;
+        result
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DeployError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
-}
-
 /// `git <args>` in `dir`, its trimmed output, or `None` outside a git tree.
-pub fn git(dir: &Path, args: &[&str]) -> Option<String> {
+pub fn git(dir: &FsPath, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -239,7 +350,7 @@ pub fn git(dir: &Path, args: &[&str]) -> Option<String> {
 /// Refuses, in production mode, to act from a git tree with uncommitted changes.
 pub fn check_clean(
     settings: &Settings,
-    dir: &Path,
+    dir: &FsPath,
     action: &'static str,
     force: bool,
 ) -> Result<(), DeployError> {
@@ -264,84 +375,119 @@ pub fn check_clean(
     })
 }
 
-/// An exclusive lock file naming its holder; removed when dropped.
+/// The deploy lock: an object created only if absent, naming its holder.
 #[derive(Debug)]
 pub struct Lock {
-    path: PathBuf,
+    path: Path,
 }
 
 impl Lock {
-    /// Takes the lock, waiting up to `wait` for its holder; a lock left by a process that
-    /// no longer runs is taken over.
-    pub fn acquire(path: &Path, wait: Duration) -> Result<Lock, DeployError> {
+    /// Takes the lock of `deployment`, waiting up to `wait` for its holder. A local lock
+    /// left by a process that no longer runs is taken over.
+    pub async fn acquire(deployment: &Deployment, wait: Duration) -> Result<Lock, DeployError> {
+        let path = deployment.path("deploy.lock");
         let me = format!(
-            "pid {} on {} since {}",
+            "pid {} on {} as {} since {}",
             std::process::id(),
+            hostname(),
             crate::bundle::current_user(),
             chrono::Utc::now().to_rfc3339()
         );
         let deadline = Instant::now() + wait;
         loop {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    f.write_all(me.as_bytes()).map_err(io(path))?;
-                    return Ok(Lock { path: path.into() });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(path).unwrap_or_default();
-                    let pid = holder
-                        .strip_prefix("pid ")
-                        .and_then(|r| r.split_whitespace().next())
-                        .and_then(|p| p.parse::<u32>().ok());
-                    if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
-                        let _ = std::fs::remove_file(path); // its holder is gone
+            let put = deployment
+                .store
+                .put_opts(
+                    &path,
+                    PutPayload::from(me.clone().into_bytes()),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await;
+            match put {
+                Ok(_) => return Ok(Lock { path }),
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => {
+                    let holder = deployment
+                        .read("deploy.lock")
+                        .await?
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    if deployment.local && holder_is_gone(&holder) {
+                        let _ = deployment.store.delete(&path).await;
                         continue;
                     }
                     if Instant::now() >= deadline {
                         return Err(DeployError::Locked {
-                            lock: path.into(),
+                            lock: format!("{}/deploy.lock", deployment.location),
                             holder,
                             waited: wait,
                         });
                     }
-                    std::thread::sleep(Duration::from_millis(100));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(io(path)(e)),
+                Err(e) => return Err(deployment.store_error(e)),
             }
         }
     }
+
+    /// Releases the lock.
+    pub async fn release(self, deployment: &Deployment) {
+        let _ = deployment.store.delete(&self.path).await;
+    }
 }
 
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether a lock's holder (`pid N on HOST ...`) was a process of this host that is gone.
+fn holder_is_gone(holder: &str) -> bool {
+    let mut words = holder.split_whitespace();
+    let (Some("pid"), Some(pid), Some("on"), Some(host)) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return false;
+    };
+    host == hostname() && !FsPath::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_held_lock_makes_others_wait_then_fail_naming_the_holder() {
+    fn local(dir: &FsPath) -> Deployment {
+        Deployment {
+            store: Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap()),
+            prefix: Path::default(),
+            location: dir.display().to_string(),
+            local: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_makes_others_wait_then_fail_naming_the_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deploy.lock");
-        let held = Lock::acquire(&path, Duration::ZERO).unwrap();
-        let err = Lock::acquire(&path, Duration::from_millis(300))
+        let d = local(dir.path());
+        let held = Lock::acquire(&d, Duration::ZERO).await.unwrap();
+        let err = Lock::acquire(&d, Duration::from_millis(300))
+            .await
             .unwrap_err()
             .to_string();
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
-        drop(held);
-        Lock::acquire(&path, Duration::ZERO).unwrap();
+        held.release(&d).await;
+        let again = Lock::acquire(&d, Duration::ZERO).await.unwrap();
+        again.release(&d).await;
         // A lock whose process is gone is taken over.
-        std::fs::write(&path, "pid 999999999 on x since y").unwrap();
-        Lock::acquire(&path, Duration::ZERO).unwrap();
+        std::fs::write(
+            dir.path().join("deploy.lock"),
+            format!("pid 999999999 on {} as x since y", hostname()),
+        )
+        .unwrap();
+        Lock::acquire(&d, Duration::ZERO).await.unwrap();
     }
 }

@@ -356,14 +356,22 @@ fn run_job(
     })
 }
 
-/// The settings of a target's deployed copy of the bundle.
+/// The settings of a target's deployed copy of the bundle, downloaded under the local
+/// state folder.
 fn deployed_settings(
     bundle: &std::path::Path,
     target: Option<&str>,
-) -> anyhow::Result<(Settings, Deployment, medallion::deploy::DeploymentState)> {
+) -> anyhow::Result<(Settings, medallion::deploy::DeploymentState)> {
     let local = settings(bundle, target, &[])?;
     let deployment = Deployment::for_settings(&local)?;
-    let state = deployment.require(&local.target)?;
+    let runtime = runtime()?;
+    let state = runtime.block_on(deployment.require(&local.target))?;
+    let copy = local
+        .state_dir
+        .join("deployed")
+        .join(&local.target)
+        .join(&state.content_hash);
+    let bundle_file = runtime.block_on(deployment.download(&state, &copy))?;
     let overrides: Vec<Override> = state
         .variables
         .iter()
@@ -373,9 +381,8 @@ fn deployed_settings(
             origin: format!("deployment version {}", state.version),
         })
         .collect();
-    let deployed =
-        Bundle::load(&deployment.bundle_file(&state))?.resolve(Some(&local.target), &overrides)?;
-    Ok((deployed, deployment, state))
+    let deployed = Bundle::load(&bundle_file)?.resolve(Some(&local.target), &overrides)?;
+    Ok((deployed, state))
 }
 
 /// Prints a run's summaries; returns the failed task, if any.
@@ -467,7 +474,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Scheduler { target } => {
-            let (s, _, state) = deployed_settings(&cli.bundle, target.as_deref())?;
+            let (s, state) = deployed_settings(&cli.bundle, target.as_deref())?;
             eprintln!(
                 "medallion scheduler · target {} · deployment version {}",
                 s.target, state.version
@@ -551,13 +558,13 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = settings(&cli.bundle, target.as_deref(), &vars)?;
             check_clean(&s, &cli.bundle, "deploy", force)?;
             let deployment = Deployment::for_settings(&s)?;
-            let (state, changed) = deployment.deploy(&bundle, &s)?;
+            let (state, changed) = runtime()?.block_on(deployment.deploy(&bundle, &s))?;
             if changed {
                 println!(
                     "deployed bundle {} to target {} at {}: version {} ({})",
                     state.bundle,
                     state.target,
-                    deployment.root().display(),
+                    deployment.location(),
                     state.version,
                     &state.content_hash[..12]
                 );
@@ -572,7 +579,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bundle {
             command: BundleCommand::Run { job, target, task },
         } => {
-            let (s, _, _) = deployed_settings(&cli.bundle, target.as_deref())?;
+            let (s, _) = deployed_settings(&cli.bundle, target.as_deref())?;
             let options = RunOptions {
                 job,
                 task,
@@ -585,7 +592,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let s = settings(&cli.bundle, target.as_deref(), &[])?;
             let deployment = Deployment::for_settings(&s)?;
-            match deployment.state()? {
+            match runtime()?.block_on(deployment.state())? {
                 None => println!(
                     "target {} is not deployed (workspace.root_path {})",
                     s.target, s.root_path
@@ -593,7 +600,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(state) => {
                     println!("bundle      {}", state.bundle);
                     println!("target      {} ({:?} mode)", state.target, s.mode);
-                    println!("root_path   {}", deployment.root().display());
+                    println!("root_path   {}", deployment.location());
                     println!("version     {}", state.version);
                     println!("content     {}", state.content_hash);
                     println!(
@@ -614,7 +621,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let s = settings(&cli.bundle, target.as_deref(), &[])?;
             let deployment = Deployment::for_settings(&s)?;
-            if deployment.destroy()? {
+            if runtime()?.block_on(deployment.destroy())? {
                 println!(
                     "removed the deployment of target {} at {}",
                     s.target, s.root_path

@@ -43,8 +43,9 @@ fn deploying_twice_changes_nothing_and_a_change_is_a_new_version() {
     assert_eq!(json["version"], 1);
     assert_eq!(json["content_hash"].as_str().unwrap().len(), 64);
     assert!(json["deployed_at"].is_string() && json["user"].is_string());
+    let hash = json["content_hash"].as_str().unwrap();
     assert!(deployment(&w)
-        .join("files/resources/kafka_stream_job.yml")
+        .join(format!("files/{hash}/resources/kafka_stream_job.yml"))
         .exists());
 
     let job = w.root().join("resources/kafka_stream_job.yml");
@@ -65,20 +66,24 @@ fn deploy_then_destroy() {
     assert!(ok(&w, &["bundle", "summary"]).contains("job         kafka_stream_job: [dev "));
     assert!(ok(&w, &["bundle", "destroy"]).contains("removed the deployment"));
     assert!(!deployment(&w).join("deployment.json").exists());
-    assert!(!deployment(&w).join("files").exists());
+    let left = walkdir::WalkDir::new(deployment(&w))
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(left, 0, "no deployed file is left");
     assert!(ok(&w, &["bundle", "summary"]).contains("is not deployed"));
     let out = medallion(&w, &["bundle", "run"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bundle deploy -t dev"));
 }
 
-#[test]
-fn a_second_deploy_waits_for_the_first() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_deploy_waits_for_the_first() {
     let w = Workspace::new();
-    std::fs::create_dir_all(deployment(&w)).unwrap();
-    let lock =
-        medallion::deploy::Lock::acquire(&deployment(&w).join("deploy.lock"), Duration::ZERO)
-            .unwrap();
+    let d = medallion::deploy::Deployment::for_settings(&w.settings()).unwrap();
+    let lock = medallion::deploy::Lock::acquire(&d, Duration::ZERO)
+        .await
+        .unwrap();
     let started = Instant::now();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
         .current_dir(w.root())
@@ -86,12 +91,12 @@ fn a_second_deploy_waits_for_the_first() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         !deployment(&w).join("deployment.json").exists(),
         "it waits while the lock is held"
     );
-    drop(lock);
+    lock.release(&d).await;
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert!(started.elapsed() >= Duration::from_millis(1500));
@@ -205,4 +210,113 @@ async fn after_reset_a_run_rebuilds_identical_tables() {
 
     w.run_binary_ok(&[]).await;
     assert_eq!(all_tables(&w).await, before);
+}
+
+/// An S3 server of the test's own: moto, on a free loopback port.
+struct Moto {
+    _child: tokio::process::Child,
+    endpoint: String,
+}
+
+async fn moto() -> Option<Moto> {
+    let server = venv_tool("moto_server")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(server)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(Moto {
+        _child: child,
+        endpoint,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploys_to_an_s3_root_path() {
+    let Some(s3) = moto().await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let bucket = http
+        .put(format!("{}/deploys", s3.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(bucket.status().is_success(), "{}", bucket.status());
+
+    let w = Workspace::new();
+    let bundle = w.bundle_file();
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    std::fs::write(
+        &bundle,
+        text.replacen(
+            "root_path: .medallion/bundle/${bundle.name}/${bundle.target}",
+            "root_path: s3://deploys/bundles/${bundle.name}/${bundle.target}",
+            1,
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+            .current_dir(w.root())
+            .args(args)
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        run(&["bundle", "deploy"]).contains("at s3://deploys/bundles/kafka_stream/dev: version 1")
+    );
+    assert!(run(&["bundle", "deploy"]).contains("version 1 unchanged"));
+    let list = || async {
+        http.get(format!("{}/deploys?list-type=2", s3.endpoint))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let listing = list().await;
+    assert!(
+        listing.contains("<Key>bundles/kafka_stream/dev/deployment.json</Key>")
+            && listing.contains("/resources/kafka_stream_job.yml</Key>"),
+        "{listing}"
+    );
+    assert!(
+        run(&["bundle", "summary"]).contains("root_path   s3://deploys/bundles/kafka_stream/dev")
+    );
+    assert!(run(&["bundle", "destroy"]).contains("removed the deployment"));
+    assert!(run(&["bundle", "summary"]).contains("is not deployed"));
+    let listing = list().await;
+    assert!(
+        !listing.contains("<Key>"),
+        "nothing is left in the bucket: {listing}"
+    );
 }

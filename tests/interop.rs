@@ -3,18 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
-
-/// The Python with `deltalake`: $MEDALLION_PYTHON, or the venv `.ci/run` makes.
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("MEDALLION_PYTHON") {
-        return Some(p.into());
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    venv.exists().then_some(venv)
-}
 
 fn read_with_python(python: &Path, table: &Path, apps: &[String]) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/read_delta.py");
@@ -34,12 +25,7 @@ fn read_with_python(python: &Path, table: &Path, apps: &[String]) -> serde_json:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_deltalake_reads_bronze_and_quarantine() {
-    let Some(python) = python() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this test: set MEDALLION_PYTHON or run .ci/run, which makes .venv"
-        );
-        eprintln!("skipped: no Python with deltalake (run .ci/run to make .venv)");
+    let Some(python) = venv_tool("python") else {
         return;
     };
     let broker = TestBroker::start().await;

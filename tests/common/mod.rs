@@ -347,3 +347,26 @@ pub async fn refined_tables(w: &Workspace) -> Vec<(String, Vec<Vec<String>>)> {
     }
     out
 }
+
+/// A program of the Python venv that `.ci/run` makes (next to `$MEDALLION_PYTHON`, or in
+/// `.venv/bin`). Without it a test is skipped locally and fails in CI.
+pub fn venv_tool(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var("MEDALLION_PYTHON")
+        .ok()
+        .and_then(|p| Path::new(&p).parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin"));
+    let tool = dir.join(name);
+    if tool.exists() {
+        return Some(tool);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run this test: {} is missing; run .ci/run, which makes the venv",
+        tool.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (run .ci/run to make the venv)",
+        tool.display()
+    );
+    None
+}
