@@ -22,12 +22,7 @@ fn break_job(w: &Workspace, from: &str, to: &str) -> usize {
 }
 
 fn validate(w: &Workspace, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-        .current_dir(w.root())
-        .args(["bundle", "validate"])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = w.medallion(&[&["bundle", "validate"], args].concat(), &[]);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -148,12 +143,8 @@ fn yaml_as_json(path: &std::path::Path) -> serde_json::Value {
 
 #[test]
 fn the_json_schema_accepts_the_shipped_bundle_and_rejects_typos() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-        .args(["bundle", "schema"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let printed = Workspace::new().medallion_ok(&["bundle", "schema"]);
+    let schema: serde_json::Value = serde_json::from_str(&printed).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in ["medallion.yml", JOB_FILE] {

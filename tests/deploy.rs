@@ -6,24 +6,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn medallion(w: &Workspace, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-        .current_dir(w.root())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(w: &Workspace, args: &[&str]) -> String {
-    let out = medallion(w, args);
-    assert!(
-        out.status.success(),
-        "medallion {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn deployment(w: &Workspace) -> std::path::PathBuf {
     w.root().join(".medallion/bundle/kafka_stream/dev")
 }
@@ -31,9 +13,11 @@ fn deployment(w: &Workspace) -> std::path::PathBuf {
 #[test]
 fn deploying_twice_changes_nothing_and_a_change_is_a_new_version() {
     let w = Workspace::new();
-    assert!(ok(&w, &["bundle", "deploy"]).contains("version 1"));
+    assert!(w.medallion_ok(&["bundle", "deploy"]).contains("version 1"));
     let state = std::fs::read(deployment(&w).join("deployment.json")).unwrap();
-    assert!(ok(&w, &["bundle", "deploy"]).contains("version 1 unchanged"));
+    assert!(w
+        .medallion_ok(&["bundle", "deploy"])
+        .contains("version 1 unchanged"));
     assert_eq!(
         std::fs::read(deployment(&w).join("deployment.json")).unwrap(),
         state
@@ -55,24 +39,32 @@ fn deploying_twice_changes_nothing_and_a_change_is_a_new_version() {
         text.replace("max_concurrent_runs: 1", "max_concurrent_runs: 2"),
     )
     .unwrap();
-    assert!(ok(&w, &["bundle", "deploy"]).contains("version 2"));
-    assert!(ok(&w, &["bundle", "summary"]).contains("version     2"));
+    assert!(w.medallion_ok(&["bundle", "deploy"]).contains("version 2"));
+    assert!(w
+        .medallion_ok(&["bundle", "summary"])
+        .contains("version     2"));
 }
 
 #[test]
 fn deploy_then_destroy() {
     let w = Workspace::new();
-    ok(&w, &["bundle", "deploy"]);
-    assert!(ok(&w, &["bundle", "summary"]).contains("job         kafka_stream_job: [dev "));
-    assert!(ok(&w, &["bundle", "destroy"]).contains("removed the deployment"));
+    w.medallion_ok(&["bundle", "deploy"]);
+    assert!(w
+        .medallion_ok(&["bundle", "summary"])
+        .contains("job         kafka_stream_job: [dev "));
+    assert!(w
+        .medallion_ok(&["bundle", "destroy"])
+        .contains("removed the deployment"));
     assert!(!deployment(&w).join("deployment.json").exists());
     let left = walkdir::WalkDir::new(deployment(&w))
         .into_iter()
         .filter(|e| e.as_ref().unwrap().file_type().is_file())
         .count();
     assert_eq!(left, 0, "no deployed file is left");
-    assert!(ok(&w, &["bundle", "summary"]).contains("is not deployed"));
-    let out = medallion(&w, &["bundle", "run"]);
+    assert!(w
+        .medallion_ok(&["bundle", "summary"])
+        .contains("is not deployed"));
+    let out = w.medallion(&["bundle", "run"], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bundle deploy -t dev"));
 }
@@ -109,15 +101,12 @@ async fn bundle_run_runs_the_deployed_copy() {
     let w = Workspace::new();
     w.land("a.csv", &csv(RUN_1));
     // The deployment carries the broker address, as a CI deploy would.
-    ok(
-        &w,
-        &[
-            "bundle",
-            "deploy",
-            "--var",
-            &format!("kafka_bootstrap_servers={}", broker.bootstrap()),
-        ],
-    );
+    w.medallion_ok(&[
+        "bundle",
+        "deploy",
+        "--var",
+        &format!("kafka_bootstrap_servers={}", broker.bootstrap()),
+    ]);
     // The working copy changes after the deploy; the deployed job is what runs.
     let job = w.root().join("resources/kafka_stream_job.yml");
     let text = std::fs::read_to_string(&job).unwrap();
@@ -126,7 +115,7 @@ async fn bundle_run_runs_the_deployed_copy() {
         text.replace("table: gold.updated_stocks_gold", "table: gold.other"),
     )
     .unwrap();
-    let out = ok(&w, &["bundle", "run", "kafka_stream_job"]);
+    let out = w.medallion_ok(&["bundle", "run", "kafka_stream_job"]);
     assert!(out.contains("── updated_stocks succeeded"), "{out}");
     assert_eq!(
         w.count(&medallion::catalog::TableName::new(
@@ -162,14 +151,16 @@ fn production_refuses_a_dirty_git_tree_unless_forced() {
     ]);
     std::fs::write(w.root().join("notes.txt"), "uncommitted").unwrap();
     let kafka = "--var=kafka_bootstrap_servers=kafka-prod:9096";
-    let out = medallion(&w, &["bundle", "deploy", "-t", "prod", kafka]);
+    let out = w.medallion(&["bundle", "deploy", "-t", "prod", kafka], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("uncommitted changes") && err.contains("notes.txt") && err.contains("--force"),
         "{err}"
     );
-    assert!(ok(&w, &["bundle", "deploy", "-t", "prod", "--force", kafka]).contains("version 1"));
+    assert!(w
+        .medallion_ok(&["bundle", "deploy", "-t", "prod", "--force", kafka])
+        .contains("version 1"));
     let state: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
             w.root()
@@ -203,9 +194,9 @@ async fn after_reset_a_run_rebuilds_identical_tables() {
     let before = all_tables(&w).await;
     assert!(before.iter().all(|(_, rows)| !rows.is_empty()));
 
-    let out = medallion(&w, &["reset"]);
+    let out = w.medallion(&["reset"], &[]);
     assert!(!out.status.success(), "reset asks for confirmation");
-    assert!(ok(&w, &["reset", "--yes"]).contains("is reset"));
+    assert!(w.medallion_ok(&["reset", "--yes"]).contains("is reset"));
     assert!(!w.settings().warehouse.catalog_path().exists());
 
     w.run_binary_ok(&[]).await;
@@ -277,12 +268,7 @@ async fn deploys_to_an_s3_root_path() {
         ("AWS_REGION", "us-east-1"),
     ];
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-            .current_dir(w.root())
-            .args(args)
-            .envs(env)
-            .output()
-            .unwrap();
+        let out = w.medallion(args, &env);
         assert!(
             out.status.success(),
             "{args:?}: {}",

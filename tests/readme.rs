@@ -38,22 +38,12 @@ async fn the_readme_command_runs_the_sample_end_to_end_on_the_embedded_broker() 
     }
 
     // `medallion sql` over gold: Close_Diff is Latest_Close - Close, and plausible.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-        .current_dir(w.root())
-        .args([
-            "sql",
-            "--format",
-            "csv",
-            "SELECT \"Index\", \"Close\", \"Latest_Close\", \"Close_Diff\" FROM dev.gold.updated_stocks_gold",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = w.medallion_ok(&[
+        "sql",
+        "--format",
+        "csv",
+        "SELECT \"Index\", \"Close\", \"Latest_Close\", \"Close_Diff\" FROM dev.gold.updated_stocks_gold",
+    ]);
     let mut lines_out = text.lines();
     assert_eq!(
         lines_out.next(),
@@ -68,12 +58,7 @@ async fn the_readme_command_runs_the_sample_end_to_end_on_the_embedded_broker() 
         n += 1;
     }
     assert!(n as u64 > lines * 9 / 10, "gold has {n} of {lines} rows");
-    let tables = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-        .current_dir(w.root())
-        .arg("tables")
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&tables.stdout);
+    let listing = w.medallion_ok(&["tables"]);
     for t in [
         "dev.bronze.bronze",
         "dev.silver.stocks_silver",
@@ -107,20 +92,34 @@ async fn the_readme_command_runs_the_sample_end_to_end_on_the_embedded_broker() 
 
 #[test]
 fn help_explains_every_command() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["run", "generate", "--bundle"] {
+    let w = Workspace::new();
+    let text = w.medallion_ok(&["--help"]);
+    for word in [
+        "run",
+        "generate",
+        "bundle",
+        "scheduler",
+        "runs",
+        "reset",
+        "tables",
+        "sql",
+        "--bundle",
+    ] {
         assert!(text.contains(word), "{text}");
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["--target", "--var", "--task", "MEDALLION_VAR_"] {
+    let text = w.medallion_ok(&["run", "--help"]);
+    for word in [
+        "--target",
+        "--var",
+        "--task",
+        "--job",
+        "--continuous",
+        "MEDALLION_VAR_",
+    ] {
+        assert!(text.contains(word), "{text}");
+    }
+    let text = w.medallion_ok(&["bundle", "--help"]);
+    for word in ["validate", "schema", "deploy", "run", "summary", "destroy"] {
         assert!(text.contains(word), "{text}");
     }
 }

@@ -27,21 +27,11 @@ fn every_second(w: &Workspace, paused: bool) {
 }
 
 fn deploy(w: &Workspace, vars: &[String]) {
-    let mut args = vec!["bundle".to_string(), "deploy".to_string()];
+    let mut args = vec!["bundle", "deploy"];
     for v in vars {
-        args.push("--var".into());
-        args.push(v.clone());
+        args.extend(["--var", v.as_str()]);
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-        .current_dir(w.root())
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.medallion_ok(&args);
 }
 
 fn start_scheduler(w: &Workspace) -> tokio::process::Child {
@@ -158,12 +148,7 @@ async fn a_schedule_every_second_runs_the_job_and_records_it() {
         assert!(end <= next_start, "runs overlap: {spans:?}");
     }
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-        .current_dir(w.root())
-        .arg("runs")
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = w.medallion_ok(&["runs"]);
     assert!(
         listing.contains("SUCCEEDED") && listing.contains("kafka_stream_job"),
         "{listing}"

@@ -144,6 +144,27 @@ impl Workspace {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `medallion ARGS` here and waits, with extra environment variables.
+    pub fn medallion(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+            .current_dir(self.root())
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("medallion runs")
+    }
+
+    /// Runs `medallion ARGS` here, expects success, and returns what it printed.
+    pub fn medallion_ok(&self, args: &[&str]) -> String {
+        let out = self.medallion(args, &[]);
+        assert!(
+            out.status.success(),
+            "medallion {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Rows of a table in this workspace's catalog, by SQL over DataFusion.
     pub async fn query(&self, name: &TableName, sql: &str) -> Vec<Vec<String>> {
         let settings = self.settings();
