@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{Bundle, Settings};
+use crate::lock::holder_is_gone;
 
 /// How long a deploy waits for another one to finish.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -386,13 +387,7 @@ impl Lock {
     /// left by a process that no longer runs is taken over.
     pub async fn acquire(deployment: &Deployment, wait: Duration) -> Result<Lock, DeployError> {
         let path = deployment.path("deploy.lock");
-        let me = format!(
-            "pid {} on {} as {} since {}",
-            std::process::id(),
-            hostname(),
-            crate::bundle::current_user(),
-            chrono::Utc::now().to_rfc3339()
-        );
+        let me = crate::lock::holder();
         let deadline = Instant::now() + wait;
         loop {
             let put = deployment
@@ -436,23 +431,6 @@ impl Lock {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// Whether a lock's holder (`pid N on HOST ...`) was a process of this host that is gone.
-fn holder_is_gone(holder: &str) -> bool {
-    let mut words = holder.split_whitespace();
-    let (Some("pid"), Some(pid), Some("on"), Some(host)) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
-        return false;
-    };
-    host == hostname() && !FsPath::new(&format!("/proc/{pid}")).exists()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,7 +463,7 @@ mod tests {
         // A lock whose process is gone is taken over.
         std::fs::write(
             dir.path().join("deploy.lock"),
-            format!("pid 999999999 on {} as x since y", hostname()),
+            format!("pid 999999999 on {} as x since y", crate::lock::hostname()),
         )
         .unwrap();
         Lock::acquire(&d, Duration::ZERO).await.unwrap();

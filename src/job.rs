@@ -17,8 +17,12 @@ use crate::broker::{BrokerError, BrokerStorage, EmbeddedBroker};
 use crate::bundle::job::{JobDef, TaskDef, TaskKind};
 use crate::bundle::Settings;
 use crate::kafka::{KafkaClientError, KafkaEndpoint};
+use crate::lock::{FileLock, LockError};
 use crate::progress::{Progress, TaskState, TaskSummary};
 use crate::tasks::{self, TaskContext};
+
+/// How long a run waits for another run of the same target to finish.
+const RUN_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a read may wait for records it knows exist.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,6 +34,8 @@ pub enum JobError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Kafka(#[from] KafkaClientError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("job `{job}` has no task `{task}`. Its tasks are: {known}")]
     UnknownTask {
         job: String,
@@ -101,6 +107,8 @@ impl RunReport {
 
 /// A connection to Kafka for the length of a run (or of a continuous run).
 struct Session {
+    /// Held for the whole run: one run of a target at a time.
+    _lock: FileLock,
     ctx: Arc<TaskContext>,
     broker: Option<EmbeddedBroker>,
     job: JobDef,
@@ -110,6 +118,11 @@ struct Session {
 impl Session {
     async fn open(settings: &Settings, options: &RunOptions) -> Result<Session, JobError> {
         let (job, tasks) = selected(settings, options)?;
+        let lock_path = settings.state_dir.join("run.lock");
+        let lock =
+            tokio::task::spawn_blocking(move || FileLock::acquire(&lock_path, RUN_LOCK_WAIT))
+                .await
+                .expect("lock task panicked")?;
         let needs_kafka = tasks.iter().any(|t| t.kind.uses_kafka());
         let mut broker = None;
         let mut kafka = None;
@@ -149,6 +162,7 @@ impl Session {
             idle_timeout: IDLE_TIMEOUT,
         });
         Ok(Session {
+            _lock: lock,
             ctx,
             broker,
             job,

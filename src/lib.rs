@@ -18,6 +18,7 @@ pub mod fault;
 pub mod generate;
 pub mod job;
 pub mod kafka;
+pub mod lock;
 pub mod notify;
 pub mod progress;
 pub mod quarantine;

@@ -70,6 +70,17 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Summarize the quarantined rows by reason, with samples: every quarantine table, or one.
+    Quarantine {
+        /// One table: quarantine.ingest or quarantine.stocks_silver (or the catalog-qualified name).
+        #[arg(long)]
+        table: Option<String>,
+        #[arg(short, long)]
+        target: Option<String>,
+        /// Sample rows shown per reason.
+        #[arg(long, default_value_t = 2)]
+        samples: usize,
+    },
     /// List every table of the target, with rows, Delta version and last update.
     Tables {
         #[arg(short, long)]
@@ -507,6 +518,15 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(print_sql(&s, &query, Format::Table))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Quarantine {
+            table,
+            target,
+            samples,
+        } => {
+            let s = settings(&cli.bundle, target.as_deref(), &[])?;
+            runtime()?.block_on(print_quarantine(&s, table.as_deref(), samples))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Tables { target, vars } => {
             let settings = settings(&cli.bundle, target.as_deref(), &vars)?;
             runtime()?.block_on(print_tables(&settings))?;
@@ -725,6 +745,43 @@ async fn print_sql(settings: &Settings, query: &str, format: Format) -> anyhow::
             }
             w.finish()?;
             writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Quarantined rows by reason, most frequent first, with a few samples of each.
+async fn print_quarantine(
+    settings: &Settings,
+    table: Option<&str>,
+    samples: usize,
+) -> anyhow::Result<()> {
+    let warehouse = &settings.warehouse;
+    let names: Vec<medallion::catalog::TableName> = match table {
+        Some(t) => vec![warehouse.parse_name(t)?],
+        None => sql::list_tables(warehouse)?
+            .into_iter()
+            .map(|t| t.name)
+            .filter(|n| n.schema == "quarantine")
+            .collect(),
+    };
+    if names.is_empty() {
+        println!("nothing is quarantined in target {}", settings.target);
+        return Ok(());
+    }
+    for name in names {
+        let qualified = warehouse.qualified(&name);
+        let summary = format!(
+            "SELECT reason, count(*) AS rows FROM {qualified} GROUP BY reason ORDER BY rows DESC, reason"
+        );
+        println!("── {qualified}");
+        print_sql(settings, &summary, Format::Table).await?;
+        if samples > 0 {
+            let sample = format!(
+                "SELECT * EXCEPT (n) FROM (SELECT *, row_number() OVER (PARTITION BY reason ORDER BY quarantined_at) AS n FROM {qualified}) WHERE n <= {samples} ORDER BY reason"
+            );
+            println!("samples (up to {samples} per reason):");
+            print_sql(settings, &sample, Format::Table).await?;
         }
     }
     Ok(())

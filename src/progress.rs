@@ -128,6 +128,8 @@ pub struct TaskSummary {
     pub rows_read: u64,
     pub rows_written: u64,
     pub rows_quarantined: u64,
+    /// Rows deliberately not written, such as duplicates of a key already stored.
+    pub rows_dropped: u64,
     /// Delta versions written, per table.
     pub versions: Vec<(String, i64)>,
     pub elapsed: Duration,
@@ -144,6 +146,7 @@ impl TaskSummary {
             rows_read: 0,
             rows_written: 0,
             rows_quarantined: 0,
+            rows_dropped: 0,
             versions: Vec::new(),
             elapsed: Duration::ZERO,
             notes: Vec::new(),
@@ -174,6 +177,9 @@ impl fmt::Display for TaskSummary {
         writeln!(f, "   rows read     {} ({rate:.0} rows/s)", self.rows_read)?;
         writeln!(f, "   rows written  {}", self.rows_written)?;
         writeln!(f, "   quarantined   {}", self.rows_quarantined)?;
+        if self.rows_dropped > 0 {
+            writeln!(f, "   dropped       {} (duplicates)", self.rows_dropped)?;
+        }
         for (table, version) in &self.versions {
             writeln!(f, "   {table} → version {version}")?;
         }

@@ -165,6 +165,8 @@ pub struct CsvRows {
     file_reason: Option<String>,
     key_index: Option<usize>,
     record: csv::ByteRecord,
+    /// A row to return before reading on (the header could not be read).
+    pending: Option<Row>,
     done: bool,
 }
 
@@ -204,6 +206,7 @@ impl CsvRows {
             file_reason: None,
             key_index: None,
             record: csv::ByteRecord::new(),
+            pending: None,
             done: false,
         };
         rows.read_header();
@@ -218,7 +221,14 @@ impl CsvRows {
                 return;
             }
             Err(e) => {
-                self.file_reason = Some(format!("unreadable header: {e}"));
+                // Nothing of the file can be read (a corrupt .gz, say): one quarantine row
+                // says so, rather than a file that silently has no rows.
+                self.pending = Some(Row::Rejected {
+                    line: 1,
+                    raw: String::new(),
+                    reason: format!("file unreadable from this line on: {e}"),
+                });
+                self.done = true;
                 return;
             }
             Ok(true) => {}
@@ -275,6 +285,9 @@ impl CsvRows {
 
     /// The next data row, or `None` at the end of the file.
     pub fn next_row(&mut self) -> Option<Row> {
+        if let Some(row) = self.pending.take() {
+            return Some(row);
+        }
         if self.done {
             return None;
         }
@@ -497,6 +510,28 @@ mod tests {
                 "{reason}"
             );
         }
+    }
+
+    #[test]
+    fn a_file_unreadable_from_its_start_is_one_rejected_row() {
+        // A gzip stream cut short: the decoder fails before the header.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(
+            &mut gz,
+            format!("{HEADER}\nNYA,2000-01-03,1,2,3,4,5,6\n").as_bytes(),
+        )
+        .unwrap();
+        let bytes = gz.finish().unwrap();
+        let cut = bytes[..12].to_vec();
+        let mut r = CsvRows::from_reader(Box::new(flate2::read::MultiGzDecoder::new(
+            std::io::Cursor::new(cut),
+        )));
+        let row = r.next_row().unwrap();
+        assert!(
+            matches!(&row, Row::Rejected { line: 1, reason, .. } if reason.starts_with("file unreadable from this line on")),
+            "{row:?}"
+        );
+        assert!(r.next_row().is_none());
     }
 
     #[test]

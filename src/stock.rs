@@ -44,7 +44,7 @@ pub fn parse(value: Option<&str>) -> Result<Stock, String> {
         low: number(&object, "Low")?,
         close,
         adj_close: number(&object, "Adj Close")?,
-        volume: whole_number(&object, "Volume")?,
+        volume: volume(&object)?,
     })
 }
 
@@ -66,6 +66,18 @@ fn number(object: &Map<String, Value>, name: &str) -> Result<Option<f64>, String
         Ok(v) if v.is_finite() => Ok(Some(v)),
         Ok(_) => Err(format!("{name} `{t}` is not a finite number")),
         Err(_) => Err(format!("{name} `{t}` is not a number")),
+    }
+}
+
+/// The largest plausible daily volume: a thousand times the largest in the real data.
+const MAX_VOLUME: i64 = 10_000_000_000_000;
+
+/// `Volume`: a whole number, neither negative nor absurd.
+fn volume(object: &Map<String, Value>) -> Result<Option<i64>, String> {
+    match whole_number(object, "Volume")? {
+        Some(v) if v < 0 => Err(format!("Volume `{v}` is negative")),
+        Some(v) if v > MAX_VOLUME => Err(format!("Volume `{v}` is absurd (above {MAX_VOLUME})")),
+        v => Ok(v),
     }
 }
 
@@ -127,6 +139,16 @@ mod tests {
                 "Index is empty or null",
             ),
             ("[1]".to_string(), "value is not a JSON object"),
+            (v("\"1\"", "\"-5\""), "Volume `-5` is negative"),
+            (
+                v("\"1\"", "\"1e19\""),
+                "Volume `1e19` is not a whole number",
+            ),
+            (
+                v("\"1\"", "\"99999999999999\""),
+                "Volume `99999999999999` is absurd (above 10000000000000)",
+            ),
+            (v("\"inf\"", "\"1\""), "Close `inf` is not a finite number"),
         ];
         for (value, reason) in cases {
             assert_eq!(parse(Some(&value)).unwrap_err(), reason, "{value}");

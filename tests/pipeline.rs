@@ -291,3 +291,49 @@ async fn a_missing_landing_folder_is_a_clear_error() {
         medallion::progress::TaskState::Skipped
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_run_of_a_target_waits_for_the_first() {
+    let broker = TestBroker::start().await;
+    let w = Workspace::with_broker(&broker);
+    w.generate(small(300, 1, 8));
+    let lock_path = w.settings().state_dir.join("run.lock");
+    let lock = medallion::lock::FileLock::acquire(&lock_path, std::time::Duration::ZERO).unwrap();
+
+    let started = std::time::Instant::now();
+    let run = tokio::spawn({
+        let root = w.root().to_path_buf();
+        let bootstrap = broker.bootstrap();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+                .current_dir(root)
+                .args([
+                    "run",
+                    "--var",
+                    &format!("kafka_bootstrap_servers={bootstrap}"),
+                ])
+                .output()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !w.settings().warehouse.path(&bronze()).exists(),
+        "the second run waits while the first holds the lock"
+    );
+    drop(lock);
+    let out = run.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("waiting for another run of this target"),
+        "{err}"
+    );
+    assert_eq!(w.count(&bronze()).await, 300);
+}

@@ -336,6 +336,9 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Rows per Delta commit for streaming writes (variable `batch_rows`, optional).
     pub batch_rows: usize,
+    /// How long a landing file's size and time must be still before it is read
+    /// (variable `landing_stable_ms`, optional): a file still being written is waited for.
+    pub landing_stable: std::time::Duration,
     /// Where the target is deployed.
     pub root_path: String,
     /// The jobs, references resolved, validated, named and paused for the target's mode.
@@ -372,6 +375,9 @@ impl Settings {
 /// Rows per Delta commit when the bundle does not declare `batch_rows`: large enough that
 /// a run writes few, big Parquet files, small enough to bound memory.
 pub const DEFAULT_BATCH_ROWS: usize = 250_000;
+
+/// How long a landing file must be unchanged before it is read, by default.
+pub const DEFAULT_LANDING_STABLE_MS: u64 = 500;
 
 impl Bundle {
     /// Loads and parses a bundle file.
@@ -613,6 +619,21 @@ impl Bundle {
         if target.mode == Mode::Production {
             self.reject_development_settings(&target_name, bootstrap, bootstrap_origin)?;
         }
+        let landing_stable = match values.get("landing_stable_ms") {
+            None => std::time::Duration::from_millis(DEFAULT_LANDING_STABLE_MS),
+            Some((text, origin)) => text
+                .trim()
+                .parse::<u64>()
+                .map(std::time::Duration::from_millis)
+                .map_err(|_| {
+                    self.invalid(
+                        "landing_stable_ms",
+                        text,
+                        origin,
+                        "it must be a whole number of milliseconds",
+                    )
+                })?,
+        };
         let batch_rows = match values.get("batch_rows") {
             None => DEFAULT_BATCH_ROWS,
             Some((text, origin)) => text
@@ -651,6 +672,7 @@ impl Bundle {
                 client,
             },
             batch_rows,
+            landing_stable,
             root_path,
             jobs,
             user,

@@ -40,6 +40,44 @@ pub const HEADER_SOURCE_FILE: &str = "source_file";
 /// Header holding the 1-based line number of the row within its file.
 pub const HEADER_SOURCE_LINE: &str = "source_line";
 
+/// Room left in a Kafka message for the key, the headers and the record framing.
+const MESSAGE_OVERHEAD: usize = 16 * 1024;
+/// How much of an oversized row's text is kept in quarantine.
+const MAX_RAW: usize = 1 << 20;
+/// How long ingest waits for a file that is still being written.
+const STABLE_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the file's size and modification time have not changed for `stable`.
+/// Returns `false` if it keeps changing for [`STABLE_WAIT`].
+async fn wait_until_stable(file: &LandingFile, stable: Duration) -> bool {
+    let started = std::time::Instant::now();
+    let stat = || {
+        std::fs::metadata(&file.path).ok().map(|m| {
+            let modified = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+            (m.len(), modified)
+        })
+    };
+    let mut last = stat();
+    loop {
+        let age = last
+            .and_then(|(_, modified)| modified.elapsed().ok())
+            .unwrap_or(Duration::ZERO);
+        if age >= stable {
+            let now = stat();
+            if now == last {
+                return true;
+            }
+            last = now;
+            continue;
+        }
+        if started.elapsed() >= STABLE_WAIT {
+            return false;
+        }
+        tokio::time::sleep((stable - age).max(Duration::from_millis(20))).await;
+        last = stat();
+    }
+}
+
 /// How long to wait for the broker to acknowledge a file's messages.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -150,7 +188,23 @@ pub async fn run(
     let mut quarantine_table: Option<DeltaSink> = None;
     let quarantine_app = format!("ingest/{topic}");
 
+    let max_message = settings
+        .kafka
+        .client
+        .get("message.max.bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1_000_000)
+        .saturating_sub(MESSAGE_OVERHEAD);
     for file in pending {
+        if !wait_until_stable(&file, settings.landing_stable).await {
+            let note = format!(
+                "{} is still being written (its size or time changed for {STABLE_WAIT:?}); it and the files after it are left for the next run",
+                file.name
+            );
+            tracing::warn!("{note}");
+            summary.notes.push(note);
+            break;
+        }
         let partitions = ctx.kafka().partitions(&topic);
         let offsets = ctx
             .kafka()
@@ -181,7 +235,7 @@ pub async fn run(
             let topic = topic.clone();
             let progress = progress.clone();
             tokio::task::spawn_blocking(move || {
-                send_file(&producer, &topic, &file, &already, &progress)
+                send_file(&producer, &topic, &file, &already, max_message, &progress)
             })
             .await
             .expect("ingest thread panicked")?
@@ -305,6 +359,7 @@ fn send_file(
     topic: &str,
     file: &LandingFile,
     already: &HashSet<u64>,
+    max_message: usize,
     progress: &Progress,
 ) -> Result<FileOutcome, IngestError> {
     let mut rows = CsvRows::open(file)?;
@@ -328,6 +383,27 @@ fn send_file(
                 reason,
             }),
             Row::Record { line, .. } if already.contains(&line) => outcome.skipped += 1,
+            Row::Record { line, value, .. } if value.len() > max_message => {
+                // Kafka would refuse it and stall the file: quarantine it instead.
+                let size = value.len();
+                let mut raw = value;
+                if raw.len() > MAX_RAW {
+                    let cut = (0..=MAX_RAW)
+                        .rev()
+                        .find(|&i| raw.is_char_boundary(i))
+                        .unwrap_or(0);
+                    raw.truncate(cut);
+                    raw.push_str(&format!("… (truncated; {size} bytes)"));
+                }
+                outcome.rejects.push(IngestReject {
+                    file: file.name.clone(),
+                    line,
+                    raw,
+                    reason: format!(
+                        "the row is {size} bytes as a Kafka message, above the limit of {max_message} bytes (librdkafka message.max.bytes, less room for the key and headers)"
+                    ),
+                });
+            }
             Row::Record { line, key, value } => {
                 let line_text = line.to_string();
                 let headers = OwnedHeaders::new_with_capacity(2)

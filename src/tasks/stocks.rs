@@ -110,11 +110,7 @@ pub async fn run(
         fault::point("stocks.after_quarantine");
 
         let (fresh, duplicates) = new_keys(&silver, outcome.valid).await?;
-        if duplicates > 0 {
-            summary.notes.push(format!(
-                "{duplicates} record(s) repeat an (Index, Date) already in stocks_silver and were not appended"
-            ));
-        }
+        summary.rows_dropped += duplicates;
         let version = silver
             .append(
                 vec![silver_batch(&fresh)],
@@ -126,6 +122,13 @@ pub async fn run(
             .versions
             .push((silver.qualified_name().into(), version));
         fault::point("stocks.after_commit");
+    }
+    if summary.rows_read > 0 {
+        // Every bronze record is accounted for.
+        summary.notes.push(format!(
+            "{} read = {} written + {} quarantined + {} duplicates of a stored (Index, Date)",
+            summary.rows_read, summary.rows_written, summary.rows_quarantined, summary.rows_dropped
+        ));
     }
     summary.elapsed = progress.elapsed();
     Ok(summary)
