@@ -204,3 +204,128 @@ async fn killed_after_the_stream_static_join() {
 async fn killed_during_the_gold_rebuild() {
     crash_refine_then_rerun("updated_stocks.before_commit").await;
 }
+
+/// Every named fault point, with how many times a run of `land_input` reaches it
+/// (batches of 500 rows).
+const FAULT_POINTS: &[(&str, u64)] = &[
+    ("ingest.row", 3001),
+    ("ingest.acked", 3001),
+    ("ingest.after_send", 3),
+    ("ingest.before_checkpoint", 3),
+    ("bronze.after_commit", 7),
+    ("stocks.after_quarantine", 1),
+    ("stocks.after_commit", 1),
+    ("close_price.before_merge", 1),
+    ("close_price.after_commit", 1),
+    ("current_close.before_commit", 1),
+    ("stocks_close.after_commit", 1),
+    ("updated_stocks.before_commit", 1),
+];
+
+/// SplitMix64, for seeded trials that replay exactly.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Seeded trials: each kills a run, either at a random named fault point (abort) or with
+/// SIGKILL after a random delay (which can land anywhere, between a Parquet write and its
+/// Delta commit included), runs again to completion, and compares every table with an
+/// uninterrupted run of the same input. Returns how many trials really killed a run.
+async fn fault_trials(seeds: std::ops::Range<u64>) -> usize {
+    let reference_broker = TestBroker::start().await;
+    let mut reference = Workspace::with_broker(&reference_broker);
+    reference.set_var("batch_rows", "500");
+    land_input(&reference);
+    let started = std::time::Instant::now();
+    reference.run_binary_ok(&[]).await;
+    let full_run = started.elapsed();
+    let expected = refined_tables(&reference).await;
+
+    let mut killed = 0;
+    for seed in seeds {
+        let mut rng = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xA5A5;
+        let broker = TestBroker::start().await;
+        let mut w = Workspace::with_broker(&broker);
+        w.set_var("batch_rows", "500");
+        let good = land_input(&w);
+        let how = if seed % 2 == 0 {
+            // Named trials go round the points, so that every task is hit.
+            let (point, hits) = FAULT_POINTS[fault_point_of(seed)];
+            let hit = 1 + splitmix(&mut rng) % hits;
+            let fault = format!("{point}@{hit}");
+            let out = w.run_binary(&[], &[("MEDALLION_FAULT", &fault)]).await;
+            assert!(
+                !out.status.success(),
+                "seed {seed}: {fault} did not kill the run"
+            );
+            killed += 1;
+            fault
+        } else {
+            let delay = std::time::Duration::from_millis(
+                100 + splitmix(&mut rng) % full_run.as_millis().max(200) as u64,
+            );
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_medallion"));
+            cmd.current_dir(w.root()).arg("run");
+            for (n, v) in &w.vars {
+                cmd.arg("--var").arg(format!("{n}={v}"));
+            }
+            let mut child = cmd
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            tokio::time::sleep(delay).await;
+            if child.try_wait().unwrap().is_none() {
+                child.start_kill().unwrap(); // SIGKILL
+                killed += 1;
+            }
+            child.wait().await.unwrap();
+            format!("SIGKILL after {delay:?}")
+        };
+        w.run_binary_ok(&[]).await;
+        assert_exactly_once(&w, &broker, good).await;
+        assert_eq!(refined_tables(&w).await, expected, "seed {seed} ({how})");
+        eprintln!("seed {seed}: {how}: tables identical");
+    }
+    killed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_harness_trials_0_to_7() {
+    assert!(fault_trials(0..8).await >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_harness_trials_8_to_15() {
+    assert!(fault_trials(8..16).await >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_harness_trials_16_to_23() {
+    assert!(fault_trials(16..24).await >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_harness_trials_24_to_31() {
+    assert!(fault_trials(24..32).await >= 4);
+}
+
+/// The named fault point of an even seed's trial.
+fn fault_point_of(seed: u64) -> usize {
+    (seed / 2) as usize % FAULT_POINTS.len()
+}
+
+#[test]
+fn the_harness_hits_every_named_fault_point() {
+    // The seeds of the four harness tests: every named point gets a trial.
+    let chosen: std::collections::BTreeSet<usize> = (0..32u64)
+        .filter(|s| s % 2 == 0)
+        .map(fault_point_of)
+        .collect();
+    assert_eq!(chosen.len(), FAULT_POINTS.len());
+}
