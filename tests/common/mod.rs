@@ -288,6 +288,20 @@ impl TestBroker {
     pub fn bootstrap(&self) -> String {
         self.broker.bootstrap()
     }
+
+    /// Stops the broker and keeps its data, for [`TestBroker::start_in`].
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.broker.stop().await;
+        self._dir
+    }
+
+    /// Starts a broker on the data of a stopped one (on another port).
+    pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        let broker = EmbeddedBroker::start(BrokerStorage::Sqlite(dir.path().join("tansu.db")))
+            .await
+            .expect("embedded broker restarts");
+        TestBroker { broker, _dir: dir }
+    }
 }
 
 /// Data lines of a CSV text (everything after the header), split the simple way: the
