@@ -405,3 +405,112 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// A real Apache Kafka broker of one test's own: a single KRaft node on free loopback
+/// ports, from the jars `.ci/run` fetches with Maven ($MEDALLION_KAFKA_JARS). Stopped
+/// when dropped.
+pub struct ApacheKafka {
+    child: std::process::Child,
+    pub bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ApacheKafka {
+    /// Starts the broker, or `None` (skipped locally, a failure in CI) without the jars.
+    pub fn start() -> Option<ApacheKafka> {
+        let jars = std::env::var("MEDALLION_KAFKA_JARS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/medallion-tools/kafka-4.1.0")
+            });
+        if !jars.join(".complete").exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run this test: the Apache Kafka jars are missing from {}; run .ci/run",
+                jars.display()
+            );
+            eprintln!(
+                "skipped: no Apache Kafka jars in {} (run .ci/run)",
+                jars.display()
+            );
+            return None;
+        }
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (broker, controller) = (free(), free());
+        let dir = tempfile::tempdir().unwrap();
+        let props = dir.path().join("server.properties");
+        std::fs::write(
+            &props,
+            format!(
+                "process.roles=broker,controller\nnode.id=1\n\
+                 controller.quorum.voters=1@127.0.0.1:{controller}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{broker}\n\
+                 controller.listener.names=CONTROLLER\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 inter.broker.listener.name=PLAINTEXT\nlog.dirs={}\n\
+                 offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
+                 transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
+                 share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let classpath = format!("{}/*", jars.display());
+        let java = |args: &[&str]| {
+            let mut cmd = std::process::Command::new("java");
+            cmd.args(["-Xmx512m", "-cp", &classpath])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            cmd
+        };
+        // A KRaft cluster id: a base64 UUID.
+        let cluster_id = "UqYEAkduTVueG0987FYXMA";
+        let props_text = props.display().to_string();
+        let formatted = java(&[
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            &props_text,
+        ])
+        .status()
+        .unwrap();
+        assert!(formatted.success(), "formatting the KRaft storage failed");
+        let child = java(&["kafka.Kafka", &props_text]).spawn().unwrap();
+        let mut kafka = ApacheKafka {
+            child,
+            bootstrap: format!("127.0.0.1:{broker}"),
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", broker)).is_err() {
+            assert!(
+                kafka.child.try_wait().unwrap().is_none(),
+                "Apache Kafka exited during start-up"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Apache Kafka did not start in 2 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(kafka)
+    }
+}
+
+impl Drop for ApacheKafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
