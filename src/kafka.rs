@@ -35,6 +35,15 @@ pub enum KafkaClientError {
         attempts: u32,
         source: KafkaError,
     },
+    #[error("Kafka at {bootstrap} refused the {mechanism} login of user `{user}`: {reason}. Check the credentials in the environment variables that sasl.username_env and sasl.password_env name")]
+    Authentication {
+        bootstrap: String,
+        mechanism: String,
+        user: String,
+        reason: String,
+    },
+    #[error("the TLS handshake with Kafka at {bootstrap} failed: {reason}. Check ssl.ca.location (the CA that signed the broker's certificate)")]
+    Tls { bootstrap: String, reason: String },
     #[error("cannot create topic `{topic}` on {bootstrap}: {reason}. Create it yourself, or grant this user the right to create topics")]
     CreateTopic {
         topic: String,
@@ -100,6 +109,48 @@ pub fn redacted(client: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// `text` with every secret value of `client` replaced by `***`.
+fn redact(text: &str, client: &BTreeMap<String, String>) -> String {
+    let mut out = text.to_string();
+    for (k, v) in client {
+        if (k.contains("password") || k.contains("secret")) && !v.is_empty() {
+            out = out.replace(v.as_str(), "***");
+        }
+    }
+    out
+}
+
+/// Keeps the first authentication or TLS error librdkafka reports, which reach only the
+/// client context (a metadata request just times out).
+#[derive(Default)]
+pub struct ErrorCapture {
+    fatal: std::sync::Mutex<Option<KafkaError>>,
+}
+
+impl ErrorCapture {
+    fn fatal(&self) -> Option<KafkaError> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl rdkafka::ClientContext for ErrorCapture {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        let tls = code == Some(RDKafkaErrorCode::SSL) || reason.contains("SSL handshake");
+        if code == Some(RDKafkaErrorCode::Authentication)
+            || tls
+            || reason.contains("SASL authentication")
+        {
+            let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+            fatal.get_or_insert_with(|| KafkaError::ClientCreation(format!("{reason} ({error})")));
+        } else {
+            tracing::debug!(%error, reason, "librdkafka");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ErrorCapture {}
 
 /// A reachable Kafka cluster: bootstrap servers plus client settings.
 #[derive(Clone)]
@@ -228,11 +279,14 @@ impl KafkaEndpoint {
 
     /// The partitions of `topic`, or `None` when it does not exist. Retries with backoff.
     pub fn partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, KafkaClientError> {
-        let consumer: BaseConsumer = self.config().create().map_err(|e| self.client_error(e))?;
+        let consumer: BaseConsumer<ErrorCapture> = self
+            .config()
+            .create_with_context(ErrorCapture::default())
+            .map_err(|e| self.client_error(e))?;
         let mut backoff = Duration::from_millis(500);
         let mut attempt = 1;
         loop {
-            match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+            match self.fetch_metadata(&consumer, topic) {
                 Ok(metadata) => {
                     let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
                         return Ok(None);
@@ -247,6 +301,9 @@ impl KafkaEndpoint {
                     let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
                     ids.sort_unstable();
                     return Ok(Some(ids));
+                }
+                Err(source) if self.refused(&source).is_some() => {
+                    return Err(self.refused(&source).expect("checked"));
                 }
                 Err(source) if attempt >= CONNECT_ATTEMPTS => {
                     return Err(KafkaClientError::Unreachable {
@@ -263,6 +320,68 @@ impl KafkaEndpoint {
                 }
             }
         }
+    }
+
+    /// One metadata request, polled in short slices so that an authentication or TLS
+    /// failure, which librdkafka reports only to the client context, ends it at once.
+    fn fetch_metadata(
+        &self,
+        consumer: &BaseConsumer<ErrorCapture>,
+        topic: &str,
+    ) -> Result<rdkafka::metadata::Metadata, KafkaError> {
+        let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
+        loop {
+            match consumer.fetch_metadata(Some(topic), Duration::from_secs(1)) {
+                Ok(m) => return Ok(m),
+                Err(e) => {
+                    // Errors reach the context only when the client's queue is served.
+                    let _ = consumer.poll(Duration::from_millis(50));
+                    if let Some(fatal) = consumer.context().fatal() {
+                        return Err(fatal);
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The error for a refused login or TLS handshake: it names the mechanism and the
+    /// user, never the password.
+    fn refused(&self, source: &KafkaError) -> Option<KafkaClientError> {
+        let text = source.to_string();
+        // Captured context errors travel as ClientCreation; its prefix would mislead.
+        let text = text
+            .trim_start_matches("Client creation error: ")
+            .to_string();
+        let code = source.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::Authentication) || text.contains("SASL authentication") {
+            return Some(KafkaClientError::Authentication {
+                bootstrap: self.bootstrap.clone(),
+                mechanism: self
+                    .client
+                    .get("sasl.mechanism")
+                    .cloned()
+                    .unwrap_or_else(|| "(none)".into()),
+                user: self
+                    .client
+                    .get("sasl.username")
+                    .cloned()
+                    .unwrap_or_else(|| "(none)".into()),
+                reason: redact(&text, &self.client),
+            });
+        }
+        if code == Some(RDKafkaErrorCode::SSL)
+            || text.contains("SSL handshake")
+            || text.contains("certificate")
+        {
+            return Some(KafkaClientError::Tls {
+                bootstrap: self.bootstrap.clone(),
+                reason: redact(&text, &self.client),
+            });
+        }
+        None
     }
 
     /// [`KafkaEndpoint::partitions`] from async code, off the runtime's worker threads.

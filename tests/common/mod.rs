@@ -412,12 +412,112 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
 pub struct ApacheKafka {
     child: std::process::Child,
     pub bootstrap: String,
+    /// With [`ApacheKafka::start_secured`]: the CA that signed the broker's certificate.
+    pub ca: Option<PathBuf>,
     _dir: tempfile::TempDir,
+}
+
+/// SCRAM users of [`ApacheKafka::start_secured`]: (mechanism, user, password).
+pub const SCRAM_USERS: [(&str, &str, &str); 2] = [
+    ("SCRAM-SHA-256", "alice", "alice-s3cret-pw"),
+    ("SCRAM-SHA-512", "bob", "bob-s3cret-pw"),
+];
+
+/// Makes a throwaway CA and a certificate for 127.0.0.1 signed by it, in `dir`; returns
+/// the CA file and a PEM keystore (key and certificate) for the broker.
+pub fn throwaway_certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca = format!("{name}-ca.pem");
+    let ca_key = format!("{name}-ca.key");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test CA"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        "server.key",
+        "-out",
+        "server.pk8.pem",
+    ]);
+    let keystore = dir.join("keystore.pem");
+    let mut pem = std::fs::read(dir.join("server.pk8.pem")).unwrap();
+    pem.extend(std::fs::read(dir.join("server.pem")).unwrap());
+    std::fs::write(&keystore, pem).unwrap();
+    (dir.join(ca), keystore)
 }
 
 impl ApacheKafka {
     /// Starts the broker, or `None` (skipped locally, a failure in CI) without the jars.
     pub fn start() -> Option<ApacheKafka> {
+        Self::launch(false)
+    }
+
+    /// Starts the broker with a SASL_SSL listener for clients (a throwaway CA, SCRAM-SHA-256
+    /// and -512 users created with Kafka's StorageTool): a hosted Kafka's setting.
+    pub fn start_secured() -> Option<ApacheKafka> {
+        Self::launch(true)
+    }
+
+    fn launch(secured: bool) -> Option<ApacheKafka> {
         let jars = std::env::var("MEDALLION_KAFKA_JARS")
             .map(PathBuf::from)
             .unwrap_or_else(|_| {
@@ -443,9 +543,26 @@ impl ApacheKafka {
                 .unwrap()
                 .port()
         };
-        let (broker, controller) = (free(), free());
+        let (broker, controller, secure) = (free(), free(), free());
         let dir = tempfile::tempdir().unwrap();
         let props = dir.path().join("server.properties");
+        let mut extra = String::new();
+        let mut ca = None;
+        if secured {
+            let (ca_file, keystore) = throwaway_certificates(dir.path(), "broker");
+            // Later keys win: clients get a SASL_SSL listener, the broker keeps PLAINTEXT.
+            extra = format!(
+                "listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller},SASL_SSL://127.0.0.1:{secure}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{broker},SASL_SSL://127.0.0.1:{secure}\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL\n\
+                 sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512\n\
+                 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                 ssl.keystore.type=PEM\nssl.keystore.location={}\n",
+                keystore.display()
+            );
+            ca = Some(ca_file);
+        }
         std::fs::write(
             &props,
             format!(
@@ -460,7 +577,7 @@ impl ApacheKafka {
                  transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
                  share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n",
                 dir.path().join("data").display()
-            ),
+            ) + extra.as_str(),
         )
         .unwrap();
         let classpath = format!("{}/*", jars.display());
@@ -475,25 +592,29 @@ impl ApacheKafka {
         // A KRaft cluster id: a base64 UUID.
         let cluster_id = "UqYEAkduTVueG0987FYXMA";
         let props_text = props.display().to_string();
-        let formatted = java(&[
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            cluster_id,
-            "-c",
-            &props_text,
-        ])
-        .status()
-        .unwrap();
+        let mut format: Vec<String> = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"]
+            .map(String::from)
+            .into();
+        format.push(props_text.clone());
+        if secured {
+            for (mechanism, user, password) in SCRAM_USERS {
+                format.push("-S".into());
+                format.push(format!("{mechanism}=[name={user},password={password}]"));
+            }
+        }
+        let format: Vec<&str> = format.iter().map(String::as_str).collect();
+        let formatted = java(&format).status().unwrap();
         assert!(formatted.success(), "formatting the KRaft storage failed");
         let child = java(&["kafka.Kafka", &props_text]).spawn().unwrap();
+        let port = if secured { secure } else { broker };
         let mut kafka = ApacheKafka {
             child,
-            bootstrap: format!("127.0.0.1:{broker}"),
+            bootstrap: format!("127.0.0.1:{port}"),
+            ca,
             _dir: dir,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while std::net::TcpStream::connect(("127.0.0.1", broker)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 kafka.child.try_wait().unwrap().is_none(),
                 "Apache Kafka exited during start-up"
