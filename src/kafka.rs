@@ -191,7 +191,10 @@ impl KafkaEndpoint {
         // Loopback brokers and hosted clusters alike: fail fast on a dead address.
         config.set("socket.connection.setup.timeout.ms", "10000");
         for (k, v) in &self.client {
-            config.set(k, v);
+            // Producer-only settings stay with the producer (see producer_config).
+            if k != "transactional.id" {
+                config.set(k, v);
+            }
         }
         config
     }
@@ -209,6 +212,11 @@ impl KafkaEndpoint {
         config.set("message.timeout.ms", "120000");
         // The Java client's partitioner, so that Spark and Java producers agree on keys.
         config.set("partitioner", "murmur2_random");
+        if self.client.contains_key("transactional.id") {
+            // A transaction must outlive its messages' delivery timeout (and stay under
+            // the broker's transaction.max.timeout.ms, 15 minutes by default).
+            config.set("transaction.timeout.ms", "300000");
+        }
         for (k, v) in &self.client {
             config.set(k, v);
         }

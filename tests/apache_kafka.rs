@@ -74,3 +74,52 @@ async fn a_crash_mid_file_on_apache_kafka_resumes_exactly_once() {
     assert_eq!(unique.len() as u64, lines);
     assert_eq!(w.count(&bronze()).await, lines);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_transactions_a_crash_leaves_nothing_for_read_committed_readers() {
+    let Some(kafka) = ApacheKafka::start() else {
+        return;
+    };
+    let mut w = Workspace::new();
+    let bundle = w.bundle_file();
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    std::fs::write(
+        &bundle,
+        text.replace(
+            "kafka: {}",
+            "kafka:\n  transactional.id: medallion-ingest-test",
+        ),
+    )
+    .unwrap();
+    w.set_var("kafka_bootstrap_servers", &kafka.bootstrap);
+    let lines = land(&w);
+
+    // Killed inside a file's transaction, after 400 messages were acknowledged.
+    let crashed = w
+        .run_binary(&[], &[("MEDALLION_FAULT", "ingest.acked@400")])
+        .await;
+    assert!(!crashed.status.success());
+    let out = w.run_binary_ok(&[]).await;
+    // The dead run's messages were aborted: nothing of the file was visible to resume past.
+    assert!(!out.contains("resumed after a crash"), "{out}");
+
+    let records = topic_records(&kafka.bootstrap, "Stocks").await; // read_committed
+    let unique: BTreeSet<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.headers["source_file"].clone(),
+                r.headers["source_line"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        records.len() as u64,
+        lines,
+        "no duplicate for a read_committed consumer"
+    );
+    assert_eq!(unique.len() as u64, lines);
+    // The aborted records and the transaction markers still take offsets.
+    assert!(topic_count(&kafka.bootstrap, "Stocks").await > lines);
+    assert_eq!(w.count(&bronze()).await, lines);
+}

@@ -185,6 +185,20 @@ pub async fn run(
         bootstrap: ctx.kafka().endpoint.bootstrap.clone(),
         source,
     })?;
+    // With a broker that has transactions (the bundle's kafka map sets transactional.id),
+    // each file is sent in one transaction: after a crash, what a dead run sent is
+    // aborted, and read_committed readers (bronze included) never see it.
+    let transactional = settings.kafka.client.contains_key("transactional.id");
+    if transactional {
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || p.init_transactions(FLUSH_TIMEOUT))
+            .await
+            .expect("transaction thread panicked")
+            .map_err(|source| IngestError::Producer {
+                bootstrap: ctx.kafka().endpoint.bootstrap.clone(),
+                source,
+            })?;
+    }
     let mut quarantine_table: Option<DeltaSink> = None;
     let quarantine_app = format!("ingest/{topic}");
 
@@ -229,6 +243,14 @@ pub async fn run(
             deliveries.acked.load(Ordering::Relaxed),
             deliveries.failed.load(Ordering::Relaxed),
         );
+        if transactional {
+            producer
+                .begin_transaction()
+                .map_err(|source| IngestError::Producer {
+                    bootstrap: ctx.kafka().endpoint.bootstrap.clone(),
+                    source,
+                })?;
+        }
         let outcome = {
             let producer = producer.clone();
             let file = file.clone();
@@ -248,6 +270,16 @@ pub async fn run(
             outcome.sent,
         )
         .await?;
+        if transactional {
+            let p = producer.clone();
+            tokio::task::spawn_blocking(move || p.commit_transaction(FLUSH_TIMEOUT))
+                .await
+                .expect("transaction thread panicked")
+                .map_err(|source| IngestError::Producer {
+                    bootstrap: ctx.kafka().endpoint.bootstrap.clone(),
+                    source,
+                })?;
+        }
         fault::point("ingest.after_send");
 
         if !outcome.rejects.is_empty() {
