@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-
 use common::*;
 
 fn land(w: &Workspace) -> u64 {
@@ -61,15 +59,7 @@ async fn a_crash_mid_file_on_apache_kafka_resumes_exactly_once() {
     let out = w.run_binary_ok(&[]).await;
     assert!(out.contains("resumed after a crash"), "{out}");
     let records = topic_records(&kafka.bootstrap, "Stocks").await;
-    let unique: BTreeSet<(String, String)> = records
-        .iter()
-        .map(|r| {
-            (
-                r.headers["source_file"].clone(),
-                r.headers["source_line"].clone(),
-            )
-        })
-        .collect();
+    let unique = source_lines(&records);
     assert_eq!(records.len() as u64, lines);
     assert_eq!(unique.len() as u64, lines);
     assert_eq!(w.count(&bronze()).await, lines);
@@ -104,15 +94,7 @@ async fn with_transactions_a_crash_leaves_nothing_for_read_committed_readers() {
     assert!(!out.contains("resumed after a crash"), "{out}");
 
     let records = topic_records(&kafka.bootstrap, "Stocks").await; // read_committed
-    let unique: BTreeSet<(String, String)> = records
-        .iter()
-        .map(|r| {
-            (
-                r.headers["source_file"].clone(),
-                r.headers["source_line"].clone(),
-            )
-        })
-        .collect();
+    let unique = source_lines(&records);
     assert_eq!(
         records.len() as u64,
         lines,

@@ -95,15 +95,7 @@ async fn a_broker_that_disappears_mid_run_loses_and_doubles_nothing() {
     w.set_var("kafka_bootstrap_servers", &broker.bootstrap());
     w.run_binary_ok(&[]).await;
     let records = topic_records(&broker.bootstrap(), "Stocks").await;
-    let lines: std::collections::BTreeSet<(String, String)> = records
-        .iter()
-        .map(|r| {
-            (
-                r.headers["source_file"].clone(),
-                r.headers["source_line"].clone(),
-            )
-        })
-        .collect();
+    let lines = source_lines(&records);
     assert_eq!(records.len(), 3000, "every line is in Kafka once");
     assert_eq!(lines.len(), 3000);
     assert_eq!(w.count(&bronze()).await, 3000);

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-
 use common::*;
 
 /// 3,000 good lines in two files, plus a file with two bad lines among three.
@@ -25,15 +23,7 @@ async fn assert_exactly_once(w: &Workspace, broker: &TestBroker, good: u64) {
         good,
         "Kafka holds each good line once"
     );
-    let lines: BTreeSet<(String, String)> = records
-        .iter()
-        .map(|r| {
-            (
-                r.headers["source_file"].clone(),
-                r.headers["source_line"].clone(),
-            )
-        })
-        .collect();
+    let lines = source_lines(&records);
     assert_eq!(lines.len() as u64, good, "no line was sent twice");
 
     let bronze_rows = w

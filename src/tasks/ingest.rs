@@ -190,14 +190,10 @@ pub async fn run(
     // aborted, and read_committed readers (bronze included) never see it.
     let transactional = settings.kafka.client.contains_key("transactional.id");
     if transactional {
-        let p = producer.clone();
-        tokio::task::spawn_blocking(move || p.init_transactions(FLUSH_TIMEOUT))
-            .await
-            .expect("transaction thread panicked")
-            .map_err(|source| IngestError::Producer {
-                bootstrap: ctx.kafka().endpoint.bootstrap.clone(),
-                source,
-            })?;
+        transaction_call(&producer, &ctx.kafka().endpoint.bootstrap, |p| {
+            p.init_transactions(FLUSH_TIMEOUT)
+        })
+        .await?;
     }
     let mut quarantine_table: Option<DeltaSink> = None;
     let quarantine_app = format!("ingest/{topic}");
@@ -271,14 +267,10 @@ pub async fn run(
         )
         .await?;
         if transactional {
-            let p = producer.clone();
-            tokio::task::spawn_blocking(move || p.commit_transaction(FLUSH_TIMEOUT))
-                .await
-                .expect("transaction thread panicked")
-                .map_err(|source| IngestError::Producer {
-                    bootstrap: ctx.kafka().endpoint.bootstrap.clone(),
-                    source,
-                })?;
+            transaction_call(&producer, &ctx.kafka().endpoint.bootstrap, |p| {
+                p.commit_transaction(FLUSH_TIMEOUT)
+            })
+            .await?;
         }
         fault::point("ingest.after_send");
 
@@ -333,6 +325,22 @@ pub async fn run(
     }
     summary.elapsed = progress.elapsed();
     Ok(summary)
+}
+
+/// A blocking transaction call of the producer, off the runtime's worker threads.
+async fn transaction_call(
+    producer: &ThreadedProducer<Deliveries>,
+    bootstrap: &str,
+    call: fn(&ThreadedProducer<Deliveries>) -> rdkafka::error::KafkaResult<()>,
+) -> Result<(), IngestError> {
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || call(&p))
+        .await
+        .expect("transaction thread panicked")
+        .map_err(|source| IngestError::Producer {
+            bootstrap: bootstrap.into(),
+            source,
+        })
 }
 
 /// Reads back the `source_line` headers of `file`'s messages written since the file was

@@ -231,6 +231,19 @@ async fn watermarks(bootstrap: &str, topic: &str) -> (KafkaEndpoint, BTreeMap<i3
     (e, w)
 }
 
+/// The distinct (source_file, source_line) of the records: each data line they carry.
+pub fn source_lines(records: &[Record]) -> std::collections::BTreeSet<(String, String)> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r.headers["source_file"].clone(),
+                r.headers["source_line"].clone(),
+            )
+        })
+        .collect()
+}
+
 /// The number of records in every partition of `topic` (high minus low watermark).
 pub async fn topic_count(bootstrap: &str, topic: &str) -> u64 {
     let (_, w) = watermarks(bootstrap, topic).await;
