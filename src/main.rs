@@ -785,8 +785,20 @@ async fn print_quarantine(
     }
     for name in names {
         let qualified = warehouse.qualified(&name);
+        // `quarantine.ingest` rows can stand for a whole file's lines: show both counts.
+        let has_lines = sql::open(warehouse, &name)
+            .await?
+            .snapshot()?
+            .schema()
+            .fields()
+            .any(|f| f.name() == "lines");
+        let lines = if has_lines {
+            ", sum(lines) AS lines"
+        } else {
+            ""
+        };
         let summary = format!(
-            "SELECT reason, count(*) AS rows FROM {qualified} GROUP BY reason ORDER BY rows DESC, reason"
+            "SELECT reason, count(*) AS rows{lines} FROM {qualified} GROUP BY reason ORDER BY rows DESC, reason"
         );
         println!("── {qualified}");
         print_sql(settings, &summary, Format::Table).await?;

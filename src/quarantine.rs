@@ -22,6 +22,9 @@ pub struct IngestReject {
     pub line: u64,
     pub raw: String,
     pub reason: String,
+    /// How many data lines this row stands for: 1, or a whole file's count when the
+    /// file's header rejects all of them at once.
+    pub lines: u64,
 }
 
 /// A quarantine table: where the rows came from, then `reason` and `quarantined_at`.
@@ -63,6 +66,7 @@ pub fn ingest_table() -> TableSpec {
             Field::new("file", DataType::Utf8, false),
             Field::new("line", DataType::Int64, false),
             Field::new("raw", DataType::Utf8, false),
+            Field::new("lines", DataType::Int64, false),
         ],
     )
 }
@@ -100,24 +104,22 @@ pub fn stocks_batch(rows: &[(BronzeRecord, String)]) -> RecordBatch {
 
 /// One batch of rejected ingest rows.
 pub fn ingest_batch(rows: &[IngestReject]) -> RecordBatch {
-    let now = chrono::Utc::now().timestamp_micros();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.file.as_str()),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|r| r.line as i64),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.raw.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.reason.as_str()),
-        )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|_| now))
-                .with_timezone("UTC"),
-        ),
-    ];
-    RecordBatch::try_new(ingest_table().schema, columns).expect("columns match the schema")
+    quarantine_batch(
+        ingest_table(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.file.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.line as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.raw.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.lines as i64),
+            )),
+        ],
+        rows.iter().map(|r| r.reason.as_str()),
+    )
 }

@@ -123,11 +123,15 @@ pub enum Row {
         /// A JSON object: one member per header name, the field's text or `null`.
         value: String,
     },
-    /// A row that goes to quarantine instead.
+    /// A row that goes to quarantine instead. A file whose header makes every row
+    /// unusable (a missing required column, say) is rejected once, as one `Rejected`
+    /// holding the header line with `lines` set to the number of data lines it stands
+    /// for, so that `data lines = Kafka records + quarantined lines` still holds.
     Rejected {
         line: u64,
         raw: String,
         reason: String,
+        lines: u64,
     },
 }
 
@@ -163,6 +167,8 @@ pub struct CsvRows {
     header: Option<Vec<String>>,
     /// Why the whole file is rejected (bad header), if it is.
     file_reason: Option<String>,
+    /// The header line as read, for a whole-file rejection.
+    header_raw: String,
     key_index: Option<usize>,
     record: csv::ByteRecord,
     /// A row to return before reading on (the header could not be read).
@@ -204,6 +210,7 @@ impl CsvRows {
             lines_passed: 0,
             header: None,
             file_reason: None,
+            header_raw: String::new(),
             key_index: None,
             record: csv::ByteRecord::new(),
             pending: None,
@@ -227,12 +234,14 @@ impl CsvRows {
                     line: 1,
                     raw: String::new(),
                     reason: format!("file unreadable from this line on: {e}"),
+                    lines: 1,
                 });
                 self.done = true;
                 return;
             }
             Ok(true) => {}
         }
+        self.header_raw = raw_text(&header);
         let mut names = Vec::with_capacity(header.len());
         for (i, field) in header.iter().enumerate() {
             let field = if i == 0 {
@@ -263,10 +272,10 @@ impl CsvRows {
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
+            // The header itself is the quarantine row's `raw` text.
             self.file_reason = Some(format!(
-                "file header lacks required column(s) {}; the header is `{}`",
-                missing.join(", "),
-                names.join(",")
+                "file header lacks required column(s) {}",
+                missing.join(", ")
             ));
         } else if !duplicated.is_empty() {
             self.file_reason = Some(format!(
@@ -291,6 +300,9 @@ impl CsvRows {
         if self.done {
             return None;
         }
+        if let Some(reason) = self.file_reason.take() {
+            return Some(self.reject_file(reason));
+        }
         match self.reader.read_byte_record(&mut self.record) {
             Ok(false) => {
                 self.done = true;
@@ -309,6 +321,7 @@ impl CsvRows {
                     line,
                     raw: String::new(),
                     reason: format!("file unreadable from this line on: {e}"),
+                    lines: 1,
                 })
             }
             Ok(true) => {
@@ -316,6 +329,33 @@ impl CsvRows {
                 let line = self.line_at(start);
                 Some(self.classify(line))
             }
+        }
+    }
+
+    /// Rejects the whole file once: reads its records only to count them, and returns
+    /// one row holding the header line, standing for every data line.
+    fn reject_file(&mut self, mut reason: String) -> Row {
+        self.done = true;
+        let mut lines = 0u64;
+        loop {
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(true) => lines += 1,
+                Ok(false) => break,
+                Err(e) => {
+                    // Counted as one more line: what follows cannot be read at all.
+                    lines += 1;
+                    reason.push_str(&format!(
+                        "; the file is also unreadable after {lines} data line(s): {e}"
+                    ));
+                    break;
+                }
+            }
+        }
+        Row::Rejected {
+            line: 1,
+            raw: std::mem::take(&mut self.header_raw),
+            reason: format!("{reason}; the whole file is quarantined ({lines} data line(s))"),
+            lines,
         }
     }
 
@@ -335,11 +375,9 @@ impl CsvRows {
         let reject = |reason: String| Row::Rejected {
             line,
             raw: raw_text(record),
+            lines: 1,
             reason,
         };
-        if let Some(reason) = &self.file_reason {
-            return reject(reason.clone());
-        }
         let header = self.header.as_ref().expect("header read before rows");
         if record.len() != header.len() {
             return reject(format!(
@@ -497,19 +535,21 @@ mod tests {
     }
 
     #[test]
-    fn a_file_without_close_rejects_every_row() {
+    fn a_file_without_close_is_rejected_once_for_all_its_lines() {
         let text = "Index,Date,Open,High,Low,Adj Close,Volume\nNYA,2000-01-03,1,2,3,5,6\nNYA,2000-01-04,1,2,3,5,6\n";
-        let (_, rows) = rows(text.as_bytes());
-        assert_eq!(rows.len(), 2);
-        for r in rows {
-            let Row::Rejected { reason, .. } = r else {
-                panic!()
-            };
-            assert!(
-                reason.contains("lacks required column(s) Close"),
-                "{reason}"
-            );
-        }
+        let (_, got) = rows(text.as_bytes());
+        assert_eq!(
+            got,
+            vec![Row::Rejected {
+                line: 1,
+                raw: "Index,Date,Open,High,Low,Adj Close,Volume".into(),
+                reason: "file header lacks required column(s) Close; the whole file is quarantined (2 data line(s))".into(),
+                lines: 2,
+            }]
+        );
+        // A header-only file with a bad header is still reported, for no lines.
+        let (_, got) = rows(b"Index,Date\r\n");
+        assert!(matches!(&got[..], [Row::Rejected { lines: 0, .. }]), "{got:?}");
     }
 
     #[test]

@@ -20,11 +20,7 @@ fn task<'a>(report: &'a RunReport, name: &str) -> &'a medallion::progress::TaskS
 /// Checks both reconciliations for a run over `data_lines` landing rows.
 async fn reconcile(w: &Workspace, broker: &TestBroker, report: &RunReport, data_lines: u64) {
     let kafka = topic_count(&broker.bootstrap(), "Stocks").await;
-    let ingest_q = if w.settings().warehouse.path(&ingest_quarantine()).exists() {
-        w.count(&ingest_quarantine()).await
-    } else {
-        0
-    };
+    let ingest_q = w.ingest_quarantined_lines().await;
     assert_eq!(
         kafka + ingest_q,
         data_lines,
@@ -176,8 +172,9 @@ async fn duplicate_header_names_quarantine_the_rows_and_extra_columns_are_kept()
         rows,
         vec![vec![
             "a_dup.csv".to_string(),
-            "2".into(),
-            "file header repeats column(s) Close".into()
+            "1".into(),
+            "file header repeats column(s) Close; the whole file is quarantined (1 data line(s))"
+                .into()
         ]]
     );
     let records = topic_records(&broker.bootstrap(), "Stocks").await;
@@ -230,4 +227,62 @@ async fn a_file_still_being_written_is_read_once_it_is_still() {
         "every row, written while it waited"
     );
     reconcile(&w, &broker, &report, 11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_missing_a_required_column_is_quarantined_once_and_summarized() {
+    let broker = TestBroker::start().await;
+    let w = Workspace::with_broker(&broker);
+    assert!(w
+        .medallion_ok(&["quarantine"])
+        .contains("nothing is quarantined in target dev"));
+    w.land(
+        "a.csv",
+        &csv(&[GOOD, "NYA,2024-02-02,1,2,0.5,1.5,1.5,-5", "NYA,2024-02-03,1"]),
+    );
+    w.land(
+        "b_no_close.csv",
+        b"Index,Date,Open,High,Low,Adj Close,Volume\r\nNYA,2024-02-05,1,2,0.5,1.5,10\r\nNYA,2024-02-06,1,2,0.5,1.5,10\r\nNYA,2024-02-07,1,2,0.5,1.5,10\r\n",
+    );
+    let report = w.run().await;
+    reconcile(&w, &broker, &report, 6).await;
+    assert_eq!(
+        w.query(
+            &ingest_quarantine(),
+            "SELECT file, line, raw, lines, reason FROM t ORDER BY file"
+        )
+        .await,
+        [
+            ["a.csv", "4", "NYA,2024-02-03,1", "1", "expected 8 fields, found 3"],
+            [
+                "b_no_close.csv",
+                "1",
+                "Index,Date,Open,High,Low,Adj Close,Volume",
+                "3",
+                "file header lacks required column(s) Close; the whole file is quarantined (3 data line(s))"
+            ]
+        ]
+    );
+
+    // `medallion quarantine`: counts by reason (with the lines a row stands for), samples.
+    let all = w.medallion_ok(&["quarantine", "--samples", "1"]);
+    let row = |cells: &[&str]| format!("| {} |", cells.join(" | "));
+    for needle in [
+        "── dev.quarantine.ingest",
+        "── dev.quarantine.stocks_silver",
+        "samples (up to 1 per reason):",
+        "| Volume `-5` is negative | 1    |",
+        "| NYA,2024-02-03,1 ",
+    ] {
+        assert!(all.contains(needle), "{needle:?} not in:\n{all}");
+    }
+    assert!(
+        all.lines().any(|l| l.starts_with("| file header lacks required column(s) Close")
+            && l.replace(' ', "").ends_with("|1|3|")),
+        "one row standing for 3 lines:\n{all}"
+    );
+    let one = w.medallion_ok(&["quarantine", "--table", "quarantine.stocks_silver", "--samples", "0"]);
+    assert!(!one.contains("quarantine.ingest"), "{one}");
+    assert!(!one.contains("samples"), "{one}");
+    assert!(one.contains(&row(&["Volume `-5` is negative", "1   "])), "{one}");
 }

@@ -161,9 +161,14 @@ async fn bad_rows_and_files_go_to_quarantine_and_the_counts_reconcile() {
 
     let data_lines_total = 6 + 3;
     let kafka = topic_count(&broker.bootstrap(), "Stocks").await;
-    let quarantined = w.count(&ingest_quarantine()).await;
+    let quarantined = w.ingest_quarantined_lines().await;
     assert_eq!(kafka, 3);
     assert_eq!(quarantined, 6);
+    assert_eq!(
+        w.count(&ingest_quarantine()).await,
+        4,
+        "3 bad rows, and the file without Close once"
+    );
     assert_eq!(
         kafka + quarantined,
         data_lines_total,
@@ -189,21 +194,23 @@ async fn bad_rows_and_files_go_to_quarantine_and_the_counts_reconcile() {
         .iter()
         .map(|r| (r[0].clone(), r[1].clone(), r[3].clone()))
         .collect();
-    let no_close = "file header lacks required column(s) Close; the header is `Index,Date,Open,High,Low,Adj Close,Volume`";
+    let no_close = "file header lacks required column(s) Close; the whole file is quarantined (3 data line(s))";
     let expected: Vec<(String, String, String)> = [
         ("a_bad_rows.csv", "3", "expected 8 fields, found 5"),
         ("a_bad_rows.csv", "4", "expected 8 fields, found 9"),
         ("a_bad_rows.csv", "5", "field `Open` is not valid UTF-8"),
-        ("b_no_close.csv", "2", no_close),
-        ("b_no_close.csv", "3", no_close),
-        ("b_no_close.csv", "4", no_close),
+        ("b_no_close.csv", "1", no_close),
     ]
     .iter()
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
     .collect();
     assert_eq!(got, expected);
     assert_eq!(rows[0][2], "NYA,2001-01-03,1,2,0.5");
-    assert_eq!(rows[3][2], "NYA,2001-01-02,1,2,0.5,1.5,10");
+    assert_eq!(rows[3][2], "Index,Date,Open,High,Low,Adj Close,Volume");
+    let lines = w
+        .query(&ingest_quarantine(), "SELECT lines FROM t ORDER BY file, line")
+        .await;
+    assert_eq!(lines, [["1"], ["1"], ["1"], ["3"]]);
 
     let records = topic_records(&broker.bootstrap(), "Stocks").await;
     let lines: BTreeSet<String> = records
@@ -224,7 +231,7 @@ async fn bad_rows_and_files_go_to_quarantine_and_the_counts_reconcile() {
 
     // A second run quarantines nothing twice.
     w.run().await;
-    assert_eq!(w.count(&ingest_quarantine()).await, 6);
+    assert_eq!(w.count(&ingest_quarantine()).await, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

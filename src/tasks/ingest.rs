@@ -147,6 +147,13 @@ struct FileOutcome {
     rejects: Vec<IngestReject>,
 }
 
+impl FileOutcome {
+    /// Data lines quarantined: a whole-file rejection counts all the lines it holds.
+    fn quarantined_lines(&self) -> u64 {
+        self.rejects.iter().map(|r| r.lines).sum()
+    }
+}
+
 /// Runs the ingest task over every landing file not yet ingested.
 pub async fn run(
     ctx: &TaskContext,
@@ -299,17 +306,17 @@ pub async fn run(
             &file,
             entry.seq,
             outcome.sent + outcome.skipped,
-            outcome.rejects.len() as u64,
+            outcome.quarantined_lines(),
         )?;
         progress.file_done();
 
-        let rows = outcome.sent + outcome.skipped + outcome.rejects.len() as u64;
+        let rows = outcome.sent + outcome.skipped + outcome.quarantined_lines();
         tracing::info!(
             file = %file.name,
             rows,
             sent = outcome.sent,
             resumed_past = outcome.skipped,
-            quarantined = outcome.rejects.len(),
+            quarantined = outcome.quarantined_lines(),
             "ingested"
         );
         if outcome.skipped > 0 {
@@ -321,7 +328,7 @@ pub async fn run(
         summary.files += 1;
         summary.rows_read += rows;
         summary.rows_written += outcome.sent;
-        summary.rows_quarantined += outcome.rejects.len() as u64;
+        summary.rows_quarantined += outcome.quarantined_lines();
     }
     summary.elapsed = progress.elapsed();
     Ok(summary)
@@ -410,17 +417,27 @@ fn send_file(
     };
     let mut since_report = 0u64;
     while let Some(row) = rows.next_row() {
-        since_report += 1;
-        if since_report == 10_000 {
+        // A whole-file rejection stands for all the file's data lines.
+        since_report += match &row {
+            Row::Rejected { lines, .. } => *lines,
+            Row::Record { .. } => 1,
+        };
+        if since_report >= 10_000 {
             progress.add_rows(since_report);
             since_report = 0;
         }
         match row {
-            Row::Rejected { line, raw, reason } => outcome.rejects.push(IngestReject {
+            Row::Rejected {
+                line,
+                raw,
+                reason,
+                lines,
+            } => outcome.rejects.push(IngestReject {
                 file: file.name.clone(),
                 line,
                 raw,
                 reason,
+                lines,
             }),
             Row::Record { line, .. } if already.contains(&line) => outcome.skipped += 1,
             Row::Record { line, value, .. } if value.len() > max_message => {
@@ -439,6 +456,7 @@ fn send_file(
                     file: file.name.clone(),
                     line,
                     raw,
+                    lines: 1,
                     reason: format!(
                         "the row is {size} bytes as a Kafka message, above the limit of {max_message} bytes (librdkafka message.max.bytes, less room for the key and headers)"
                     ),

@@ -175,6 +175,17 @@ impl Workspace {
         let rows = self.query(name, "SELECT count(*) FROM t").await;
         rows[0][0].parse().unwrap()
     }
+
+    /// Data lines in `quarantine.ingest` (a whole rejected file counts all its lines), or
+    /// 0 before anything was quarantined.
+    pub async fn ingest_quarantined_lines(&self) -> u64 {
+        let name = ingest_quarantine();
+        if !self.settings().warehouse.path(&name).exists() {
+            return 0;
+        }
+        let rows = self.query(&name, "SELECT coalesce(sum(lines), 0) FROM t").await;
+        rows[0][0].parse().unwrap()
+    }
 }
 
 /// Runs `sql` against the Delta table at `path`, registered as `t`; every value as text.
