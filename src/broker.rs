@@ -57,7 +57,8 @@ impl BrokerStorage {
         BrokerStorage::Sqlite(state_dir.join("broker").join("tansu.db"))
     }
 
-    fn url(&self) -> Result<Url, BrokerError> {
+    /// The storage URL tansu opens (creating the folder), e.g. for tansu's storage API.
+    pub fn url(&self) -> Result<Url, BrokerError> {
         match self {
             BrokerStorage::Sqlite(path) => {
                 let dir = path.parent().unwrap_or(Path::new("."));
@@ -92,6 +93,17 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts tansu on a free port of 127.0.0.1 and waits until it accepts connections.
     pub async fn start(storage: BrokerStorage) -> Result<Self, BrokerError> {
+        Self::start_with(storage, false).await
+    }
+
+    /// Starts tansu with SASL authentication required: clients log in with SCRAM-SHA-256
+    /// or -512 as users whose credentials are in the storage (Kafka's
+    /// AlterUserScramCredentials, or tansu's storage API).
+    pub async fn start_authenticated(storage: BrokerStorage) -> Result<Self, BrokerError> {
+        Self::start_with(storage, true).await
+    }
+
+    async fn start_with(storage: BrokerStorage, authentication: bool) -> Result<Self, BrokerError> {
         let url = storage.url()?;
         let BrokerStorage::Sqlite(db) = &storage;
         add_header_index(db).await?;
@@ -99,7 +111,7 @@ impl EmbeddedBroker {
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            match Self::start_on(addr, url.clone()).await {
+            match Self::start_on(addr, url.clone(), authentication).await {
                 Ok(task) => {
                     tracing::debug!(%addr, storage = %url, "embedded broker ready");
                     return Ok(EmbeddedBroker {
@@ -117,7 +129,11 @@ impl EmbeddedBroker {
         })
     }
 
-    async fn start_on(addr: SocketAddr, storage: Url) -> Result<JoinHandle<()>, String> {
+    async fn start_on(
+        addr: SocketAddr,
+        storage: Url,
+        authentication: bool,
+    ) -> Result<JoinHandle<()>, String> {
         let listener = Url::parse(&format!("tcp://{addr}")).expect("valid url");
         let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
             .node_id(NODE_ID)
@@ -126,6 +142,7 @@ impl EmbeddedBroker {
             .advertised_listener(listener.clone())
             .listener(listener)
             .storage(storage)
+            .authentication(authentication)
             .silent(true)
             .build()
             .await

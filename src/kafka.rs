@@ -29,11 +29,15 @@ pub enum KafkaClientError {
         bootstrap: String,
         source: KafkaError,
     },
-    #[error("Kafka at {bootstrap} did not answer after {attempts} attempts ({source}). Check that the broker is running and reachable, and kafka_bootstrap_servers")]
+    #[error("Kafka at {bootstrap} did not answer after {attempts} attempts ({source}{detail}). Check that the broker is running and reachable, and kafka_bootstrap_servers{hint}")]
     Unreachable {
         bootstrap: String,
         attempts: u32,
         source: KafkaError,
+        /// The last connection error librdkafka reported, as `; last: ...`, if any.
+        detail: String,
+        /// A likelier cause, when the errors point at one.
+        hint: String,
     },
     #[error("Kafka at {bootstrap} refused the {mechanism} login of user `{user}`: {reason}. Check the credentials in the environment variables that sasl.username_env and sasl.password_env name")]
     Authentication {
@@ -126,11 +130,17 @@ fn redact(text: &str, client: &BTreeMap<String, String>) -> String {
 #[derive(Default)]
 pub struct ErrorCapture {
     fatal: std::sync::Mutex<Option<KafkaError>>,
+    /// The last other error, to explain a broker that "did not answer".
+    last: std::sync::Mutex<Option<String>>,
 }
 
 impl ErrorCapture {
     fn fatal(&self) -> Option<KafkaError> {
         self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn last(&self) -> Option<String> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -146,6 +156,29 @@ impl rdkafka::ClientContext for ErrorCapture {
             fatal.get_or_insert_with(|| KafkaError::ClientCreation(format!("{reason} ({error})")));
         } else {
             tracing::debug!(%error, reason, "librdkafka");
+            // "1/1 brokers are down" follows every connection error and says less.
+            if code != Some(RDKafkaErrorCode::AllBrokersDown) {
+                *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+            }
+        }
+    }
+
+    /// As librdkafka's default, and keeps the last connection failure (`FAIL`), which
+    /// reaches only the log: it tells a dropped connection from a silent broker.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if fac == "FAIL" {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_string());
+        }
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Notice | L::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
         }
     }
 }
@@ -314,11 +347,17 @@ impl KafkaEndpoint {
                     return Err(self.refused(&source).expect("checked"));
                 }
                 Err(source) if attempt >= CONNECT_ATTEMPTS => {
+                    let last = consumer.context().last();
                     return Err(KafkaClientError::Unreachable {
                         bootstrap: self.bootstrap.clone(),
                         attempts: attempt,
                         source,
-                    })
+                        detail: last
+                            .as_deref()
+                            .map(|l| format!("; last: {}", redact(l, &self.client)))
+                            .unwrap_or_default(),
+                        hint: self.unreachable_hint(last.as_deref()),
+                    });
                 }
                 Err(err) => {
                     tracing::warn!(bootstrap = %self.bootstrap, attempt, %err, "Kafka did not answer; retrying in {backoff:?}");
@@ -352,6 +391,27 @@ impl KafkaEndpoint {
                     }
                 }
             }
+        }
+    }
+
+    /// A broker that accepts the connection and drops it at the first request, to a
+    /// client without SASL or TLS, most likely wants one of them.
+    fn unreachable_hint(&self, last: Option<&str>) -> String {
+        let dropped = last.is_some_and(|l| {
+            l.contains("Disconnected") && (l.contains("in state UP") || l.contains("APIVERSION"))
+        });
+        let protocol = self
+            .client
+            .get("security.protocol")
+            .map(|p| p.to_ascii_uppercase())
+            .unwrap_or_else(|| "PLAINTEXT".into());
+        if dropped && protocol == "PLAINTEXT" {
+            ". The broker closed each connection as soon as it was used: it probably requires \
+             authentication or TLS. Set security.protocol (SASL_SSL or SASL_PLAINTEXT), \
+             sasl.mechanism and sasl.username_env / sasl.password_env under `kafka:` in the bundle"
+                .into()
+        } else {
+            String::new()
         }
     }
 

@@ -549,7 +549,10 @@ mod tests {
         );
         // A header-only file with a bad header is still reported, for no lines.
         let (_, got) = rows(b"Index,Date\r\n");
-        assert!(matches!(&got[..], [Row::Rejected { lines: 0, .. }]), "{got:?}");
+        assert!(
+            matches!(&got[..], [Row::Rejected { lines: 0, .. }]),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -238,7 +238,11 @@ async fn a_file_missing_a_required_column_is_quarantined_once_and_summarized() {
         .contains("nothing is quarantined in target dev"));
     w.land(
         "a.csv",
-        &csv(&[GOOD, "NYA,2024-02-02,1,2,0.5,1.5,1.5,-5", "NYA,2024-02-03,1"]),
+        &csv(&[
+            GOOD,
+            "NYA,2024-02-02,1,2,0.5,1.5,1.5,-5",
+            "NYA,2024-02-03,1",
+        ]),
     );
     w.land(
         "b_no_close.csv",
@@ -277,12 +281,23 @@ async fn a_file_missing_a_required_column_is_quarantined_once_and_summarized() {
         assert!(all.contains(needle), "{needle:?} not in:\n{all}");
     }
     assert!(
-        all.lines().any(|l| l.starts_with("| file header lacks required column(s) Close")
-            && l.replace(' ', "").ends_with("|1|3|")),
+        all.lines().any(
+            |l| l.starts_with("| file header lacks required column(s) Close")
+                && l.replace(' ', "").ends_with("|1|3|")
+        ),
         "one row standing for 3 lines:\n{all}"
     );
-    let one = w.medallion_ok(&["quarantine", "--table", "quarantine.stocks_silver", "--samples", "0"]);
+    let one = w.medallion_ok(&[
+        "quarantine",
+        "--table",
+        "quarantine.stocks_silver",
+        "--samples",
+        "0",
+    ]);
     assert!(!one.contains("quarantine.ingest"), "{one}");
     assert!(!one.contains("samples"), "{one}");
-    assert!(one.contains(&row(&["Volume `-5` is negative", "1   "])), "{one}");
+    assert!(
+        one.contains(&row(&["Volume `-5` is negative", "1   "])),
+        "{one}"
+    );
 }

@@ -208,7 +208,10 @@ async fn bad_rows_and_files_go_to_quarantine_and_the_counts_reconcile() {
     assert_eq!(rows[0][2], "NYA,2001-01-03,1,2,0.5");
     assert_eq!(rows[3][2], "Index,Date,Open,High,Low,Adj Close,Volume");
     let lines = w
-        .query(&ingest_quarantine(), "SELECT lines FROM t ORDER BY file, line")
+        .query(
+            &ingest_quarantine(),
+            "SELECT lines FROM t ORDER BY file, line",
+        )
         .await;
     assert_eq!(lines, [["1"], ["1"], ["1"], ["3"]]);
 

@@ -8,21 +8,27 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A workspace whose bundle talks SASL_SSL with `mechanism`, trusting `ca`.
-fn secured_workspace(kafka: &ApacheKafka, mechanism: &str, ca: &Path, extra: &str) -> Workspace {
+/// A workspace whose bundle logs in to `bootstrap` with SCRAM `mechanism` over
+/// `protocol`, as the user and password in KAFKA_USERNAME and KAFKA_PASSWORD; `extra`
+/// holds more `kafka:` settings, one `  key: value` line each.
+fn scram_workspace(bootstrap: &str, protocol: &str, mechanism: &str, extra: &str) -> Workspace {
     let mut w = Workspace::new();
     let bundle = w.bundle_file();
     let text = std::fs::read_to_string(&bundle).unwrap();
     let settings = format!(
-        "kafka:\n  security.protocol: SASL_SSL\n  sasl.mechanism: {mechanism}\n  \
-         sasl.username_env: KAFKA_USERNAME\n  sasl.password_env: KAFKA_PASSWORD\n  \
-         ssl.ca.location: {}\n{extra}",
-        ca.display()
+        "kafka:\n  security.protocol: {protocol}\n  sasl.mechanism: {mechanism}\n  \
+         sasl.username_env: KAFKA_USERNAME\n  sasl.password_env: KAFKA_PASSWORD\n{extra}"
     );
     std::fs::write(&bundle, text.replace("kafka: {}\n", &settings)).unwrap();
-    w.set_var("kafka_bootstrap_servers", &kafka.bootstrap);
+    w.set_var("kafka_bootstrap_servers", bootstrap);
     w.land("a.csv", &csv(RUN_1));
     w
+}
+
+/// [`scram_workspace`] over SASL_SSL with Apache Kafka, trusting `ca`.
+fn secured_workspace(kafka: &ApacheKafka, mechanism: &str, ca: &Path, extra: &str) -> Workspace {
+    let extra = format!("  ssl.ca.location: {}\n{extra}", ca.display());
+    scram_workspace(&kafka.bootstrap, "SASL_SSL", mechanism, &extra)
 }
 
 /// Every byte under `dir` that is a file, searched for `needle`.
@@ -40,37 +46,29 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sasl_ssl_with_scram_as_a_hosted_kafka() {
-    let Some(kafka) = ApacheKafka::start_secured() else {
-        return;
-    };
-    let ca = kafka.ca.clone().unwrap();
+/// Runs the whole pipeline in `w` as `user`, and checks that it reached gold.
+async fn passes_end_to_end(w: &Workspace, mechanism: &str, user: &str, password: &str) {
+    let out = w
+        .run_binary(
+            &[],
+            &[("KAFKA_USERNAME", user), ("KAFKA_PASSWORD", password)],
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{mechanism}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Read by path: resolving the bundle here would need the password in this process.
+    let table = w
+        .root()
+        .join(".medallion/warehouse/dev/gold/updated_stocks_gold");
+    let rows = query_table(&table, "SELECT count(*) FROM t").await;
+    assert_eq!(rows[0][0], "4", "{mechanism}");
+}
 
-    // The pipeline passes end to end with SCRAM-SHA-256 and with SCRAM-SHA-512.
-    for (mechanism, user, password) in SCRAM_USERS {
-        let w = secured_workspace(&kafka, mechanism, &ca, "");
-        let out = w
-            .run_binary(
-                &[],
-                &[("KAFKA_USERNAME", user), ("KAFKA_PASSWORD", password)],
-            )
-            .await;
-        assert!(
-            out.status.success(),
-            "{mechanism}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Read by path: resolving the bundle here would need the password in this process.
-        let table = w
-            .root()
-            .join(".medallion/warehouse/dev/gold/updated_stocks_gold");
-        let rows = query_table(&table, "SELECT count(*) FROM t").await;
-        assert_eq!(rows[0][0], "4", "{mechanism}");
-    }
-
-    // A wrong password fails fast, naming the mechanism and the user, never the password.
-    let w = secured_workspace(&kafka, "SCRAM-SHA-256", &ca, "");
+/// A wrong password fails fast, naming the mechanism and the user, never the password.
+async fn wrong_password_fails_fast(w: &Workspace) {
     let started = Instant::now();
     let out = w
         .run_binary(
@@ -96,6 +94,21 @@ async fn sasl_ssl_with_scram_as_a_hosted_kafka() {
         !err.contains("not-her-pw-123"),
         "the password leaked: {err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sasl_ssl_with_scram_as_a_hosted_kafka() {
+    let Some(kafka) = ApacheKafka::start_secured() else {
+        return;
+    };
+    let ca = kafka.ca.clone().unwrap();
+
+    // The pipeline passes end to end with SCRAM-SHA-256 and with SCRAM-SHA-512.
+    for (mechanism, user, password) in SCRAM_USERS {
+        let w = secured_workspace(&kafka, mechanism, &ca, "");
+        passes_end_to_end(&w, mechanism, user, password).await;
+    }
+    wrong_password_fails_fast(&secured_workspace(&kafka, "SCRAM-SHA-256", &ca, "")).await;
 
     // A CA that did not sign the broker's certificate fails with a certificate error.
     let other = tempfile::tempdir().unwrap();
@@ -169,4 +182,26 @@ async fn no_secret_leaks_at_any_log_level() {
         );
         assert!(!shown.contains(password));
     }
+}
+
+/// The embedded broker's own SCRAM support: tansu with authentication required, its users
+/// stored through tansu's storage API, reached over SASL_PLAINTEXT (tansu has no TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_embedded_broker_authenticates_with_scram() {
+    let broker = TestBroker::start_scram().await;
+    for (mechanism, user, password) in SCRAM_USERS {
+        let w = scram_workspace(&broker.bootstrap(), "SASL_PLAINTEXT", mechanism, "");
+        passes_end_to_end(&w, mechanism, user, password).await;
+    }
+    let w = scram_workspace(&broker.bootstrap(), "SASL_PLAINTEXT", "SCRAM-SHA-256", "");
+    wrong_password_fails_fast(&w).await;
+    // Without SASL, the broker lets nothing through.
+    let w = Workspace::with_broker(&broker);
+    let out = w.run_binary(&["--task", "ingest"], &[]).await;
+    assert!(!out.status.success(), "an anonymous client was let in");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("it probably requires authentication or TLS. Set security.protocol"),
+        "{err}"
+    );
 }

@@ -183,7 +183,9 @@ impl Workspace {
         if !self.settings().warehouse.path(&name).exists() {
             return 0;
         }
-        let rows = self.query(&name, "SELECT coalesce(sum(lines), 0) FROM t").await;
+        let rows = self
+            .query(&name, "SELECT coalesce(sum(lines), 0) FROM t")
+            .await;
         rows[0][0].parse().unwrap()
     }
 }
@@ -319,6 +321,56 @@ impl TestBroker {
         self._dir
     }
 
+    /// A broker that requires SASL: the [`SCRAM_USERS`] are its users, their credentials
+    /// written through tansu's storage API before it starts.
+    pub async fn start_scram() -> Self {
+        use tansu_storage::Storage as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = BrokerStorage::Sqlite(dir.path().join("tansu.db"));
+        let users = tansu_storage::StorageContainer::builder()
+            .cluster_id("medallion")
+            .node_id(111)
+            .advertised_listener(url::Url::parse("tcp://127.0.0.1:9092").unwrap())
+            .storage(storage.url().unwrap())
+            .silent(true)
+            .build()
+            .await
+            .expect("tansu storage opens");
+        // Credentials belong to a cluster, which exists once a broker registered in it.
+        users
+            .register_broker(tansu_storage::BrokerRegistrationRequest {
+                broker_id: 111,
+                cluster_id: "medallion".into(),
+                incarnation_id: uuid::Uuid::now_v7(),
+                rack: None,
+            })
+            .await
+            .expect("cluster registered");
+        for (mechanism, user, password) in SCRAM_USERS {
+            let mechanism = mechanism.parse().unwrap();
+            users
+                .upsert_user_scram_credential(
+                    user,
+                    mechanism,
+                    scram_credential(mechanism, password),
+                )
+                .await
+                .expect("SCRAM user stored");
+            assert!(users
+                .user_scram_credential(user, mechanism)
+                .await
+                .unwrap()
+                .is_some());
+        }
+        drop(users);
+        // The storage's connection pool closes in the background; then sqlite is free.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let broker = EmbeddedBroker::start_authenticated(storage)
+            .await
+            .expect("embedded broker starts with authentication");
+        TestBroker { broker, _dir: dir }
+    }
+
     /// Starts a broker on the data of a stopped one (on another port).
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
         let broker = EmbeddedBroker::start(BrokerStorage::Sqlite(dir.path().join("tansu.db")))
@@ -441,11 +493,47 @@ pub struct ApacheKafka {
     _dir: tempfile::TempDir,
 }
 
-/// SCRAM users of [`ApacheKafka::start_secured`]: (mechanism, user, password).
+/// SCRAM users of [`ApacheKafka::start_secured`] and [`TestBroker::start_scram`]:
+/// (mechanism, user, password).
 pub const SCRAM_USERS: [(&str, &str, &str); 2] = [
     ("SCRAM-SHA-256", "alice", "alice-s3cret-pw"),
     ("SCRAM-SHA-512", "bob", "bob-s3cret-pw"),
 ];
+
+/// A SCRAM credential as RFC 5802 derives it (what Kafka's own tooling stores):
+/// stored key H(HMAC(salted, "Client Key")) and server key HMAC(salted, "Server Key").
+fn scram_credential(
+    mechanism: tansu_sans_io::ScramMechanism,
+    password: &str,
+) -> tansu_storage::ScramCredential {
+    use hmac::{Hmac, Mac};
+    use sha2::Digest;
+    const SALT: &[u8] = b"medallion-test-salt";
+    const ITERATIONS: u32 = 4096;
+    macro_rules! derive {
+        ($digest:ty, $len:expr) => {{
+            let mut salted = [0u8; $len];
+            pbkdf2::pbkdf2_hmac::<$digest>(password.as_bytes(), SALT, ITERATIONS, &mut salted);
+            let hmac = |message: &[u8]| {
+                let mut mac = <Hmac<$digest> as Mac>::new_from_slice(&salted).unwrap();
+                mac.update(message);
+                mac.finalize().into_bytes().to_vec()
+            };
+            let stored_key = <$digest>::digest(hmac(b"Client Key")).to_vec();
+            (stored_key, hmac(b"Server Key"))
+        }};
+    }
+    let (stored_key, server_key) = match mechanism {
+        tansu_sans_io::ScramMechanism::Scram256 => derive!(sha2::Sha256, 32),
+        tansu_sans_io::ScramMechanism::Scram512 => derive!(sha2::Sha512, 64),
+    };
+    tansu_storage::ScramCredential {
+        salt: bytes::Bytes::from_static(SALT),
+        iterations: ITERATIONS as i32,
+        stored_key: stored_key.into(),
+        server_key: server_key.into(),
+    }
+}
 
 /// Makes a throwaway CA and a certificate for 127.0.0.1 signed by it, in `dir`; returns
 /// the CA file and a PEM keystore (key and certificate) for the broker.
