@@ -88,7 +88,7 @@ pub struct RunOptions {
 }
 
 /// What a run did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunReport {
     pub target: String,
     /// The job's name (in development mode, `[dev <user>] <name>`).

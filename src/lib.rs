@@ -8,6 +8,7 @@
 // they are returned once per task, never on a per-row path, so their size is no cost.
 #![allow(clippy::result_large_err)]
 
+pub mod bench;
 pub mod broker;
 pub mod bundle;
 pub mod catalog;
@@ -18,6 +19,7 @@ pub mod fault;
 pub mod generate;
 pub mod job;
 pub mod kafka;
+pub mod kafka_server;
 pub mod lock;
 pub mod notify;
 pub mod progress;

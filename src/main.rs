@@ -69,6 +69,43 @@ enum Command {
         /// Run a production target even from a git tree with uncommitted changes.
         #[arg(long)]
         force: bool,
+        /// Also write the run's summary (every task's rows, bytes, versions and time) as
+        /// JSON to this file; with --continuous, after each run that did something.
+        #[arg(long, value_name = "FILE")]
+        report_json: Option<std::path::PathBuf>,
+    },
+    /// Benchmark the job on generated data: per-stage throughput, end to end, incremental,
+    /// the SCD2 MERGE, freshness and peak memory, for each broker; --peers adds Python
+    /// deltalake + polars and the original pipeline on Spark. Build with --release first
+    /// (`cargo run --release -- bench`): debug figures mean little.
+    Bench {
+        /// Data rows to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Number of indices.
+        #[arg(long, default_value_t = 5)]
+        indices: u32,
+        /// Brokers to measure: memory, sqlite, kafka (Apache Kafka, from the jars in
+        /// MEDALLION_KAFKA_JARS or ~/.cache/medallion-tools/kafka-4.1.0).
+        #[arg(long, value_delimiter = ',', default_value = "memory,sqlite,kafka")]
+        brokers: Vec<String>,
+        /// Also run the peers (a venv with polars, deltalake, pyspark, delta-spark).
+        #[arg(long)]
+        peers: bool,
+        /// Files landed one at a time for the freshness figure.
+        #[arg(long, default_value_t = 50)]
+        freshness_files: usize,
+        /// --continuous interval of the freshness figure, e.g. 200ms.
+        #[arg(long, default_value = "200ms", value_parser = parse_interval)]
+        interval: Duration,
+        /// Working folder (emptied): data, warehouses, logs.
+        #[arg(long, default_value = ".medallion/bench")]
+        dir: PathBuf,
+        /// Write every figure as JSON here (default: <dir>/bench.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(short, long)]
+        target: Option<String>,
     },
     /// Summarize the quarantined rows by reason, with samples: every quarantine table, or one.
     Quarantine {
@@ -345,8 +382,17 @@ fn run_job(
     settings: &Settings,
     options: &RunOptions,
     interval: Option<Duration>,
+    report_json: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
+    let write_json = |report: &RunReport| -> anyhow::Result<()> {
+        if let Some(path) = report_json {
+            let json = serde_json::to_vec_pretty(report)?;
+            std::fs::write(path, json)
+                .with_context(|| format!("cannot write the run report to {}", path.display()))?;
+        }
+        Ok(())
+    };
     let failed = match interval {
         Some(interval) => {
             let stop = async {
@@ -354,6 +400,7 @@ fn run_job(
                 eprintln!("medallion: stopping after the run under way");
             };
             let mut failed = false;
+            let mut written = Ok(());
             runtime.block_on(job::run_continuous(
                 settings,
                 options,
@@ -367,12 +414,20 @@ fn run_job(
                             .any(|s| s.rows_read > 0 || s.rows_written > 0);
                     if busy {
                         failed |= print_report(settings, report);
+                        if written.is_ok() {
+                            written = write_json(report);
+                        }
                     }
                 },
             ))?;
+            written?;
             failed
         }
-        None => print_report(settings, &runtime.block_on(job::run(settings, options))?),
+        None => {
+            let report = runtime.block_on(job::run(settings, options))?;
+            write_json(&report)?;
+            print_report(settings, &report)
+        }
     };
     Ok(if failed {
         ExitCode::FAILURE
@@ -449,6 +504,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             continuous,
             interval,
             force,
+            report_json,
         } => {
             let settings = settings(&cli.bundle, target.as_deref(), &vars)?;
             check_clean(&settings, &settings.bundle_file, "run", force)?;
@@ -457,7 +513,12 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 task,
                 interactive: Progress::stderr_is_terminal() && !continuous,
             };
-            run_job(&settings, &options, continuous.then_some(interval))
+            run_job(
+                &settings,
+                &options,
+                continuous.then_some(interval),
+                report_json.as_deref(),
+            )
         }
         Command::Reset {
             target,
@@ -531,6 +592,56 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             runtime()?.block_on(print_sql(&s, &query, Format::Table))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            rows,
+            indices,
+            brokers,
+            peers,
+            freshness_files,
+            interval,
+            dir,
+            json,
+            target,
+        } => {
+            use medallion::bench::{self, BenchOptions, BrokerKind};
+            let brokers = brokers
+                .iter()
+                .map(|b| b.parse::<BrokerKind>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let bundle = std::fs::canonicalize(&cli.bundle)
+                .with_context(|| format!("cannot find the bundle {}", cli.bundle.display()))?;
+            let project_dir = bundle.parent().map(PathBuf::from).unwrap_or_default();
+            let dir = std::path::absolute(&dir)?;
+            let options = BenchOptions {
+                rows,
+                indices,
+                brokers,
+                peers,
+                dir: dir.clone(),
+                bundle,
+                target,
+                freshness_files,
+                interval,
+                kafka_jars: medallion::kafka_server::KafkaServer::default_jars(),
+                project_dir,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            let report = runtime()?.block_on(bench::run(&options))?;
+            let json = json.unwrap_or_else(|| dir.join("bench.json"));
+            std::fs::write(&json, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("cannot write {}", json.display()))?;
+            print!("{}", report.render());
+            println!(
+                "
+every figure: {}",
+                json.display()
+            );
+            Ok(if report.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Quarantine {
             table,
@@ -619,7 +730,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 task,
                 interactive: Progress::stderr_is_terminal(),
             };
-            run_job(&s, &options, None)
+            run_job(&s, &options, None, None)
         }
         Command::Bundle {
             command: BundleCommand::Summary { target },

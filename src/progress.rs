@@ -112,26 +112,31 @@ impl Drop for Progress {
 }
 
 /// How a task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TaskState {
     Succeeded,
     Failed,
     Skipped,
 }
 
-/// What a task did, printed at the end of a run.
-#[derive(Debug, Clone)]
+/// What a task did, printed at the end of a run (and written by `run --report-json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TaskSummary {
     pub task: String,
     pub state: TaskState,
     pub files: u64,
     pub rows_read: u64,
+    /// Bytes of input read: landing-file bytes for ingest, Kafka key and value bytes for
+    /// bronze, Parquet bytes of the source table for the Delta tasks.
+    pub bytes_read: u64,
     pub rows_written: u64,
     pub rows_quarantined: u64,
     /// Rows deliberately not written, such as duplicates of a key already stored.
     pub rows_dropped: u64,
     /// Delta versions written, per table.
     pub versions: Vec<(String, i64)>,
+    #[serde(with = "seconds", rename = "seconds")]
     pub elapsed: Duration,
     /// Notes worth a line each: warnings, skipped files, the error.
     pub notes: Vec<String>,
@@ -144,6 +149,7 @@ impl TaskSummary {
             state: TaskState::Succeeded,
             files: 0,
             rows_read: 0,
+            bytes_read: 0,
             rows_written: 0,
             rows_quarantined: 0,
             rows_dropped: 0,
@@ -174,7 +180,17 @@ impl fmt::Display for TaskSummary {
         } else {
             0.0
         };
-        writeln!(f, "   rows read     {} ({rate:.0} rows/s)", self.rows_read)?;
+        let mb = self.bytes_read as f64 / 1e6;
+        if mb > 0.0 && secs > 0.0 {
+            writeln!(
+                f,
+                "   rows read     {} ({rate:.0} rows/s, {mb:.1} MB at {:.1} MB/s)",
+                self.rows_read,
+                mb / secs
+            )?;
+        } else {
+            writeln!(f, "   rows read     {} ({rate:.0} rows/s)", self.rows_read)?;
+        }
         writeln!(f, "   rows written  {}", self.rows_written)?;
         writeln!(f, "   quarantined   {}", self.rows_quarantined)?;
         if self.rows_dropped > 0 {
@@ -187,5 +203,19 @@ impl fmt::Display for TaskSummary {
             writeln!(f, "   note: {note}")?;
         }
         Ok(())
+    }
+}
+
+/// A duration as seconds (a float) in JSON.
+mod seconds {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs: f64 = serde::Deserialize::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }

@@ -2,14 +2,14 @@
 //!
 //! A streaming task keeps, in each table it writes, the source version it has processed,
 //! as a `txn` action with app id `<target table>/<source table>`, committed together with
-//! the output. A run reads the commits after that version, up to the latest, and takes
-//! the files they add. A commit that removes files or changes the schema is not an
+//! the output. A run reads the commits after that version, up to the latest, in pieces of
+//! about `batch_rows` rows (whole commits), and takes the files they add. A commit that removes files or changes the schema is not an
 //! append, and fails the task, as Spark does unless told to skip change commits.
 
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Action;
-use deltalake::logstore::get_actions;
 use deltalake::logstore::object_store::ObjectStoreExt;
+use deltalake::logstore::{get_actions, ObjectStoreRef};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::{DeltaTable, DeltaTableError, ObjectStoreError, Path};
 
@@ -72,17 +72,38 @@ pub fn needs(committed: Option<i64>, to: i64) -> bool {
     committed.is_none_or(|c| c < to)
 }
 
-/// The rows added to `table` by the commits after version `from` (-1: from the start), up to and including `to`,
-/// in commit order.
+/// The rows a stream read: commits `(from, to]` of the source.
+pub struct Appended {
+    /// The last source version read.
+    pub to: i64,
+    pub batches: Vec<RecordBatch>,
+    /// Parquet bytes read.
+    pub bytes: u64,
+}
+
+/// The rows added to `table` by the commits after version `from` (-1: from the start), in
+/// commit order, up to and including `to`, or fewer: reading stops after the first commit
+/// that brings the rows to `max_rows`, so that a backlog is processed in bounded pieces
+/// (each a whole number of commits, which keeps the ranges the same on a rerun).
 pub async fn read_appends(
     table: &DeltaTable,
     name: &str,
     from: i64,
     to: i64,
-) -> Result<Vec<RecordBatch>, StreamError> {
+    max_rows: usize,
+) -> Result<Appended, StreamError> {
     let log_store = table.log_store();
-    let mut paths = Vec::new();
+    let store = log_store.object_store(None);
+    let mut appended = Appended {
+        to: from,
+        batches: Vec::new(),
+        bytes: 0,
+    };
+    let mut rows = 0usize;
     for version in from + 1..=to {
+        if rows >= max_rows.max(1) {
+            break;
+        }
         let bytes = log_store
             .read_commit_entry(version as u64)
             .await
@@ -99,6 +120,7 @@ pub async fn read_appends(
             table: name.into(),
             source,
         })?;
+        let mut paths = Vec::new();
         for action in actions {
             match action {
                 Action::Add(add) if add.data_change => paths.push(add.path),
@@ -119,40 +141,51 @@ pub async fn read_appends(
                 _ => {}
             }
         }
-    }
-
-    let store = log_store.object_store(None);
-    let mut batches = Vec::new();
-    for path in paths {
-        let decoded = percent_decode(&path);
-        let location = Path::from(decoded.as_str());
-        let err = |reason: String| StreamError::File {
-            table: name.into(),
-            path: decoded.clone(),
-            reason,
-        };
-        let bytes = store
-            .get(&location)
-            .await
-            .map_err(|source| StreamError::Store {
-                table: name.into(),
-                source,
-            })?
-            .bytes()
-            .await
-            .map_err(|source| StreamError::Store {
-                table: name.into(),
-                source,
-            })?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(|e| err(e.to_string()))?
-            .build()
-            .map_err(|e| err(e.to_string()))?;
-        for batch in reader {
-            batches.push(batch.map_err(|e| err(e.to_string()))?);
+        for path in paths {
+            let batches = read_file(&store, name, &path, &mut appended.bytes).await?;
+            rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+            appended.batches.extend(batches);
         }
+        appended.to = version;
     }
-    Ok(batches)
+    Ok(appended)
+}
+
+/// The rows of one data file of the table, adding its size to `bytes`.
+async fn read_file(
+    store: &ObjectStoreRef,
+    name: &str,
+    path: &str,
+    bytes: &mut u64,
+) -> Result<Vec<RecordBatch>, StreamError> {
+    let decoded = percent_decode(path);
+    let location = Path::from(decoded.as_str());
+    let err = |reason: String| StreamError::File {
+        table: name.into(),
+        path: decoded.clone(),
+        reason,
+    };
+    let data = store
+        .get(&location)
+        .await
+        .map_err(|source| StreamError::Store {
+            table: name.into(),
+            source,
+        })?
+        .bytes()
+        .await
+        .map_err(|source| StreamError::Store {
+            table: name.into(),
+            source,
+        })?;
+    *bytes += data.len() as u64;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(data)
+        .map_err(|e| err(e.to_string()))?
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    reader
+        .map(|batch| batch.map_err(|e| err(e.to_string())))
+        .collect()
 }
 
 /// Delta log paths are URL-encoded (a partition value `2024-01` stays as is, a space

@@ -201,6 +201,7 @@ impl BronzeWriter<'_> {
         if rows == 0 {
             return Ok(());
         }
+        let bytes = std::mem::take(&mut self.batch.bytes);
         let record_batch = self.batch.finish();
         let txns = self
             .committed
@@ -210,6 +211,7 @@ impl BronzeWriter<'_> {
         let version = self.sink.append(vec![record_batch], txns).await?;
         fault::point("bronze.after_commit");
         self.summary.rows_read += rows;
+        self.summary.bytes_read += bytes;
         self.summary.rows_written += rows;
         self.summary
             .versions
@@ -231,6 +233,8 @@ struct BronzeBatch {
     year_month: StringBuilder,
     month_cache: MonthCache,
     len: usize,
+    /// Key and value bytes of the rows since the last finish.
+    bytes: u64,
 }
 
 impl BronzeBatch {
@@ -246,6 +250,7 @@ impl BronzeBatch {
             year_month: StringBuilder::with_capacity(capacity, capacity * 7),
             month_cache: MonthCache::default(),
             len: 0,
+            bytes: 0,
         }
     }
 
@@ -254,6 +259,7 @@ impl BronzeBatch {
     }
 
     fn push(&mut self, m: &BorrowedMessage<'_>) {
+        self.bytes += (m.key_len() + m.payload_len()) as u64;
         // Kafka keys and values are bytes; ours are UTF-8 JSON. Bytes from another
         // producer that are not UTF-8 are kept with replacement characters.
         self.key

@@ -103,7 +103,8 @@ pub async fn run(
     progress: Arc<Progress>,
 ) -> Result<TaskSummary, TaskError> {
     let mut summary = TaskSummary::new("close_price");
-    let Some(source) = SourceStream::open(ctx, table_setting(&task.source), &mut summary).await?
+    let Some(mut source) =
+        SourceStream::open(ctx, table_setting(&task.source), &mut summary).await?
     else {
         return Ok(summary);
     };
@@ -163,6 +164,7 @@ pub async fn run(
             .push((sink.qualified_name().into(), version));
         fault::point("close_price.after_commit");
     }
+    summary.bytes_read = source.bytes_read;
     summary.elapsed = progress.elapsed();
     Ok(summary)
 }

@@ -326,6 +326,7 @@ pub async fn run(
             ));
         }
         summary.files += 1;
+        summary.bytes_read += file.size;
         summary.rows_read += rows;
         summary.rows_written += outcome.sent;
         summary.rows_quarantined += outcome.quarantined_lines();

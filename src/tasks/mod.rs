@@ -177,6 +177,10 @@ pub struct SourceStream {
     qualified: String,
     /// The source's version when the task started: the run reads up to here.
     latest: i64,
+    /// Rows to read at most (about: whole commits) before each output commit.
+    max_rows: usize,
+    /// Parquet bytes read so far.
+    pub bytes_read: u64,
 }
 
 impl SourceStream {
@@ -195,6 +199,8 @@ impl SourceStream {
         Ok(Some(SourceStream {
             qualified: ctx.settings.warehouse.qualified(&name),
             latest: table.version().map_or(-1, |v| v as i64),
+            max_rows: ctx.batch_rows,
+            bytes_read: 0,
             name,
             table,
         }))
@@ -206,9 +212,10 @@ impl SourceStream {
     }
 
     /// The next range for the `main` output (with `side` outputs written before it in the
-    /// same run), and the rows the source appended in it: `(to, rows)`.
+    /// same run), and the rows the source appended in it: `(to, rows)`. A backlog comes
+    /// in pieces of about `batch_rows` rows, so that memory follows the batch size.
     pub async fn next(
-        &self,
+        &mut self,
         main: &crate::delta::DeltaSink,
         side: &[&crate::delta::DeltaSink],
     ) -> Result<Option<(i64, Vec<deltalake::arrow::record_batch::RecordBatch>)>, TaskError> {
@@ -220,8 +227,11 @@ impl SourceStream {
         let Some((from, to)) = crate::stream::next_range(main_done, &side_done, self.latest) else {
             return Ok(None);
         };
-        let rows = crate::stream::read_appends(&self.table, &self.qualified, from, to).await?;
-        Ok(Some((to, rows)))
+        let appended =
+            crate::stream::read_appends(&self.table, &self.qualified, from, to, self.max_rows)
+                .await?;
+        self.bytes_read += appended.bytes;
+        Ok(Some((appended.to, appended.batches)))
     }
 }
 
@@ -252,6 +262,17 @@ pub async fn rebuild(
     let batches = crate::sql::query_table(&source.table, sql).await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     summary.rows_read = rows as u64;
+    // A rebuild reads the whole source: its data files' size.
+    summary.bytes_read = source
+        .table
+        .snapshot()
+        .map(|s| {
+            s.log_data()
+                .into_iter()
+                .map(|f| f.size().max(0) as u64)
+                .sum()
+        })
+        .unwrap_or(0);
     crate::fault::point(&format!("{task}.before_commit"));
     let written = sink
         .overwrite(

@@ -80,7 +80,8 @@ pub async fn run(
     progress: Arc<Progress>,
 ) -> Result<TaskSummary, TaskError> {
     let mut summary = TaskSummary::new("stocks");
-    let Some(source) = SourceStream::open(ctx, table_setting(&task.source), &mut summary).await?
+    let Some(mut source) =
+        SourceStream::open(ctx, table_setting(&task.source), &mut summary).await?
     else {
         return Ok(summary);
     };
@@ -130,6 +131,7 @@ pub async fn run(
             summary.rows_read, summary.rows_written, summary.rows_quarantined, summary.rows_dropped
         ));
     }
+    summary.bytes_read = source.bytes_read;
     summary.elapsed = progress.elapsed();
     Ok(summary)
 }

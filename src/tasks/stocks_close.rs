@@ -53,7 +53,8 @@ pub async fn run(
     progress: Arc<Progress>,
 ) -> Result<TaskSummary, TaskError> {
     let mut summary = TaskSummary::new("stocks_close");
-    let Some(source) = SourceStream::open(ctx, table_setting(&task.stream), &mut summary).await?
+    let Some(mut source) =
+        SourceStream::open(ctx, table_setting(&task.stream), &mut summary).await?
     else {
         return Ok(summary);
     };
@@ -95,6 +96,7 @@ pub async fn run(
             .push((sink.qualified_name().into(), version));
         fault::point("stocks_close.after_commit");
     }
+    summary.bytes_read = source.bytes_read;
     summary.elapsed = progress.elapsed();
     Ok(summary)
 }

@@ -486,7 +486,7 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
 /// ports, from the jars `.ci/run` fetches with Maven ($MEDALLION_KAFKA_JARS). Stopped
 /// when dropped.
 pub struct ApacheKafka {
-    child: std::process::Child,
+    _server: medallion::kafka_server::KafkaServer,
     pub bootstrap: String,
     /// With [`ApacheKafka::start_secured`]: the CA that signed the broker's certificate.
     pub ca: Option<PathBuf>,
@@ -630,13 +630,9 @@ impl ApacheKafka {
     }
 
     fn launch(secured: bool) -> Option<ApacheKafka> {
-        let jars = std::env::var("MEDALLION_KAFKA_JARS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                    .join(".cache/medallion-tools/kafka-4.1.0")
-            });
-        if !jars.join(".complete").exists() {
+        use medallion::kafka_server::{KafkaServer, SaslSsl};
+        let jars = KafkaServer::default_jars();
+        if !KafkaServer::jars_present(&jars) {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "CI must run this test: the Apache Kafka jars are missing from {}; run .ci/run",
@@ -648,102 +644,25 @@ impl ApacheKafka {
             );
             return None;
         }
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let (broker, controller, secure) = (free(), free(), free());
         let dir = tempfile::tempdir().unwrap();
-        let props = dir.path().join("server.properties");
-        let mut extra = String::new();
+        let mut sasl_ssl = None;
         let mut ca = None;
         if secured {
             let (ca_file, keystore) = throwaway_certificates(dir.path(), "broker");
-            // Later keys win: clients get a SASL_SSL listener, the broker keeps PLAINTEXT.
-            extra = format!(
-                "listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller},SASL_SSL://127.0.0.1:{secure}\n\
-                 advertised.listeners=PLAINTEXT://127.0.0.1:{broker},SASL_SSL://127.0.0.1:{secure}\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL\n\
-                 sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512\n\
-                 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
-                 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
-                 ssl.keystore.type=PEM\nssl.keystore.location={}\n",
-                keystore.display()
-            );
+            let users = SCRAM_USERS
+                .iter()
+                .map(|(m, u, p)| (m.to_string(), u.to_string(), p.to_string()))
+                .collect();
+            sasl_ssl = Some(SaslSsl { keystore, users });
             ca = Some(ca_file);
         }
-        std::fs::write(
-            &props,
-            format!(
-                "process.roles=broker,controller\nnode.id=1\n\
-                 controller.quorum.voters=1@127.0.0.1:{controller}\n\
-                 listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}\n\
-                 advertised.listeners=PLAINTEXT://127.0.0.1:{broker}\n\
-                 controller.listener.names=CONTROLLER\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
-                 inter.broker.listener.name=PLAINTEXT\nlog.dirs={}\n\
-                 offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
-                 transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
-                 share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n",
-                dir.path().join("data").display()
-            ) + extra.as_str(),
-        )
-        .unwrap();
-        let classpath = format!("{}/*", jars.display());
-        let java = |args: &[&str]| {
-            let mut cmd = std::process::Command::new("java");
-            cmd.args(["-Xmx512m", "-cp", &classpath])
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            cmd
-        };
-        // A KRaft cluster id: a base64 UUID.
-        let cluster_id = "UqYEAkduTVueG0987FYXMA";
-        let props_text = props.display().to_string();
-        let mut format: Vec<String> = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"]
-            .map(String::from)
-            .into();
-        format.push(props_text.clone());
-        if secured {
-            for (mechanism, user, password) in SCRAM_USERS {
-                format.push("-S".into());
-                format.push(format!("{mechanism}=[name={user},password={password}]"));
-            }
-        }
-        let format: Vec<&str> = format.iter().map(String::as_str).collect();
-        let formatted = java(&format).status().unwrap();
-        assert!(formatted.success(), "formatting the KRaft storage failed");
-        let child = java(&["kafka.Kafka", &props_text]).spawn().unwrap();
-        let port = if secured { secure } else { broker };
-        let mut kafka = ApacheKafka {
-            child,
-            bootstrap: format!("127.0.0.1:{port}"),
+        let server = KafkaServer::start(&jars, &dir.path().join("kafka"), sasl_ssl.as_ref())
+            .expect("Apache Kafka starts");
+        Some(ApacheKafka {
+            bootstrap: server.bootstrap().to_string(),
+            _server: server,
             ca,
             _dir: dir,
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                kafka.child.try_wait().unwrap().is_none(),
-                "Apache Kafka exited during start-up"
-            );
-            assert!(
-                std::time::Instant::now() < deadline,
-                "Apache Kafka did not start in 2 minutes"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Some(kafka)
-    }
-}
-
-impl Drop for ApacheKafka {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        })
     }
 }

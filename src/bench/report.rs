@@ -1,0 +1,335 @@
+//! The benchmark's figures: a JSON document with every figure and the machine, and the
+//! same as readable tables on the terminal.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::job::RunReport;
+
+/// A stage of the pipeline: one task of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub task: String,
+    /// What the stage does, e.g. "CSV → Kafka".
+    pub stage: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+    pub mb_per_s: f64,
+}
+
+/// A whole run of the job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    /// From process start to exit: broker start, every task, and shutdown.
+    pub wall_seconds: f64,
+    pub peak_rss_mb: f64,
+    pub stages: Vec<Stage>,
+}
+
+impl Run {
+    pub fn from_report(report: &RunReport, wall: f64, peak_rss: u64) -> Run {
+        let stages = report
+            .summaries
+            .iter()
+            .map(|s| {
+                let seconds = s.elapsed.as_secs_f64();
+                let per_s = |x: f64| if seconds > 0.0 { x / seconds } else { 0.0 };
+                Stage {
+                    task: s.task.clone(),
+                    stage: stage_name(&s.task).into(),
+                    rows: s.rows_read,
+                    bytes: s.bytes_read,
+                    seconds,
+                    rows_per_s: per_s(s.rows_read as f64),
+                    mb_per_s: per_s(s.bytes_read as f64 / 1e6),
+                }
+            })
+            .collect();
+        Run {
+            wall_seconds: wall,
+            peak_rss_mb: peak_rss as f64 / (1024.0 * 1024.0),
+            stages,
+        }
+    }
+
+    pub fn stage(&self, task: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.task == task)
+    }
+}
+
+/// The stage names of the shipped job's tasks.
+fn stage_name(task: &str) -> &'static str {
+    match task {
+        "ingest" => "CSV → Kafka",
+        "bronze" => "Kafka → bronze",
+        "stocks" => "bronze → stocks_silver",
+        "close_price" => "SCD2 MERGE → close_price_silver",
+        "current_close" => "close_price → current_close_silver",
+        "stocks_close" => "stream-static join → stocks_close_silver",
+        "updated_stocks" => "gold rebuild → updated_stocks_gold",
+        _ => "",
+    }
+}
+
+/// The SCD2 MERGE of a change set into a history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Merge {
+    pub history_rows: u64,
+    pub change_rows: u64,
+    /// The close_price task of the run that merged the changes.
+    pub seconds: f64,
+    pub versions_written: u64,
+}
+
+/// Time from a file landing to its rows in gold, in `--continuous` mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct Freshness {
+    pub interval_ms: u64,
+    pub files: usize,
+    pub p50_seconds: f64,
+    pub p99_seconds: f64,
+    pub max_seconds: f64,
+    pub samples_seconds: Vec<f64>,
+}
+
+impl Freshness {
+    pub fn from_samples(interval_ms: u64, mut samples: Vec<f64>) -> Freshness {
+        let sorted = {
+            let mut s = samples.clone();
+            s.sort_by(f64::total_cmp);
+            s
+        };
+        let pct = |p: f64| {
+            if sorted.is_empty() {
+                return 0.0;
+            }
+            // Nearest rank.
+            let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+            sorted[rank.clamp(1, sorted.len()) - 1]
+        };
+        let out = Freshness {
+            interval_ms,
+            files: samples.len(),
+            p50_seconds: pct(50.0),
+            p99_seconds: pct(99.0),
+            max_seconds: sorted.last().copied().unwrap_or(0.0),
+            samples_seconds: Vec::new(),
+        };
+        samples
+            .iter_mut()
+            .for_each(|s| *s = (*s * 1e4).round() / 1e4);
+        Freshness {
+            samples_seconds: samples,
+            ..out
+        }
+    }
+}
+
+/// A check that the figures are of a correct run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Every figure of one broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerFigures {
+    pub broker: String,
+    /// What the broker is, and what its figures include.
+    pub description: String,
+    pub full: Run,
+    pub incremental: Run,
+    pub merge: Merge,
+    pub freshness: Freshness,
+    pub checks: Vec<Check>,
+    /// A known fault of the broker that its figures carry (its failed checks do not fail
+    /// the benchmark).
+    pub caveat: Option<String>,
+}
+
+/// The machine the figures were measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gb: f64,
+    pub os: String,
+    pub medallion: String,
+    pub build: &'static str,
+    pub librdkafka: String,
+    pub components: &'static str,
+}
+
+impl Machine {
+    pub fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_else(|| std::env::consts::ARCH.into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kb: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        let os = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|r| format!("{} {}", std::env::consts::OS, r.trim()))
+            .unwrap_or_else(|_| std::env::consts::OS.into());
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_gb: (memory_kb / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            os,
+            medallion: env!("CARGO_PKG_VERSION").into(),
+            build: if cfg!(debug_assertions) {
+                "debug (figures are not representative: use cargo run --release -- bench)"
+            } else {
+                "release"
+            },
+            librdkafka: rdkafka::util::get_rdkafka_version().1,
+            components: "deltalake 1.1 (DataFusion), rdkafka 0.39, tansu-broker 0.6.0",
+        }
+    }
+}
+
+/// The whole benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub command: String,
+    pub machine: Machine,
+    pub rows: u64,
+    pub indices: u32,
+    pub input_mb: f64,
+    pub brokers: Vec<BrokerFigures>,
+    /// Brokers that were asked for and could not be measured, with the reason.
+    pub skipped: Vec<(String, String)>,
+    pub peers: Option<serde_json::Value>,
+    /// medallion's figure over the peer's, per comparable figure (< 1: medallion faster).
+    pub ratios: Vec<Ratio>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub figure: String,
+    pub medallion_seconds: f64,
+    pub peer: String,
+    pub peer_seconds: f64,
+    /// medallion / peer time.
+    pub ratio: f64,
+}
+
+impl BenchReport {
+    /// Whether a check failed on a broker without a known fault.
+    pub fn failed(&self) -> bool {
+        self.brokers
+            .iter()
+            .filter(|b| b.caveat.is_none())
+            .flat_map(|b| &b.checks)
+            .any(|c| !c.ok)
+    }
+
+    /// The readable form: one table per broker, then freshness, memory and the peers.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            out,
+            "medallion bench · {} rows, {} indices, {:.1} MB of CSV\nmachine: {} · {} cores · {} GB · {} · {} build",
+            self.rows, self.indices, self.input_mb, m.cpu, m.cores, m.memory_gb, m.os, m.build
+        );
+        for b in &self.brokers {
+            let _ = writeln!(out, "\n== broker: {} ({})", b.broker, b.description);
+            let _ = writeln!(
+                out,
+                "{:<44} {:>10} {:>12} {:>8} {:>9} | {:>9}",
+                "stage (whole job from empty)", "rows", "rows/s", "MB/s", "seconds", "incr. s"
+            );
+            for s in &b.full.stages {
+                let incr = b
+                    .incremental
+                    .stage(&s.task)
+                    .map_or(String::new(), |i| format!("{:.3}", i.seconds));
+                let _ = writeln!(
+                    out,
+                    "{:<44} {:>10} {:>12.0} {:>8.1} {:>9.3} | {:>9}",
+                    format!("{} ({})", s.task, s.stage),
+                    s.rows,
+                    s.rows_per_s,
+                    s.mb_per_s,
+                    s.seconds,
+                    incr
+                );
+            }
+            let _ = writeln!(
+                out,
+                "end to end (process wall, broker start included): {:.2} s, peak RSS {:.0} MB",
+                b.full.wall_seconds, b.full.peak_rss_mb
+            );
+            let _ = writeln!(
+                out,
+                "incremental (one new day per index into {} rows): {:.2} s wall, peak RSS {:.0} MB",
+                self.rows, b.incremental.wall_seconds, b.incremental.peak_rss_mb
+            );
+            let _ = writeln!(
+                out,
+                "SCD2 MERGE of {} changed and new rows into a {}-row history: {:.3} s ({} versions written)",
+                b.merge.change_rows, b.merge.history_rows, b.merge.seconds, b.merge.versions_written
+            );
+            let f = &b.freshness;
+            let _ = writeln!(
+                out,
+                "freshness, --continuous --interval {}ms, {} files: p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+                f.interval_ms, f.files, f.p50_seconds, f.p99_seconds, f.max_seconds
+            );
+            for c in &b.checks {
+                let mark = if c.ok { "ok" } else { "FAILED" };
+                let _ = writeln!(out, "check {mark}: {} ({})", c.name, c.detail);
+            }
+            if let Some(caveat) = &b.caveat {
+                let _ = writeln!(out, "caveat: {caveat}");
+            }
+        }
+        for (broker, why) in &self.skipped {
+            let _ = writeln!(out, "\nbroker {broker} skipped: {why}");
+        }
+        if !self.ratios.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n== peers (medallion time / peer time; below 1 is faster)"
+            );
+            for r in &self.ratios {
+                let _ = writeln!(
+                    out,
+                    "{:<52} medallion {:>8.3} s · {:<22} {:>8.3} s · ratio {:.2}",
+                    r.figure, r.medallion_seconds, r.peer, r.peer_seconds, r.ratio
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let samples: Vec<f64> = (1..=100).map(|i| i as f64 / 100.0).rev().collect();
+        let f = Freshness::from_samples(200, samples);
+        assert_eq!(f.p50_seconds, 0.5);
+        assert_eq!(f.p99_seconds, 0.99);
+        assert_eq!(f.max_seconds, 1.0);
+        assert_eq!(f.files, 100);
+        assert_eq!(f.samples_seconds[0], 1.0, "samples keep their order");
+        let one = Freshness::from_samples(200, vec![0.3]);
+        assert_eq!((one.p50_seconds, one.p99_seconds), (0.3, 0.3));
+    }
+}

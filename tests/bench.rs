@@ -1,0 +1,91 @@
+//! `medallion bench` runs end to end on a small data set and reports every figure.
+//! (It asserts what was measured and that the runs were correct, never how fast.)
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const STAGES: [&str; 7] = [
+    "ingest",
+    "bronze",
+    "stocks",
+    "close_price",
+    "current_close",
+    "stocks_close",
+    "updated_stocks",
+];
+
+#[test]
+fn bench_reports_every_figure_for_the_embedded_broker() {
+    let w = Workspace::new();
+    let dir = w.root().join("bench");
+    let out = w.medallion_ok(&[
+        "bench",
+        "--rows",
+        "3000",
+        "--indices",
+        "3",
+        "--brokers",
+        "sqlite",
+        "--freshness-files",
+        "3",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    for needle in [
+        "== broker: sqlite",
+        "ingest (CSV → Kafka)",
+        "end to end (process wall, broker start included)",
+        "incremental (one new day per index into 3000 rows)",
+        "SCD2 MERGE of 10000 changed and new rows into a 100000-row history",
+        "freshness, --continuous --interval 200ms, 3 files: p50",
+        "check ok: landing lines = Kafka records + ingest quarantine (3000 = ",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+    assert!(!out.contains("FAILED"), "{out}");
+
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("bench.json")).unwrap()).unwrap();
+    assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    let broker = &json["brokers"][0];
+    assert_eq!(broker["broker"], "sqlite");
+    let stage = |run: &str, task: &str| -> Value {
+        broker[run]["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["task"] == task)
+            .unwrap_or_else(|| panic!("{run} has no stage {task}"))
+            .clone()
+    };
+    for task in STAGES {
+        let s = stage("full", task);
+        assert!(s["rows"].as_u64().unwrap() > 0, "{task}: {s}");
+        assert!(s["bytes"].as_u64().unwrap() > 0, "{task}: {s}");
+        assert!(s["seconds"].as_f64().unwrap() > 0.0, "{task}: {s}");
+    }
+    assert_eq!(stage("full", "ingest")["rows"], 3000);
+    assert_eq!(stage("full", "bronze")["rows"], 3000);
+    assert_eq!(
+        stage("incremental", "ingest")["rows"],
+        3,
+        "one day, 3 indices"
+    );
+    assert_eq!(stage("incremental", "stocks")["rows"], 3);
+    assert!(broker["full"]["peak_rss_mb"].as_f64().unwrap() > 10.0);
+    assert_eq!(broker["merge"]["history_rows"], 100_000);
+    assert!(broker["merge"]["versions_written"].as_u64().unwrap() >= 10_000);
+    let freshness = &broker["freshness"];
+    assert_eq!(freshness["files"], 3);
+    assert_eq!(freshness["samples_seconds"].as_array().unwrap().len(), 3);
+    assert!(
+        freshness["max_seconds"].as_f64().unwrap() >= freshness["p50_seconds"].as_f64().unwrap()
+    );
+    assert!(broker["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["ok"] == true));
+}
