@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Profiles each stage of the job on its own with `perf record` (cpu-clock sampling, which
+# works where hardware counters are not exposed), and prints each stage's hottest
+# functions and its share by library. BENCHMARKS.md's "what limits each stage" comes from
+# this output.
+#
+#   bash bench/profile.sh [ROWS]        # default 1000000 rows, 5 indices
+#
+# Needs perf (Debian: linux-perf) and a release build (cargo build --release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${1:-1000000}
+BIN=${MEDALLION_BIN:-${CARGO_TARGET_DIR:-target}/release/medallion}
+[ -x "$BIN" ] || { echo "build first: cargo build --release (or set MEDALLION_BIN)" >&2; exit 1; }
+command -v perf >/dev/null || { echo "perf is needed: apt-get install linux-perf" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/medallion-profile.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+"$BIN" generate --rows "$ROWS" --indices 5 --files 4 --out "$WORK/landing" >/dev/null
+VARS=(--var "landing_dir=$WORK/landing" --var "warehouse_dir=$WORK/warehouse" --var "state_dir=$WORK/state")
+
+for task in ingest bronze stocks close_price current_close stocks_close updated_stocks; do
+  echo "=== $task"
+  perf record -q -e cpu-clock -F 499 -g -o "$WORK/$task.data" -- \
+    "$BIN" run --task "$task" "${VARS[@]}" >"$WORK/$task.log" 2>&1
+  grep -E "^── $task|rows read" "$WORK/$task.log" | head -2
+  echo "--- by library"
+  perf report -q -i "$WORK/$task.data" --no-children --sort dso 2>/dev/null | head -6
+  echo "--- hottest functions (self time)"
+  perf report -q -i "$WORK/$task.data" --no-children --sort symbol 2>/dev/null \
+    | grep -v '^$' | head -15 | cut -c1-150
+done
