@@ -30,7 +30,9 @@ use crate::stock;
 use crate::tasks::bronze::bronze_records;
 use crate::tasks::columns::{bools, dates, f64s, opt, strings, timestamps};
 use crate::tasks::stocks::days;
-use crate::tasks::{rebuild, table_setting, SourceStream, TaskContext, TaskError};
+use crate::tasks::{
+    date_literal, per_index, rebuild, table_setting, SourceStream, TaskContext, TaskError,
+};
 
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -169,27 +171,53 @@ pub async fn run(
     Ok(summary)
 }
 
-/// The stored versions of every `Index` that has arrivals.
+/// The stored versions that arrivals can affect, per `Index` with arrivals: those from
+/// the last stored date before its earliest arrival onwards. Earlier versions keep their
+/// `__END_AT` (it points at a date that is still there), so a run reads what its new
+/// data touches, not the whole history.
 async fn load_history(
     sink: &DeltaSink,
     arrivals: &[stock::Stock],
 ) -> Result<BTreeMap<String, Vec<Version>>, TaskError> {
-    let indexes: HashSet<&str> = arrivals.iter().map(|s| s.index.as_str()).collect();
-    let mut history: BTreeMap<String, Vec<Version>> = indexes
-        .iter()
-        .map(|i| (i.to_string(), Vec::new()))
-        .collect();
-    if indexes.is_empty() {
+    let mut first: BTreeMap<&str, i32> = BTreeMap::new();
+    for s in arrivals {
+        let d = days(s.date);
+        first
+            .entry(s.index.as_str())
+            .and_modify(|m| *m = (*m).min(d))
+            .or_insert(d);
+    }
+    let mut history: BTreeMap<String, Vec<Version>> =
+        first.keys().map(|i| (i.to_string(), Vec::new())).collect();
+    if first.is_empty() {
         return Ok(history);
     }
-    let list = indexes
-        .iter()
-        .map(|i| format!("'{}'", i.replace('\'', "''")))
-        .collect::<Vec<_>>()
-        .join(",");
-    let batches = sink
-        .query(&format!("SELECT * FROM t WHERE \"Index\" IN ({list})"))
+    let before = per_index(
+        first
+            .iter()
+            .map(|(i, d)| (*i, format!("\"Date\" < {}", date_literal(*d)))),
+    );
+    let previous = sink
+        .query(&format!(
+            "SELECT \"Index\", max(\"Date\") AS \"Date\" FROM t WHERE {before} GROUP BY \"Index\""
+        ))
         .await?;
+    let mut start = first.clone();
+    for b in &previous {
+        let index = strings(b, "Index")?;
+        let date = dates(b, "Date")?;
+        for i in 0..b.num_rows() {
+            if let Some(s) = start.get_mut(index.value(i)) {
+                *s = date.value(i);
+            }
+        }
+    }
+    let from = per_index(
+        start
+            .iter()
+            .map(|(i, d)| (*i, format!("\"Date\" >= {}", date_literal(*d)))),
+    );
+    let batches = sink.query(&format!("SELECT * FROM t WHERE {from}")).await?;
     for b in &batches {
         let index = strings(b, "Index")?;
         let date = dates(b, "Date")?;

@@ -26,6 +26,28 @@ pub fn table_setting(text: &str) -> TableName {
     crate::bundle::job::table_name(text).unwrap_or_else(|| TableName::new("default", text))
 }
 
+/// A SQL condition selecting, for each `Index`, the rows that meet its own condition on
+/// `Date`: `("Index" = 'A' AND "Date" >= DATE '2024-01-02') OR ...`. Reading only the
+/// dates a batch can touch, rather than whole indexes, keeps a run's cost with its new
+/// data (Delta's file statistics prune the rest).
+pub fn per_index<'a>(conditions: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    let clauses: Vec<String> = conditions
+        .into_iter()
+        .map(|(index, date)| format!("(\"Index\" = '{}' AND {date})", index.replace('\'', "''")))
+        .collect();
+    if clauses.is_empty() {
+        "false".into()
+    } else {
+        clauses.join(" OR ")
+    }
+}
+
+/// `DATE 'yyyy-mm-dd'` for days since 1970-01-01 (Arrow's `Date32`).
+pub fn date_literal(days: i32) -> String {
+    let date = chrono::NaiveDate::default() + chrono::Duration::days(days.into());
+    format!("DATE '{date}'")
+}
+
 /// What every task of a run can see.
 #[derive(Debug, Clone)]
 pub struct TaskContext {
@@ -287,4 +309,25 @@ pub async fn rebuild(
     progress.add_rows(rows as u64);
     summary.elapsed = progress.elapsed();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_index_conditions_quote_names_and_dates() {
+        assert_eq!(date_literal(0), "DATE '1970-01-01'");
+        assert_eq!(date_literal(19_724), "DATE '2024-01-02'");
+        let cond = per_index([
+            ("NYA", format!("\"Date\" >= {}", date_literal(19_724))),
+            ("O'Hare", "\"Date\" < DATE '2024-01-01'".to_string()),
+        ]);
+        assert_eq!(
+            cond,
+            "(\"Index\" = 'NYA' AND \"Date\" >= DATE '2024-01-02') OR \
+             (\"Index\" = 'O''Hare' AND \"Date\" < DATE '2024-01-01')"
+        );
+        assert_eq!(per_index(Vec::<(&str, String)>::new()), "false");
+    }
 }

@@ -26,7 +26,7 @@ use crate::stock::{self, Stock};
 use crate::stream::needs;
 use crate::tasks::bronze::{bronze_records, BronzeRecord};
 use crate::tasks::columns::{dates, strings};
-use crate::tasks::{table_setting, SourceStream, TaskContext, TaskError};
+use crate::tasks::{date_literal, table_setting, SourceStream, TaskContext, TaskError};
 
 /// `<catalog>.silver.stocks_silver`.
 pub fn table() -> TableSpec {
@@ -142,23 +142,34 @@ async fn new_keys(silver: &DeltaSink, valid: Vec<Stock>) -> Result<(Vec<Stock>, 
     if valid.is_empty() {
         return Ok((valid, 0));
     }
-    let indexes: HashSet<&str> = valid.iter().map(|s| s.index.as_str()).collect();
-    let list = indexes
-        .iter()
-        .map(|i| format!("'{}'", i.replace('\'', "''")))
-        .collect::<Vec<_>>()
-        .join(",");
+    // The stored rows that can clash: the batch's indexes within its dates. Only those
+    // whose key is in the batch are kept, so memory follows the batch.
+    let mut ranges: std::collections::BTreeMap<&str, (i32, i32)> = Default::default();
+    for s in &valid {
+        let d = days(s.date);
+        let r = ranges.entry(s.index.as_str()).or_insert((d, d));
+        *r = (r.0.min(d), r.1.max(d));
+    }
+    let cond = crate::tasks::per_index(ranges.iter().map(|(i, (lo, hi))| {
+        let (lo, hi) = (date_literal(*lo), date_literal(*hi));
+        (*i, format!("\"Date\" BETWEEN {lo} AND {hi}"))
+    }));
     let existing = silver
-        .query(&format!(
-            "SELECT \"Index\", \"Date\" FROM t WHERE \"Index\" IN ({list})"
-        ))
+        .query(&format!("SELECT \"Index\", \"Date\" FROM t WHERE {cond}"))
         .await?;
+    let batch_keys: HashSet<(&str, i32)> = valid
+        .iter()
+        .map(|s| (s.index.as_str(), days(s.date)))
+        .collect();
     let mut seen: HashSet<(String, i32)> = HashSet::new();
     for b in &existing {
         let index = strings(b, "Index")?;
         let date = dates(b, "Date")?;
         for i in 0..b.num_rows() {
-            seen.insert((index.value(i).to_string(), date.value(i)));
+            let key = (index.value(i), date.value(i));
+            if batch_keys.contains(&key) {
+                seen.insert((key.0.to_string(), key.1));
+            }
         }
     }
     let before = valid.len();
