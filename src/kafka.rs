@@ -241,7 +241,9 @@ impl KafkaEndpoint {
         config.set("linger.ms", "10");
         config.set("batch.size", "1000000");
         config.set("queue.buffering.max.messages", "1000000");
-        config.set("queue.buffering.max.kbytes", "262144");
+        // 64 MB of messages in flight: enough to keep the broker busy, and a bound on the
+        // producer's share of memory whatever the size of the input.
+        config.set("queue.buffering.max.kbytes", "65536");
         config.set("message.timeout.ms", "120000");
         // The Java client's partitioner, so that Spark and Java producers agree on keys.
         config.set("partitioner", "murmur2_random");
@@ -269,6 +271,8 @@ impl KafkaEndpoint {
         config.set("auto.offset.reset", "earliest");
         config.set("session.timeout.ms", "10000");
         config.set("queued.min.messages", "200000");
+        // Prefetch per partition is capped by size too (the default is 64 MB each).
+        config.set("queued.max.messages.kbytes", "16384");
         // Read up to the end quickly: the broker answers as soon as it has anything.
         config.set("fetch.wait.max.ms", "100");
         config
