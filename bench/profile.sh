@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Profiles each stage of the job on its own with `perf record` (cpu-clock sampling, which
 # works where hardware counters are not exposed), and prints each stage's hottest
-# functions and its share by library. BENCHMARKS.md's "what limits each stage" comes from
+# functions, its share by library and its peak memory. BENCHMARKS.md's "what limits each stage" comes from
 # this output.
 #
 #   bash bench/profile.sh [ROWS]        # default 1000000 rows, 5 indices
@@ -22,11 +22,13 @@ VARS=(--var "landing_dir=$WORK/landing" --var "warehouse_dir=$WORK/warehouse" --
 for task in ingest bronze stocks close_price current_close stocks_close updated_stocks; do
   echo "=== $task"
   perf record -q -e cpu-clock -F 499 -g -o "$WORK/$task.data" -- \
+    /usr/bin/time -f "peak RSS %M KB, %e s wall" \
     "$BIN" run --task "$task" "${VARS[@]}" >"$WORK/$task.log" 2>&1
-  grep -E "^── $task|rows read" "$WORK/$task.log" | head -2
+  grep -E "^── $task|rows read|peak RSS" "$WORK/$task.log" | head -3
   echo "--- by library"
-  perf report -q -i "$WORK/$task.data" --no-children --sort dso 2>/dev/null | head -6
+  { perf report -q -i "$WORK/$task.data" --no-children -g none --sort dso 2>/dev/null || true; } \
+    | grep -v '^$' | head -6 || true
   echo "--- hottest functions (self time)"
-  perf report -q -i "$WORK/$task.data" --no-children --sort symbol 2>/dev/null \
-    | grep -v '^$' | head -15 | cut -c1-150
+  { perf report -q -i "$WORK/$task.data" --no-children -g none --sort dso,symbol 2>/dev/null || true; } \
+    | grep -v '^$' | head -25 | cut -c1-150 || true
 done

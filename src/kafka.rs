@@ -240,7 +240,9 @@ impl KafkaEndpoint {
         config.set("bootstrap.servers", &self.bootstrap);
         config.set("linger.ms", "10");
         config.set("batch.size", "1000000");
-        config.set("queue.buffering.max.messages", "1000000");
+        // librdkafka holds each queued message in a few hundred bytes beyond its payload,
+        // which max.kbytes does not count: the count bounds that.
+        config.set("queue.buffering.max.messages", "100000");
         // 64 MB of messages in flight: enough to keep the broker busy, and a bound on the
         // producer's share of memory whatever the size of the input.
         config.set("queue.buffering.max.kbytes", "65536");
