@@ -123,7 +123,7 @@ pub async fn run(
             .filter_map(|r| stock::parse(r.value.as_deref()).ok())
             .collect();
 
-        let existing = load_history(&sink, &arrivals).await?;
+        let (existing, scope) = load_history(&sink, &arrivals).await?;
         let now = chrono::Utc::now().timestamp_micros();
         let changes = apply(existing, &arrivals, now);
         let txn = vec![Transaction::new(&app, to)];
@@ -140,9 +140,12 @@ pub async fn run(
             let (version, rows_inserted, rows_updated) = sink
                 .merge(
                     source_df,
-                    "target.\"Index\" = source.\"Index\" AND target.\"Date\" = source.\"Date\" \
-                     AND target.\"Close\" = source.\"Close\" \
-                     AND target.\"Adj_Close\" IS NOT DISTINCT FROM source.\"Adj_Close\"",
+                    &format!(
+                        "({scope}) AND target.\"Index\" = source.\"Index\" \
+                         AND target.\"Date\" = source.\"Date\" \
+                         AND target.\"Close\" = source.\"Close\" \
+                         AND target.\"Adj_Close\" IS NOT DISTINCT FROM source.\"Adj_Close\""
+                    ),
                     &["__END_AT", "current", "end_date"],
                     txn,
                 )
@@ -174,11 +177,12 @@ pub async fn run(
 /// The stored versions that arrivals can affect, per `Index` with arrivals: those from
 /// the last stored date before its earliest arrival onwards. Earlier versions keep their
 /// `__END_AT` (it points at a date that is still there), so a run reads what its new
-/// data touches, not the whole history.
+/// data touches, not the whole history. Also returns that scope as a condition on
+/// `target`, which bounds the MERGE's scan of the table to the same files.
 async fn load_history(
     sink: &DeltaSink,
     arrivals: &[stock::Stock],
-) -> Result<BTreeMap<String, Vec<Version>>, TaskError> {
+) -> Result<(BTreeMap<String, Vec<Version>>, String), TaskError> {
     let mut first: BTreeMap<&str, i32> = BTreeMap::new();
     for s in arrivals {
         let d = days(s.date);
@@ -190,9 +194,10 @@ async fn load_history(
     let mut history: BTreeMap<String, Vec<Version>> =
         first.keys().map(|i| (i.to_string(), Vec::new())).collect();
     if first.is_empty() {
-        return Ok(history);
+        return Ok((history, "false".into()));
     }
     let before = per_index(
+        "",
         first
             .iter()
             .map(|(i, d)| (*i, format!("\"Date\" < {}", date_literal(*d)))),
@@ -212,12 +217,17 @@ async fn load_history(
             }
         }
     }
-    let from = per_index(
-        start
-            .iter()
-            .map(|(i, d)| (*i, format!("\"Date\" >= {}", date_literal(*d)))),
-    );
-    let batches = sink.query(&format!("SELECT * FROM t WHERE {from}")).await?;
+    let scope = |table: &str| {
+        per_index(
+            table,
+            start
+                .iter()
+                .map(|(i, d)| (*i, format!("\"Date\" >= {}", date_literal(*d)))),
+        )
+    };
+    let batches = sink
+        .query(&format!("SELECT * FROM t WHERE {}", scope("")))
+        .await?;
     for b in &batches {
         let index = strings(b, "Index")?;
         let date = dates(b, "Date")?;
@@ -241,7 +251,7 @@ async fn load_history(
             history.entry(v.index.clone()).or_default().push(v);
         }
     }
-    Ok(history)
+    Ok((history, scope("target.")))
 }
 
 /// Adds the arrivals to the histories and returns every version to write: new ones

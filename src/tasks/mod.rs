@@ -30,10 +30,22 @@ pub fn table_setting(text: &str) -> TableName {
 /// `Date`: `("Index" = 'A' AND "Date" >= DATE '2024-01-02') OR ...`. Reading only the
 /// dates a batch can touch, rather than whole indexes, keeps a run's cost with its new
 /// data (Delta's file statistics prune the rest).
-pub fn per_index<'a>(conditions: impl IntoIterator<Item = (&'a str, String)>) -> String {
+///
+/// `table` qualifies the column names (`target.`), or is empty; each date condition is
+/// given the qualified `"Date"` column as text.
+pub fn per_index<'a>(
+    table: &str,
+    conditions: impl IntoIterator<Item = (&'a str, String)>,
+) -> String {
     let clauses: Vec<String> = conditions
         .into_iter()
-        .map(|(index, date)| format!("(\"Index\" = '{}' AND {date})", index.replace('\'', "''")))
+        .map(|(index, date)| {
+            let date = date.replace("\"Date\"", &format!("{table}\"Date\""));
+            format!(
+                "({table}\"Index\" = '{}' AND {date})",
+                index.replace('\'', "''")
+            )
+        })
         .collect();
     if clauses.is_empty() {
         "false".into()
@@ -319,15 +331,22 @@ mod tests {
     fn per_index_conditions_quote_names_and_dates() {
         assert_eq!(date_literal(0), "DATE '1970-01-01'");
         assert_eq!(date_literal(19_724), "DATE '2024-01-02'");
-        let cond = per_index([
-            ("NYA", format!("\"Date\" >= {}", date_literal(19_724))),
-            ("O'Hare", "\"Date\" < DATE '2024-01-01'".to_string()),
-        ]);
+        let cond = per_index(
+            "",
+            [
+                ("NYA", format!("\"Date\" >= {}", date_literal(19_724))),
+                ("O'Hare", "\"Date\" < DATE '2024-01-01'".to_string()),
+            ],
+        );
         assert_eq!(
             cond,
             "(\"Index\" = 'NYA' AND \"Date\" >= DATE '2024-01-02') OR \
              (\"Index\" = 'O''Hare' AND \"Date\" < DATE '2024-01-01')"
         );
-        assert_eq!(per_index(Vec::<(&str, String)>::new()), "false");
+        assert_eq!(per_index("", Vec::<(&str, String)>::new()), "false");
+        assert_eq!(
+            per_index("target.", [("NYA", "\"Date\" >= DATE '2024-01-02'".into())]),
+            "(target.\"Index\" = 'NYA' AND target.\"Date\" >= DATE '2024-01-02')"
+        );
     }
 }

@@ -150,10 +150,13 @@ async fn new_keys(silver: &DeltaSink, valid: Vec<Stock>) -> Result<(Vec<Stock>, 
         let r = ranges.entry(s.index.as_str()).or_insert((d, d));
         *r = (r.0.min(d), r.1.max(d));
     }
-    let cond = crate::tasks::per_index(ranges.iter().map(|(i, (lo, hi))| {
-        let (lo, hi) = (date_literal(*lo), date_literal(*hi));
-        (*i, format!("\"Date\" BETWEEN {lo} AND {hi}"))
-    }));
+    let cond = crate::tasks::per_index(
+        "",
+        ranges.iter().map(|(i, (lo, hi))| {
+            let (lo, hi) = (date_literal(*lo), date_literal(*hi));
+            (*i, format!("\"Date\" BETWEEN {lo} AND {hi}"))
+        }),
+    );
     let existing = silver
         .query(&format!("SELECT \"Index\", \"Date\" FROM t WHERE {cond}"))
         .await?;
