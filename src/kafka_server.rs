@@ -82,6 +82,11 @@ impl KafkaServer {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
+        // A fresh broker each time: storage left by an earlier one would not format.
+        let data = dir.join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data).map_err(io)?;
+        }
         let (broker, controller, secure) = (free_port()?, free_port()?, free_port()?);
         let mut props = format!(
             "process.roles=broker,controller\nnode.id=1\n\
