@@ -71,16 +71,7 @@ async fn with_transactions_a_crash_leaves_nothing_for_read_committed_readers() {
         return;
     };
     let mut w = Workspace::new();
-    let bundle = w.bundle_file();
-    let text = std::fs::read_to_string(&bundle).unwrap();
-    std::fs::write(
-        &bundle,
-        text.replace(
-            "kafka: {}",
-            "kafka:\n  transactional.id: medallion-ingest-test",
-        ),
-    )
-    .unwrap();
+    w.set_kafka_settings(&[("transactional.id", "medallion-ingest-test")]);
     w.set_var("kafka_bootstrap_servers", &kafka.bootstrap);
     let lines = land(&w);
 

@@ -55,13 +55,7 @@ async fn a_broker_that_disappears_mid_run_loses_and_doubles_nothing() {
     let broker = TestBroker::start().await;
     let mut w = Workspace::with_broker(&broker);
     // Fail deliveries after 3 s rather than the default 2 minutes, to keep the test short.
-    let bundle = w.bundle_file();
-    let text = std::fs::read_to_string(&bundle).unwrap();
-    std::fs::write(
-        &bundle,
-        text.replace("kafka: {}", "kafka:\n  message.timeout.ms: 3000"),
-    )
-    .unwrap();
+    w.set_kafka_settings(&[("message.timeout.ms", "3000")]);
     w.generate(small(3000, 3, 5));
     let address = broker.bootstrap();
 

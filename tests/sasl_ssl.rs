@@ -10,25 +10,38 @@ use common::*;
 
 /// A workspace whose bundle logs in to `bootstrap` with SCRAM `mechanism` over
 /// `protocol`, as the user and password in KAFKA_USERNAME and KAFKA_PASSWORD; `extra`
-/// holds more `kafka:` settings, one `  key: value` line each.
-fn scram_workspace(bootstrap: &str, protocol: &str, mechanism: &str, extra: &str) -> Workspace {
+/// holds more `kafka:` settings.
+fn scram_workspace(
+    bootstrap: &str,
+    protocol: &str,
+    mechanism: &str,
+    extra: &[(&str, &str)],
+) -> Workspace {
     let mut w = Workspace::new();
-    let bundle = w.bundle_file();
-    let text = std::fs::read_to_string(&bundle).unwrap();
-    let settings = format!(
-        "kafka:\n  security.protocol: {protocol}\n  sasl.mechanism: {mechanism}\n  \
-         sasl.username_env: KAFKA_USERNAME\n  sasl.password_env: KAFKA_PASSWORD\n{extra}"
-    );
-    std::fs::write(&bundle, text.replace("kafka: {}\n", &settings)).unwrap();
+    let mut settings = vec![
+        ("security.protocol", protocol),
+        ("sasl.mechanism", mechanism),
+        ("sasl.username_env", "KAFKA_USERNAME"),
+        ("sasl.password_env", "KAFKA_PASSWORD"),
+    ];
+    settings.extend_from_slice(extra);
+    w.set_kafka_settings(&settings);
     w.set_var("kafka_bootstrap_servers", bootstrap);
     w.land("a.csv", &csv(RUN_1));
     w
 }
 
 /// [`scram_workspace`] over SASL_SSL with Apache Kafka, trusting `ca`.
-fn secured_workspace(kafka: &ApacheKafka, mechanism: &str, ca: &Path, extra: &str) -> Workspace {
-    let extra = format!("  ssl.ca.location: {}\n{extra}", ca.display());
-    scram_workspace(&kafka.bootstrap, "SASL_SSL", mechanism, &extra)
+fn secured_workspace(
+    kafka: &ApacheKafka,
+    mechanism: &str,
+    ca: &Path,
+    extra: &[(&str, &str)],
+) -> Workspace {
+    let ca = ca.display().to_string();
+    let mut settings = vec![("ssl.ca.location", ca.as_str())];
+    settings.extend_from_slice(extra);
+    scram_workspace(&kafka.bootstrap, "SASL_SSL", mechanism, &settings)
 }
 
 /// Every byte under `dir` that is a file, searched for `needle`.
@@ -105,15 +118,15 @@ async fn sasl_ssl_with_scram_as_a_hosted_kafka() {
 
     // The pipeline passes end to end with SCRAM-SHA-256 and with SCRAM-SHA-512.
     for (mechanism, user, password) in SCRAM_USERS {
-        let w = secured_workspace(&kafka, mechanism, &ca, "");
+        let w = secured_workspace(&kafka, mechanism, &ca, &[]);
         passes_end_to_end(&w, mechanism, user, password).await;
     }
-    wrong_password_fails_fast(&secured_workspace(&kafka, "SCRAM-SHA-256", &ca, "")).await;
+    wrong_password_fails_fast(&secured_workspace(&kafka, "SCRAM-SHA-256", &ca, &[])).await;
 
     // A CA that did not sign the broker's certificate fails with a certificate error.
     let other = tempfile::tempdir().unwrap();
     let (other_ca, _) = throwaway_certificates(other.path(), "other");
-    let w = secured_workspace(&kafka, "SCRAM-SHA-256", &other_ca, "");
+    let w = secured_workspace(&kafka, "SCRAM-SHA-256", &other_ca, &[]);
     let out = w
         .run_binary(
             &[],
@@ -138,7 +151,8 @@ async fn no_secret_leaks_at_any_log_level() {
     };
     let ca = kafka.ca.clone().unwrap();
     let (_, user, password) = SCRAM_USERS[0];
-    for (level, debug) in [("error", ""), ("info", ""), ("trace", "  debug: all\n")] {
+    let debug: &[(&str, &str)] = &[("debug", "all")];
+    for (level, debug) in [("error", &[][..]), ("info", &[][..]), ("trace", debug)] {
         let w = secured_workspace(&kafka, "SCRAM-SHA-256", &ca, debug);
         let out = w
             .run_binary(
@@ -190,10 +204,10 @@ async fn no_secret_leaks_at_any_log_level() {
 async fn the_embedded_broker_authenticates_with_scram() {
     let broker = TestBroker::start_scram().await;
     for (mechanism, user, password) in SCRAM_USERS {
-        let w = scram_workspace(&broker.bootstrap(), "SASL_PLAINTEXT", mechanism, "");
+        let w = scram_workspace(&broker.bootstrap(), "SASL_PLAINTEXT", mechanism, &[]);
         passes_end_to_end(&w, mechanism, user, password).await;
     }
-    let w = scram_workspace(&broker.bootstrap(), "SASL_PLAINTEXT", "SCRAM-SHA-256", "");
+    let w = scram_workspace(&broker.bootstrap(), "SASL_PLAINTEXT", "SCRAM-SHA-256", &[]);
     wrong_password_fails_fast(&w).await;
     // Without SASL, the broker lets nothing through.
     let w = Workspace::with_broker(&broker);

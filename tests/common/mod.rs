@@ -78,6 +78,26 @@ impl Workspace {
         self.root().join("medallion.yml")
     }
 
+    /// Sets the bundle's `kafka:` map (librdkafka settings) to `settings`, one
+    /// `key: value` per entry.
+    pub fn set_kafka_settings(&self, settings: &[(&str, &str)]) {
+        let bundle = self.bundle_file();
+        let text = std::fs::read_to_string(&bundle).unwrap();
+        let map: String = settings
+            .iter()
+            .map(|(k, v)| format!("\n  {k}: {v}"))
+            .collect();
+        assert!(
+            text.contains("kafka: {}\n"),
+            "the bundle has an empty kafka map"
+        );
+        std::fs::write(
+            &bundle,
+            text.replace("kafka: {}\n", &format!("kafka:{map}\n")),
+        )
+        .unwrap();
+    }
+
     pub fn settings(&self) -> Settings {
         let bundle = Bundle::load(&self.bundle_file()).expect("bundle loads");
         let overrides: Vec<Override> = self
