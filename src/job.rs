@@ -153,6 +153,7 @@ impl Session {
             kafka = Some(tasks::Kafka {
                 endpoint,
                 partitions,
+                producer: Default::default(),
             });
         }
         let ctx = Arc::new(TaskContext {
@@ -171,6 +172,10 @@ impl Session {
     }
 
     async fn close(self) {
+        if let Some(kafka) = &self.ctx.kafka {
+            // Before the broker stops, so that the producer does not retry against it.
+            kafka.producer.clear();
+        }
         if let Some(b) = self.broker {
             b.stop().await;
         }

@@ -166,20 +166,26 @@ impl rdkafka::ClientContext for ErrorCapture {
     /// As librdkafka's default, and keeps the last connection failure (`FAIL`), which
     /// reaches only the log: it tells a dropped connection from a silent broker.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
         if fac == "FAIL" {
             *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_string());
         }
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error => {
-                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
-            }
-            L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
-            L::Notice | L::Info => {
-                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
-            }
-            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        forward_log(level, fac, message);
+    }
+}
+
+/// Sends a librdkafka log line to `tracing` (target `librdkafka`), at its level: every
+/// client context logs through here, so `RUST_LOG=librdkafka=debug` shows them all.
+pub fn forward_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
         }
+        L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        L::Notice | L::Info => {
+            tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
     }
 }
 

@@ -10,7 +10,7 @@
 //! `__END_AT` or `current` change are updated: the final table does not depend on how the
 //! records were batched, apart from the processing times.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -20,6 +20,7 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Transaction;
+use foldhash::HashSet;
 
 use crate::bundle::job::SourceTable;
 use crate::catalog::TableName;
@@ -74,7 +75,8 @@ pub fn current_table() -> TableSpec {
 /// One version of an `Index`'s close price.
 #[derive(Debug, Clone, PartialEq)]
 struct Version {
-    index: String,
+    /// Shared: a history holds one name per `Index` for its many versions.
+    index: Arc<str>,
     date: i32,
     close: f64,
     adj_close: Option<f64>,
@@ -84,13 +86,12 @@ struct Version {
     end_date: Option<i64>,
 }
 
-/// What makes two records the same version: `Index`, `Date`, `Close`, `Adj_Close`.
-type Identity = (String, i32, u64, Option<u64>);
+/// What makes two versions of one `Index` the same: `Date`, `Close`, `Adj_Close`.
+type Identity = (i32, u64, Option<u64>);
 
 impl Version {
     fn identity(&self) -> Identity {
         (
-            self.index.clone(),
             self.date,
             self.close.to_bits(),
             self.adj_close.map(f64::to_bits),
@@ -182,7 +183,7 @@ pub async fn run(
 async fn load_history(
     sink: &DeltaSink,
     arrivals: &[stock::Stock],
-) -> Result<(BTreeMap<String, Vec<Version>>, String), TaskError> {
+) -> Result<(BTreeMap<Arc<str>, Vec<Version>>, String), TaskError> {
     let mut first: BTreeMap<&str, i32> = BTreeMap::new();
     for s in arrivals {
         let d = days(s.date);
@@ -191,8 +192,8 @@ async fn load_history(
             .and_modify(|m| *m = (*m).min(d))
             .or_insert(d);
     }
-    let mut history: BTreeMap<String, Vec<Version>> =
-        first.keys().map(|i| (i.to_string(), Vec::new())).collect();
+    let mut history: BTreeMap<Arc<str>, Vec<Version>> =
+        first.keys().map(|i| (Arc::from(*i), Vec::new())).collect();
     if first.is_empty() {
         return Ok((history, "false".into()));
     }
@@ -239,7 +240,7 @@ async fn load_history(
         let end_date = timestamps(b, "end_date")?;
         for i in 0..b.num_rows() {
             let v = Version {
-                index: index.value(i).to_string(),
+                index: shared(&history, index.value(i)),
                 date: date.value(i),
                 close: close.value(i),
                 adj_close: opt(adj, i, |a, i| a.value(i)),
@@ -257,16 +258,26 @@ async fn load_history(
 /// Adds the arrivals to the histories and returns every version to write: new ones
 /// (`true`) and stored ones whose `__END_AT` or `current` changed (`false`).
 fn apply(
-    mut history: BTreeMap<String, Vec<Version>>,
+    history: BTreeMap<Arc<str>, Vec<Version>>,
     arrivals: &[stock::Stock],
     now: i64,
 ) -> Vec<(Version, bool)> {
-    let stored: HashSet<Identity> = history.values().flatten().map(Version::identity).collect();
-    let mut seen = stored.clone();
+    // Per index: the identities seen so far, and each version with whether it is new.
+    type Seen = (HashSet<Identity>, Vec<(Version, bool)>);
+    let mut work: BTreeMap<Arc<str>, Seen> = history
+        .into_iter()
+        .map(|(index, versions)| {
+            let seen = versions.iter().map(Version::identity).collect();
+            (
+                index,
+                (seen, versions.into_iter().map(|v| (v, false)).collect()),
+            )
+        })
+        .collect();
     let mut sequence = 0;
     for s in arrivals {
         let v = Version {
-            index: s.index.clone(),
+            index: shared(&work, &s.index),
             date: days(s.date),
             close: s.close,
             adj_close: s.adj_close,
@@ -276,44 +287,46 @@ fn apply(
             effective: now + sequence,
             end_date: None,
         };
+        let (seen, versions) = work.entry(v.index.clone()).or_default();
         if seen.insert(v.identity()) {
             sequence += 1;
-            history.entry(v.index.clone()).or_default().push(v);
+            versions.push((v, true));
         }
     }
 
     let mut out = Vec::new();
-    for versions in history.values_mut() {
-        versions.sort_by_key(|v| (v.date, v.effective));
-        let next_dates: Vec<Option<i32>> = versions
-            .iter()
-            .skip(1)
-            .map(|v| Some(v.date))
-            .chain([None])
-            .collect();
+    for (_, versions) in work.values_mut() {
+        versions.sort_by_key(|(v, _)| (v.date, v.effective));
         let last = versions.len().saturating_sub(1);
-        for (i, (v, end_at)) in versions.iter_mut().zip(next_dates).enumerate() {
+        for i in 0..versions.len() {
+            let end_at = versions.get(i + 1).map(|(next, _)| next.date);
             let current = i == last;
-            let is_new = !stored.contains(&v.identity());
-            if !is_new && v.end_at == end_at && v.current == current {
+            let (v, is_new) = &mut versions[i];
+            if !*is_new && v.end_at == end_at && v.current == current {
                 continue;
             }
-            if is_new || v.end_at != end_at {
+            if *is_new || v.end_at != end_at {
                 // Closed now (or re-closed by late data): the processing time it happened.
                 v.end_date = end_at.map(|_| now);
             }
             v.end_at = end_at;
             v.current = current;
-            out.push((v.clone(), is_new));
+            out.push((v.clone(), *is_new));
         }
     }
     out
 }
 
+/// The map's own name for `index`, so that its versions share one string.
+fn shared<V>(map: &BTreeMap<Arc<str>, V>, index: &str) -> Arc<str> {
+    map.get_key_value(index)
+        .map_or_else(|| Arc::from(index), |(k, _)| k.clone())
+}
+
 fn history_batch(rows: &[Version]) -> RecordBatch {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|v| v.index.as_str()),
+            rows.iter().map(|v| &*v.index),
         )),
         Arc::new(Date32Array::from_iter_values(rows.iter().map(|v| v.date))),
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|v| v.close))),
@@ -375,7 +388,7 @@ mod tests {
     fn run_batches(batches: &[Vec<stock::Stock>]) -> Vec<Version> {
         let mut table: Vec<Version> = Vec::new();
         for (n, batch) in batches.iter().enumerate() {
-            let mut history: BTreeMap<String, Vec<Version>> = BTreeMap::new();
+            let mut history: BTreeMap<Arc<str>, Vec<Version>> = BTreeMap::new();
             for v in &table {
                 history.entry(v.index.clone()).or_default().push(v.clone());
             }
@@ -385,7 +398,7 @@ mod tests {
                 } else {
                     let t = table
                         .iter_mut()
-                        .find(|t| t.identity() == v.identity())
+                        .find(|t| t.index == v.index && t.identity() == v.identity())
                         .unwrap();
                     *t = v;
                 }
@@ -397,7 +410,7 @@ mod tests {
 
     fn shape(t: &[Version]) -> Vec<(String, i32, f64, Option<i32>, bool)> {
         t.iter()
-            .map(|v| (v.index.clone(), v.date, v.close, v.end_at, v.current))
+            .map(|v| (v.index.to_string(), v.date, v.close, v.end_at, v.current))
             .collect()
     }
 

@@ -114,6 +114,10 @@ struct Deliveries {
     acked: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Wakes [`flush`] at each report, so that it returns as soon as the last one is in.
+    /// (rdkafka's own `flush` waits in 100 ms polls, and with a `ThreadedProducer` the
+    /// reports go to the producer's thread, so each of those polls runs its full length.)
+    reported: tokio::sync::Notify,
 }
 
 impl Deliveries {
@@ -121,10 +125,56 @@ impl Deliveries {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
         first.get_or_insert_with(|| err.to_string());
+        drop(first);
+        self.reported.notify_one();
+    }
+
+    /// Reports so far: (acknowledged, failed).
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.acked.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
 
-impl ClientContext for Deliveries {}
+/// The ingest producer, kept for the whole session (a run, or every micro-batch of a
+/// continuous run). A new idempotent producer first has to get a producer id from the
+/// broker, which costs a continuous run's every micro-batch hundreds of milliseconds.
+///
+/// A run takes the producer out and puts it back only if it succeeded, so that a producer
+/// left in an unknown state by a failure (an aborted transaction, undelivered messages)
+/// is never reused.
+#[derive(Clone, Default)]
+pub struct ProducerSlot(Arc<Mutex<Option<ThreadedProducer<Deliveries>>>>);
+
+impl ProducerSlot {
+    fn take(&self) -> Option<ThreadedProducer<Deliveries>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn put(&self, producer: ThreadedProducer<Deliveries>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(producer);
+    }
+
+    /// Drops the kept producer, if any (before its broker stops).
+    pub fn clear(&self) {
+        drop(self.take());
+    }
+}
+
+impl std::fmt::Debug for ProducerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kept = self.0.lock().map(|p| p.is_some()).unwrap_or(false);
+        f.debug_struct("ProducerSlot").field("kept", &kept).finish()
+    }
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::kafka::forward_log(level, fac, message);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -133,6 +183,7 @@ impl ProducerContext for Deliveries {
         match result {
             Ok(_) => {
                 self.acked.fetch_add(1, Ordering::Relaxed);
+                self.reported.notify_one();
                 fault::point("ingest.acked");
             }
             Err((err, _)) => self.failed(err),
@@ -184,24 +235,15 @@ pub async fn run(
     }
     progress.set_total_files(pending.len() as u64);
 
-    let producer: ThreadedProducer<Deliveries> = ThreadedProducer::from_config_and_context(
-        &ctx.kafka().endpoint.producer_config(),
-        Deliveries::default(),
-    )
-    .map_err(|source| IngestError::Producer {
-        bootstrap: ctx.kafka().endpoint.bootstrap.clone(),
-        source,
-    })?;
     // With a broker that has transactions (the bundle's kafka map sets transactional.id),
     // each file is sent in one transaction: after a crash, what a dead run sent is
     // aborted, and read_committed readers (bronze included) never see it.
     let transactional = settings.kafka.client.contains_key("transactional.id");
-    if transactional {
-        transaction_call(&producer, &ctx.kafka().endpoint.bootstrap, |p| {
-            p.init_transactions(FLUSH_TIMEOUT)
-        })
-        .await?;
-    }
+    let producer = match ctx.kafka().producer.take() {
+        Some(kept) => kept,
+        None if pending.is_empty() => return Ok(finish(summary, &progress)),
+        None => new_producer(ctx, &topic, transactional).await?,
+    };
     let mut quarantine_table: Option<DeltaSink> = None;
     let quarantine_app = format!("ingest/{topic}");
 
@@ -241,11 +283,7 @@ pub async fn run(
             HashSet::new()
         };
 
-        let deliveries = producer.context();
-        let before = (
-            deliveries.acked.load(Ordering::Relaxed),
-            deliveries.failed.load(Ordering::Relaxed),
-        );
+        let before = producer.context().counts();
         if transactional {
             producer
                 .begin_transaction()
@@ -331,8 +369,52 @@ pub async fn run(
         summary.rows_written += outcome.sent;
         summary.rows_quarantined += outcome.quarantined_lines();
     }
+    ctx.kafka().producer.put(producer);
+    Ok(finish(summary, &progress))
+}
+
+fn finish(mut summary: TaskSummary, progress: &Progress) -> TaskSummary {
     summary.elapsed = progress.elapsed();
-    Ok(summary)
+    summary
+}
+
+/// A new idempotent producer, with its transactions initialized if it has a
+/// `transactional.id`.
+async fn new_producer(
+    ctx: &TaskContext,
+    topic: &str,
+    transactional: bool,
+) -> Result<ThreadedProducer<Deliveries>, IngestError> {
+    let bootstrap = &ctx.kafka().endpoint.bootstrap;
+    let producer = ThreadedProducer::from_config_and_context(
+        &ctx.kafka().endpoint.producer_config(),
+        Deliveries::default(),
+    )
+    .map_err(|source| IngestError::Producer {
+        bootstrap: bootstrap.clone(),
+        source,
+    })?;
+    if transactional {
+        transaction_call(&producer, bootstrap, |p| p.init_transactions(FLUSH_TIMEOUT)).await?;
+    } else {
+        // An idempotent producer asks for its producer id when a metadata response comes
+        // in from a connected broker, or else on a 500 ms timer. The first response comes
+        // from the bootstrap connection, which librdkafka then drops for the brokers it
+        // names; the second waits for one of those to be up. So the first file does not
+        // wait for the timer. A failure here shows again, with its cause, at delivery.
+        let p = producer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..2 {
+                p.client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                    .ok();
+            }
+        })
+        .await
+        .expect("metadata thread panicked");
+    }
+    Ok(producer)
 }
 
 /// A blocking transaction call of the producer, off the runtime's worker threads.
@@ -514,20 +596,28 @@ async fn flush(
     before: (u64, u64),
     sent: u64,
 ) -> Result<(), IngestError> {
-    let p = producer.clone();
-    let flushed = tokio::task::spawn_blocking(move || p.flush(FLUSH_TIMEOUT))
-        .await
-        .expect("flush thread panicked");
     let deliveries = producer.context();
-    let acked = deliveries.acked.load(Ordering::Relaxed) - before.0;
-    let failed = deliveries.failed.load(Ordering::Relaxed) - before.1;
-    if failed > 0 || acked < sent || flushed.is_err() {
+    let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+    let (acked, failed) = loop {
+        let (acked, failed) = deliveries.counts();
+        let (acked, failed) = (acked - before.0, failed - before.1);
+        if acked + failed >= sent {
+            break (acked, failed);
+        }
+        // Each report stores a wake-up, so none is missed between the count and the wait.
+        if tokio::time::timeout_at(deadline, deliveries.reported.notified())
+            .await
+            .is_err()
+        {
+            break (acked, failed);
+        }
+    };
+    if failed > 0 || acked < sent {
         let error = deliveries
             .first_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .or_else(|| flushed.err().map(|e| e.to_string()))
             .unwrap_or_else(|| "not acknowledged in time".into());
         return Err(IngestError::Delivery {
             file: file.name.clone(),

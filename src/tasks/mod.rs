@@ -79,6 +79,8 @@ pub struct Kafka {
     /// The partitions of each topic of the job, as the broker reported them when the run
     /// started (the job creates missing topics first).
     pub partitions: std::collections::BTreeMap<String, Vec<i32>>,
+    /// The ingest producer, kept between the runs of a session.
+    pub producer: ingest::ProducerSlot,
 }
 
 impl Kafka {
