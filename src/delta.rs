@@ -9,12 +9,15 @@
 use std::sync::Arc;
 
 use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::datatypes::{DataType, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::prelude::DataFrame;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
@@ -223,6 +226,7 @@ impl DeltaSink {
             .with_source_alias("source")
             .with_target_alias("target")
             .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
+            .with_writer_properties(writer_properties(&self.spec.schema))
             .when_matched_update(|u| {
                 update
                     .iter()
@@ -290,6 +294,7 @@ impl DeltaSink {
         let table = self.table.clone();
         self.table = table
             .write(batches)
+            .with_writer_properties(writer_properties(&self.spec.schema))
             .with_save_mode(mode)
             .with_partition_columns(self.spec.partition_columns.clone())
             .with_commit_properties(commit)
@@ -310,4 +315,54 @@ pub fn quoted(name: &str) -> String {
 /// Builds a schema reference from fields.
 pub fn schema(fields: Vec<deltalake::arrow::datatypes::Field>) -> SchemaRef {
     Arc::new(deltalake::arrow::datatypes::Schema::new(fields))
+}
+
+/// delta-rs's Parquet settings (snappy), with dictionary encoding off for the columns
+/// whose values rarely repeat: floats and timestamps (prices, processing times). Their
+/// dictionaries grow as large as the data and are dropped again, after hashing every
+/// value; strings, dates and integers keep them.
+fn writer_properties(schema: &SchemaRef) -> WriterProperties {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.data_type(), DataType::Float64 | DataType::Timestamp(..)))
+        .fold(
+            WriterProperties::builder()
+                .set_created_by(format!("medallion {}", env!("CARGO_PKG_VERSION")))
+                .set_compression(Compression::SNAPPY),
+            |b, f| b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false),
+        )
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::datatypes::{Field, Schema, TimeUnit};
+
+    #[test]
+    fn only_floats_and_timestamps_lose_their_dictionary() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("Index", DataType::Utf8, false),
+            Field::new("Date", DataType::Date32, false),
+            Field::new("Close", DataType::Float64, false),
+            Field::new(
+                "effective_date",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("Volume", DataType::Int64, true),
+        ]));
+        let props = writer_properties(&schema);
+        let dictionary = |c: &str| props.dictionary_enabled(&ColumnPath::from(c));
+        assert!(dictionary("Index"));
+        assert!(dictionary("Date"));
+        assert!(dictionary("Volume"));
+        assert!(!dictionary("Close"));
+        assert!(!dictionary("effective_date"));
+        assert_eq!(
+            props.compression(&ColumnPath::from("Close")),
+            Compression::SNAPPY
+        );
+    }
 }

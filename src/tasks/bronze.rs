@@ -155,7 +155,8 @@ pub async fn run(
     )?;
     let mut writer = BronzeWriter {
         batch: BronzeBatch::new(ctx.batch_rows.min(1 << 20)),
-        sink,
+        sink: Some(sink),
+        in_flight: None,
         name,
         topic,
         committed,
@@ -177,15 +178,25 @@ pub async fn run(
         }
     }
     writer.commit().await?;
+    writer.wait().await?;
     progress.add_rows(read % 10_000);
     let mut summary = writer.summary;
     summary.elapsed = progress.elapsed();
     Ok(summary)
 }
 
+/// An append under way: it gives the sink back with the version and what it wrote.
+type Append = tokio::task::JoinHandle<Result<(DeltaSink, i64, u64, u64), DeltaError>>;
+
 /// Appends batches to bronze, each with its progress.
+///
+/// One append runs in the background while the next batch is read from Kafka, so that
+/// fetching and Parquet encoding use both cores. Appends still run one at a time and in
+/// order: each waits for the one before, so versions and offsets only move forward.
 struct BronzeWriter<'a> {
-    sink: DeltaSink,
+    /// The table, while no append holds it.
+    sink: Option<DeltaSink>,
+    in_flight: Option<Append>,
     batch: BronzeBatch,
     name: TableName,
     topic: &'a str,
@@ -195,12 +206,14 @@ struct BronzeWriter<'a> {
 }
 
 impl BronzeWriter<'_> {
-    /// Appends the batch with one `txn` action per partition, then starts a new batch.
+    /// Starts appending the batch with one `txn` action per partition (after the append
+    /// before it has finished), then starts a new batch.
     async fn commit(&mut self) -> Result<(), BronzeError> {
         let rows = self.batch.len() as u64;
         if rows == 0 {
             return Ok(());
         }
+        self.wait().await?;
         let bytes = std::mem::take(&mut self.batch.bytes);
         let record_batch = self.batch.finish();
         let txns = self
@@ -208,15 +221,32 @@ impl BronzeWriter<'_> {
             .iter()
             .map(|(&p, &offset)| Transaction::new(app_id(&self.name, self.topic, p), offset))
             .collect();
-        let version = self.sink.append(vec![record_batch], txns).await?;
+        let mut sink = self
+            .sink
+            .take()
+            .expect("no append holds the sink after wait");
+        self.in_flight = Some(tokio::spawn(async move {
+            let version = sink.append(vec![record_batch], txns).await?;
+            Ok((sink, version, rows, bytes))
+        }));
+        Ok(())
+    }
+
+    /// Waits for the append under way, if any, and counts what it wrote.
+    async fn wait(&mut self) -> Result<(), BronzeError> {
+        let Some(append) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (sink, version, rows, bytes) = append.await.expect("bronze append panicked")?;
         fault::point("bronze.after_commit");
         self.summary.rows_read += rows;
         self.summary.bytes_read += bytes;
         self.summary.rows_written += rows;
         self.summary
             .versions
-            .push((self.sink.qualified_name().to_string(), version));
+            .push((sink.qualified_name().to_string(), version));
         tracing::debug!(rows, version, "bronze commit");
+        self.sink = Some(sink);
         Ok(())
     }
 }
@@ -233,6 +263,8 @@ struct BronzeBatch {
     year_month: StringBuilder,
     month_cache: MonthCache,
     len: usize,
+    /// Rows the builders are sized for.
+    capacity: usize,
     /// Key and value bytes of the rows since the last finish.
     bytes: u64,
 }
@@ -241,7 +273,8 @@ impl BronzeBatch {
     fn new(capacity: usize) -> Self {
         BronzeBatch {
             key: StringBuilder::with_capacity(capacity, capacity * 8),
-            value: StringBuilder::with_capacity(capacity, capacity * 128),
+            // About the size of one generated or Kaggle row as JSON.
+            value: StringBuilder::with_capacity(capacity, capacity * 224),
             topic: StringBuilder::with_capacity(capacity, capacity * 8),
             partition: Int32Builder::with_capacity(capacity),
             offset: Int64Builder::with_capacity(capacity),
@@ -250,6 +283,7 @@ impl BronzeBatch {
             year_month: StringBuilder::with_capacity(capacity, capacity * 7),
             month_cache: MonthCache::default(),
             len: 0,
+            capacity,
             bytes: 0,
         }
     }
@@ -282,18 +316,24 @@ impl BronzeBatch {
         self.len += 1;
     }
 
+    /// The rows so far as one batch; the builders start again at full capacity (Arrow's
+    /// `finish` leaves them empty, and regrowing them costs a copy and page faults).
     fn finish(&mut self) -> RecordBatch {
+        let fresh = BronzeBatch {
+            month_cache: std::mem::take(&mut self.month_cache),
+            ..BronzeBatch::new(self.capacity)
+        };
+        let mut done = std::mem::replace(self, fresh);
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.key.finish()),
-            Arc::new(self.value.finish()),
-            Arc::new(self.topic.finish()),
-            Arc::new(self.partition.finish()),
-            Arc::new(self.offset.finish()),
-            Arc::new(self.timestamp.finish()),
-            Arc::new(self.timestamp_type.finish()),
-            Arc::new(self.year_month.finish()),
+            Arc::new(done.key.finish()),
+            Arc::new(done.value.finish()),
+            Arc::new(done.topic.finish()),
+            Arc::new(done.partition.finish()),
+            Arc::new(done.offset.finish()),
+            Arc::new(done.timestamp.finish()),
+            Arc::new(done.timestamp_type.finish()),
+            Arc::new(done.year_month.finish()),
         ];
-        self.len = 0;
         RecordBatch::try_new(table().schema, columns).expect("columns match the bronze schema")
     }
 }

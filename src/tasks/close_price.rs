@@ -124,9 +124,18 @@ pub async fn run(
             .filter_map(|r| stock::parse(r.value.as_deref()).ok())
             .collect();
 
+        let started = std::time::Instant::now();
         let (existing, scope) = load_history(&sink, &arrivals).await?;
+        let loaded = started.elapsed();
         let now = chrono::Utc::now().timestamp_micros();
         let changes = apply(existing, &arrivals, now);
+        tracing::debug!(
+            arrivals = arrivals.len(),
+            changes = changes.len(),
+            ?loaded,
+            applied = ?started.elapsed() - loaded,
+            "close_price: history read and versions chained"
+        );
         let txn = vec![Transaction::new(&app, to)];
         let version = if changes.is_empty() {
             sink.append(vec![], txn).await?
@@ -151,6 +160,7 @@ pub async fn run(
                     txn,
                 )
                 .await?;
+            tracing::debug!(merged = ?started.elapsed(), "close_price: MERGE committed");
             if rows_inserted != inserted {
                 return Err(TaskError::Data {
                     table: sink.qualified_name().into(),
@@ -203,11 +213,13 @@ async fn load_history(
             .iter()
             .map(|(i, d)| (*i, format!("\"Date\" < {}", date_literal(*d)))),
     );
+    let started = std::time::Instant::now();
     let previous = sink
         .query(&format!(
             "SELECT \"Index\", max(\"Date\") AS \"Date\" FROM t WHERE {before} GROUP BY \"Index\""
         ))
         .await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "close_price: last stored dates read");
     let mut start = first.clone();
     for b in &previous {
         let index = strings(b, "Index")?;
