@@ -269,14 +269,11 @@ impl KafkaEndpoint {
     }
 
     /// A consumer configuration for reading assigned partitions; it never joins a group,
-    /// because progress lives in the Delta tables, not in consumer-group offsets.
+    /// because progress lives in the Delta tables, not in consumer-group offsets. As in
+    /// [`Self::producer_config`], tuning defaults come first so that the bundle can
+    /// override them, and what the tasks rely on comes last.
     pub fn consumer_config(&self, purpose: &str) -> ClientConfig {
-        let mut config = self.config();
-        config.set("group.id", format!("medallion-{purpose}"));
-        config.set("enable.auto.commit", "false");
-        config.set("enable.auto.offset.store", "false");
-        config.set("enable.partition.eof", "true");
-        config.set("auto.offset.reset", "earliest");
+        let mut config = ClientConfig::new();
         config.set("session.timeout.ms", "10000");
         config.set("queued.min.messages", "200000");
         // Prefetch per partition is capped by size too (the default is 64 MB each).
@@ -287,6 +284,14 @@ impl KafkaEndpoint {
         // librdkafka then pauses fetching for this long (1 s by default), well after the
         // queue has drained. Bronze ran at a third of its speed for it.
         config.set("fetch.queue.backoff.ms", "10");
+        for (k, v) in self.config().config_map() {
+            config.set(k, v);
+        }
+        config.set("group.id", format!("medallion-{purpose}"));
+        config.set("enable.auto.commit", "false");
+        config.set("enable.auto.offset.store", "false");
+        config.set("enable.partition.eof", "true");
+        config.set("auto.offset.reset", "earliest");
         config
     }
 
@@ -709,5 +714,29 @@ mod tests {
             );
             assert!(text.contains("SASL_SSL"), "{text}");
         }
+    }
+
+    #[test]
+    fn the_bundle_tunes_clients_but_cannot_weaken_them() {
+        let client: BTreeMap<String, String> = [
+            ("fetch.wait.max.ms", "5"),
+            ("linger.ms", "50"),
+            ("enable.auto.commit", "true"),
+            ("enable.idempotence", "false"),
+            ("acks", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let e = KafkaEndpoint::new("k:9092", client);
+        let consumer = e.consumer_config("bronze");
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("5"));
+        assert_eq!(consumer.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(consumer.get("group.id"), Some("medallion-bronze"));
+        let producer = e.producer_config();
+        assert_eq!(producer.get("linger.ms"), Some("50"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("acks"), Some("all"));
     }
 }
