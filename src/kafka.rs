@@ -226,6 +226,13 @@ impl KafkaEndpoint {
     /// A client configuration with the bootstrap servers and the bundle's settings.
     pub fn config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
+        self.apply(&mut config);
+        config
+    }
+
+    /// Sets the bootstrap servers and the bundle's settings on `config`. (Not through
+    /// `ClientConfig::config_map`, which masks the password.)
+    fn apply(&self, config: &mut ClientConfig) {
         config.set("bootstrap.servers", &self.bootstrap);
         // Loopback brokers and hosted clusters alike: fail fast on a dead address.
         config.set("socket.connection.setup.timeout.ms", "10000");
@@ -235,7 +242,6 @@ impl KafkaEndpoint {
                 config.set(k, v);
             }
         }
-        config
     }
 
     /// A producer configuration: idempotent, `acks=all`, Java-compatible key partitioning.
@@ -284,9 +290,7 @@ impl KafkaEndpoint {
         // librdkafka then pauses fetching for this long (1 s by default), well after the
         // queue has drained. Bronze ran at a third of its speed for it.
         config.set("fetch.queue.backoff.ms", "10");
-        for (k, v) in self.config().config_map() {
-            config.set(k, v);
-        }
+        self.apply(&mut config);
         config.set("group.id", format!("medallion-{purpose}"));
         config.set("enable.auto.commit", "false");
         config.set("enable.auto.offset.store", "false");
@@ -724,6 +728,7 @@ mod tests {
             ("enable.auto.commit", "true"),
             ("enable.idempotence", "false"),
             ("acks", "1"),
+            ("sasl.password", "hunter2"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -734,6 +739,8 @@ mod tests {
         assert_eq!(consumer.get("fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
         assert_eq!(consumer.get("group.id"), Some("medallion-bronze"));
+        // The secret itself, not a masked copy of it.
+        assert_eq!(consumer.get("sasl.password"), Some("hunter2"));
         let producer = e.producer_config();
         assert_eq!(producer.get("linger.ms"), Some("50"));
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
