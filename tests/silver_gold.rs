@@ -204,6 +204,38 @@ async fn order_and_batching_do_not_change_the_silver_tables() {
     w.land("3.csv", &csv(&[correction]));
     w.run().await;
     assert_eq!(silver_tables(&w).await, expected);
+
+    // In date order, over three runs, then the correction: each of the first runs brings
+    // only days after every stored one (the SCD2 task then reads just the current
+    // versions), and the correction goes back to a stored day.
+    let broker3 = TestBroker::start().await;
+    let w = Workspace::with_broker(&broker3);
+    let date = |r: &&str| r.split(',').nth(1).unwrap().to_string();
+    let run = |from: &str, to: &str| -> Vec<&str> {
+        let in_range = |r: &&&str| (from..=to).contains(&date(r).as_str());
+        records.iter().filter(in_range).copied().collect()
+    };
+    for (n, (from, to)) in [
+        ("2024-01-01", "2024-01-02"),
+        ("2024-01-03", "2024-01-04"),
+        ("2024-01-05", "2024-01-31"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        w.land(&format!("{n}.csv"), &csv(&run(from, to)));
+        w.run().await;
+    }
+    // The same as one run of the same records: checked before the correction, whose
+    // run would otherwise re-chain (and so hide) a wrong history.
+    let broker4 = TestBroker::start().await;
+    let uncorrected = Workspace::with_broker(&broker4);
+    uncorrected.land("all.csv", &csv(&records));
+    uncorrected.run().await;
+    assert_eq!(silver_tables(&w).await, silver_tables(&uncorrected).await);
+    w.land("9.csv", &csv(&[correction]));
+    w.run().await;
+    assert_eq!(silver_tables(&w).await, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

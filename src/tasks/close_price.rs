@@ -207,13 +207,50 @@ async fn load_history(
     if first.is_empty() {
         return Ok((history, "false".into()));
     }
+    let scope = |start: &BTreeMap<&str, i32>, table: &str| {
+        per_index(
+            table,
+            start
+                .iter()
+                .map(|(i, d)| (*i, format!("\"Date\" >= {}", date_literal(*d)))),
+        )
+    };
+
+    // Data in order, the usual case: every index's arrivals all come after its current
+    // version. The history from the last stored date on is then that one version (and
+    // closed corrections of the same date, which keep their `__END_AT`), so the current
+    // versions are all there is to read. Files without one are skipped by their
+    // statistics, so this does not grow with the history.
+    let started = std::time::Instant::now();
+    let current = sink
+        .query(&format!(
+            "SELECT * FROM t WHERE {}",
+            per_index("", first.keys().map(|i| (*i, "\"current\"".to_string())))
+        ))
+        .await?;
+    let current = versions(&current, &history)?;
+    let in_order = first.iter().all(|(index, first)| {
+        let mut of_index = current.iter().filter(|v| &*v.index == *index);
+        matches!((of_index.next(), of_index.next()), (Some(v), None) if v.date < *first)
+    });
+    tracing::debug!(elapsed = ?started.elapsed(), in_order, "close_price: current versions read");
+    if in_order {
+        let start = current.iter().map(|v| (&*v.index, v.date)).collect();
+        let target = scope(&start, "target.");
+        for v in current {
+            history.entry(v.index.clone()).or_default().push(v);
+        }
+        return Ok((history, target));
+    }
+
+    // Late data, or an index seen for the first time: find each index's last stored date
+    // before its earliest arrival, and read everything from there.
     let before = per_index(
         "",
         first
             .iter()
             .map(|(i, d)| (*i, format!("\"Date\" < {}", date_literal(*d)))),
     );
-    let started = std::time::Instant::now();
     let previous = sink
         .query(&format!(
             "SELECT \"Index\", max(\"Date\") AS \"Date\" FROM t WHERE {before} GROUP BY \"Index\""
@@ -230,18 +267,22 @@ async fn load_history(
             }
         }
     }
-    let scope = |table: &str| {
-        per_index(
-            table,
-            start
-                .iter()
-                .map(|(i, d)| (*i, format!("\"Date\" >= {}", date_literal(*d)))),
-        )
-    };
     let batches = sink
-        .query(&format!("SELECT * FROM t WHERE {}", scope("")))
+        .query(&format!("SELECT * FROM t WHERE {}", scope(&start, "")))
         .await?;
-    for b in &batches {
+    for v in versions(&batches, &history)? {
+        history.entry(v.index.clone()).or_default().push(v);
+    }
+    Ok((history, scope(&start, "target.")))
+}
+
+/// The stored versions in `batches` (rows of close_price_silver), named as in `history`.
+fn versions(
+    batches: &[RecordBatch],
+    history: &BTreeMap<Arc<str>, Vec<Version>>,
+) -> Result<Vec<Version>, TaskError> {
+    let mut out = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+    for b in batches {
         let index = strings(b, "Index")?;
         let date = dates(b, "Date")?;
         let close = f64s(b, "Close")?;
@@ -251,8 +292,8 @@ async fn load_history(
         let effective = timestamps(b, "effective_date")?;
         let end_date = timestamps(b, "end_date")?;
         for i in 0..b.num_rows() {
-            let v = Version {
-                index: shared(&history, index.value(i)),
+            out.push(Version {
+                index: shared(history, index.value(i)),
                 date: date.value(i),
                 close: close.value(i),
                 adj_close: opt(adj, i, |a, i| a.value(i)),
@@ -260,11 +301,10 @@ async fn load_history(
                 current: current.value(i),
                 effective: effective.value(i),
                 end_date: opt(end_date, i, |a, i| a.value(i)),
-            };
-            history.entry(v.index.clone()).or_default().push(v);
+            });
         }
     }
-    Ok((history, scope("target.")))
+    Ok(out)
 }
 
 /// Adds the arrivals to the histories and returns every version to write: new ones
