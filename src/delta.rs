@@ -19,6 +19,7 @@ use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
+use deltalake::TableProperty;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use crate::catalog::{CatalogError, TableName, Warehouse};
@@ -49,6 +50,10 @@ pub struct TableSpec {
     pub name: TableName,
     pub schema: SchemaRef,
     pub partition_columns: Vec<String>,
+    /// `delta.targetFileSize` for a new table: how large the files that writes and
+    /// MERGEs produce may grow. A MERGE rewrites whole files, so a table merged into
+    /// often keeps them small (as Databricks' `delta.tuneFileSizesForRewrites` does).
+    pub target_file_size: Option<u64>,
 }
 
 impl TableSpec {
@@ -88,15 +93,20 @@ impl DeltaSink {
                 spec.schema.as_ref().try_into_kernel().map_err(|e| {
                     wrap(DeltaTableError::Generic(format!("schema conversion: {e}")))
                 })?;
-            table = table
+            let mut create = table
                 .create()
                 .with_table_name(spec.name.table.clone())
                 .with_columns(schema.fields().cloned())
                 .with_partition_columns(spec.partition_columns.clone())
                 // Two runs creating the same table at once: the loser keeps the winner's.
-                .with_save_mode(SaveMode::Ignore)
-                .await
-                .map_err(wrap)?;
+                .with_save_mode(SaveMode::Ignore);
+            if let Some(bytes) = spec.target_file_size {
+                create = create.with_configuration_property(
+                    TableProperty::TargetFileSize,
+                    Some(bytes.to_string()),
+                );
+            }
+            table = create.await.map_err(wrap)?;
             table.load().await.map_err(wrap)?;
         }
         let sink = DeltaSink {

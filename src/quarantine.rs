@@ -40,6 +40,7 @@ fn quarantine_table(table: &str, origin: Vec<Field>) -> TableSpec {
         name: TableName::new("quarantine", table),
         schema: schema(fields),
         partition_columns: vec![],
+        target_file_size: None,
     }
 }
 

@@ -52,6 +52,7 @@ pub fn job_runs_table() -> TableSpec {
             Field::new("rows_written", DataType::Int64, false),
         ]),
         partition_columns: vec![],
+        target_file_size: None,
     }
 }
 

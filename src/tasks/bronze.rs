@@ -64,6 +64,7 @@ pub fn table() -> TableSpec {
             Field::new("year_month", DataType::Utf8, true),
         ]),
         partition_columns: vec!["year_month".into()],
+        target_file_size: None,
     }
 }
 

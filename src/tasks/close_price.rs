@@ -39,6 +39,11 @@ fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
+/// Files of close_price_silver grow to about 4 MB (some 120k versions). A run's MERGE
+/// rewrites each file holding a version it closes, so a new day costs a file this size
+/// per index, not the whole history's last big file.
+const CLOSE_PRICE_FILE_SIZE: u64 = 4 << 20;
+
 /// `<catalog>.silver.close_price_silver`.
 pub fn table() -> TableSpec {
     TableSpec {
@@ -55,6 +60,7 @@ pub fn table() -> TableSpec {
             Field::new("end_date", timestamp(), true),
         ]),
         partition_columns: vec![],
+        target_file_size: Some(CLOSE_PRICE_FILE_SIZE),
     }
 }
 
@@ -69,6 +75,7 @@ pub fn current_table() -> TableSpec {
             Field::new("Adj_Close", DataType::Float64, true),
         ]),
         partition_columns: vec![],
+        target_file_size: None,
     }
 }
 

@@ -43,6 +43,7 @@ pub fn table() -> TableSpec {
             Field::new("Volume", DataType::Int64, true),
         ]),
         partition_columns: vec![],
+        target_file_size: None,
     }
 }
 

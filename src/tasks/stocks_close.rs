@@ -33,6 +33,7 @@ pub fn table() -> TableSpec {
             Field::new("Latest_Adj_Close", DataType::Float64, true),
         ]),
         partition_columns: vec![],
+        target_file_size: None,
     }
 }
 

@@ -25,6 +25,7 @@ pub fn table() -> TableSpec {
         name: TableName::new("gold", "updated_stocks_gold"),
         schema: schema(fields),
         partition_columns: vec![],
+        target_file_size: None,
     }
 }
 
