@@ -72,6 +72,18 @@ pub struct GenerateOptions {
     pub start: NaiveDate,
 }
 
+impl GenerateOptions {
+    /// The last trading day of the calendar these options generate.
+    pub fn last_day(&self) -> NaiveDate {
+        let days = self
+            .days
+            .unwrap_or(self.rows.div_ceil(u64::from(self.indices.max(1))));
+        trading_days(self.start, days.max(1))
+            .pop()
+            .unwrap_or(self.start)
+    }
+}
+
 impl Default for GenerateOptions {
     fn default() -> Self {
         GenerateOptions {
@@ -248,6 +260,26 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<Vec<PathBuf>, G
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_day_is_the_last_date_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = GenerateOptions {
+            rows: 1001,
+            indices: 4,
+            files: 3,
+            ..GenerateOptions::default()
+        };
+        let mut last = String::new();
+        for path in generate(dir.path(), &opts).unwrap() {
+            let text = std::fs::read_to_string(path).unwrap();
+            for line in text.trim_end().split("\r\n").skip(1) {
+                let date = line.split(',').nth(1).unwrap().to_string();
+                last = last.max(date);
+            }
+        }
+        assert_eq!(opts.last_day().to_string(), last);
+    }
 
     #[test]
     fn deterministic_realistic_and_quirky() {

@@ -17,7 +17,8 @@ pub const MERGE_CHANGE_ROWS: u64 = 10_000;
 pub const FRESHNESS_BASE_ROWS: u64 = 10_000;
 /// Rows per generated landing file of the main data set (a daily drop is one file).
 const ROWS_PER_FILE: u64 = 250_000;
-/// Days after every generated calendar: new days for the incremental and freshness runs.
+/// Days after the calendars of the MERGE and freshness data sets, and of the main one up
+/// to a few hundred thousand rows: new days for the incremental and freshness runs.
 const LATER: (i32, u32, u32) = (2100, 1, 4);
 
 /// Every input of one benchmark.
@@ -49,7 +50,11 @@ pub fn prepare(dir: &Path, rows: u64, indices: u32, fresh: usize) -> Result<Data
     };
     let base_bytes = gen(&base, &opts)?.iter().map(|p| file_size(p)).sum();
 
-    let later = NaiveDate::from_ymd_opt(LATER.0, LATER.1, LATER.2).expect("valid date");
+    // A new day comes after the main data set's last day: at a million rows and more its
+    // calendar runs past LATER, and a day inside it would be late data, not a new day.
+    let later = NaiveDate::from_ymd_opt(LATER.0, LATER.1, LATER.2)
+        .expect("valid date")
+        .max(next_weekday(opts.last_day()));
     let day = dir.join("day");
     gen(&day, &one_day(indices, later, "day", 7))?;
 
