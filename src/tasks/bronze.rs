@@ -164,22 +164,29 @@ pub async fn run(
         summary,
     };
     let mut read = 0u64;
-    while let Some(message) = reader.next().await? {
-        writer.batch.push(&message);
-        writer
-            .committed
-            .insert(message.partition(), message.offset());
-        drop(message);
-        read += 1;
-        if read.is_multiple_of(10_000) {
-            progress.add_rows(10_000);
+    let streamed = async {
+        while let Some(message) = reader.next().await? {
+            writer.batch.push(&message);
+            writer
+                .committed
+                .insert(message.partition(), message.offset());
+            drop(message);
+            read += 1;
+            if read.is_multiple_of(10_000) {
+                progress.add_rows(10_000);
+            }
+            if writer.batch.len() >= ctx.batch_rows {
+                writer.commit().await?;
+            }
         }
-        if writer.batch.len() >= ctx.batch_rows {
-            writer.commit().await?;
-        }
+        writer.commit().await
     }
-    writer.commit().await?;
-    writer.wait().await?;
+    .await;
+    // Even when reading failed, the append under way lands (or fails) before the task
+    // reports, so that its summary names every commit it made.
+    let waited = writer.wait().await;
+    streamed?;
+    waited?;
     progress.add_rows(read % 10_000);
     let mut summary = writer.summary;
     summary.elapsed = progress.elapsed();
@@ -215,7 +222,7 @@ impl BronzeWriter<'_> {
             return Ok(());
         }
         self.wait().await?;
-        let bytes = std::mem::take(&mut self.batch.bytes);
+        let bytes = self.batch.bytes;
         let record_batch = self.batch.finish();
         let txns = self
             .committed
