@@ -275,24 +275,29 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<Vec<PathBuf>, G
 mod tests {
     use super::*;
 
+    /// The fields of every data row `opts` generates, file after file.
+    fn data_rows(opts: &GenerateOptions) -> Vec<Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rows = Vec::new();
+        for path in generate(dir.path(), opts).unwrap() {
+            let text = std::fs::read_to_string(path).unwrap();
+            for line in text.trim_end().split("\r\n").skip(1) {
+                rows.push(line.split(',').map(str::to_string).collect());
+            }
+        }
+        rows
+    }
+
     #[test]
     fn last_day_is_the_last_date_written() {
-        let dir = tempfile::tempdir().unwrap();
         let opts = GenerateOptions {
             rows: 1001,
             indices: 4,
             files: 3,
             ..GenerateOptions::default()
         };
-        let mut last = String::new();
-        for path in generate(dir.path(), &opts).unwrap() {
-            let text = std::fs::read_to_string(path).unwrap();
-            for line in text.trim_end().split("\r\n").skip(1) {
-                let date = line.split(',').nth(1).unwrap().to_string();
-                last = last.max(date);
-            }
-        }
-        assert_eq!(opts.last_day().to_string(), last);
+        let last = data_rows(&opts).into_iter().map(|f| f[1].clone()).max();
+        assert_eq!(Some(opts.last_day().to_string()), last);
     }
 
     #[test]
@@ -344,24 +349,17 @@ mod tests {
     fn prices_stay_near_their_level_over_any_span() {
         // One index over 200k trading days (about 770 years): unbounded, the drift
         // alone would have grown prices by e^60.
-        let dir = tempfile::tempdir().unwrap();
         let opts = GenerateOptions {
             rows: 200_000,
             indices: 1,
             ..GenerateOptions::default()
         };
-        let path = generate(dir.path(), &opts).unwrap().remove(0);
-        let text = std::fs::read_to_string(path).unwrap();
         let level = NAMES[0].1;
         let mut highest: f64 = 0.0;
-        for line in text.trim_end().split("\r\n").skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            if f[2] == "null" {
-                continue;
-            }
+        for f in data_rows(&opts).iter().filter(|f| f[2] != "null") {
             for p in &f[2..7] {
                 let p: f64 = p.parse().unwrap();
-                assert!(p < level * 100.0 && p > level / 100.0, "{line}");
+                assert!(p < level * 100.0 && p > level / 100.0, "{f:?}");
                 highest = highest.max(p);
             }
         }
