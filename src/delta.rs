@@ -11,6 +11,8 @@ use std::sync::Arc;
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::common::Column;
+use deltalake::datafusion::logical_expr::{Expr, ExprSchemable};
 use deltalake::datafusion::prelude::DataFrame;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
@@ -205,6 +207,62 @@ impl DeltaSink {
         txns: Vec<Transaction>,
     ) -> Result<i64, DeltaError> {
         self.write(SaveMode::Overwrite, batches, txns).await
+    }
+
+    /// Replaces the table's rows with the result of `source` (`CREATE OR REPLACE ... AS
+    /// SELECT`), with `txns`, in one commit. The rows stream from the query into the
+    /// Parquet files, so a rebuild holds about a file's worth of rows, not the whole
+    /// table. Returns the new version and the rows written.
+    pub async fn overwrite_query(
+        &mut self,
+        source: DataFrame,
+        txns: Vec<Transaction>,
+    ) -> Result<(i64, u64), DeltaError> {
+        let query = |e: deltalake::datafusion::error::DataFusionError| DeltaError::Query {
+            table: self.qualified.clone(),
+            reason: e.to_string(),
+        };
+        // The table's columns by name, cast to its types (as `conform` does for batches).
+        let columns: Vec<Expr> = self
+            .spec
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                Expr::Column(Column::new_unqualified(f.name()))
+                    .cast_to(f.data_type(), source.schema())
+                    .map(|e| e.alias(f.name()))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(query)?;
+        let (state, plan) = source.select(columns).map_err(query)?.into_parts();
+        let commit = CommitProperties::default().with_application_transactions(txns);
+        self.table = self
+            .table
+            .clone()
+            .write(Vec::new())
+            .with_input_plan(plan)
+            .with_session_state(Arc::new(state))
+            .with_writer_properties(writer_properties(&self.spec.schema))
+            .with_save_mode(SaveMode::Overwrite)
+            .with_partition_columns(self.spec.partition_columns.clone())
+            .with_commit_properties(commit)
+            .await
+            .map_err(|source| DeltaError::Table {
+                table: self.qualified.clone(),
+                source,
+            })?;
+        let rows = self
+            .table
+            .snapshot()
+            .map(|s| {
+                s.log_data()
+                    .into_iter()
+                    .map(|f| f.num_records().unwrap_or(0) as u64)
+                    .sum()
+            })
+            .unwrap_or(0);
+        Ok((self.version(), rows))
     }
 
     /// MERGE `source` into the table on `predicate` (aliases `target` and `source`):

@@ -85,7 +85,7 @@ pub fn stocks_table() -> TableSpec {
 }
 
 /// One batch of rejected bronze records, with their reasons.
-pub fn stocks_batch(rows: &[(BronzeRecord, String)]) -> RecordBatch {
+pub fn stocks_batch(rows: &[(BronzeRecord<'_>, String)]) -> RecordBatch {
     quarantine_batch(
         stocks_table(),
         vec![
@@ -95,9 +95,7 @@ pub fn stocks_batch(rows: &[(BronzeRecord, String)]) -> RecordBatch {
             Arc::new(Int64Array::from_iter_values(
                 rows.iter().map(|(r, _)| r.offset),
             )),
-            Arc::new(StringArray::from_iter(
-                rows.iter().map(|(r, _)| r.value.as_deref()),
-            )),
+            Arc::new(StringArray::from_iter(rows.iter().map(|(r, _)| r.value))),
         ],
         rows.iter().map(|(_, why)| why.as_str()),
     )

@@ -36,7 +36,13 @@ pub enum SqlError {
 
 /// A session where each `(name, table)` is registered under `name`.
 pub async fn session(tables: &[(&str, &DeltaTable)]) -> Result<SessionContext, SqlError> {
-    let ctx = SessionContext::new();
+    register(SessionContext::new(), tables).await
+}
+
+async fn register(
+    ctx: SessionContext,
+    tables: &[(&str, &DeltaTable)],
+) -> Result<SessionContext, SqlError> {
     for (name, table) in tables {
         table
             .update_datafusion_session(&ctx.state())
@@ -52,6 +58,16 @@ pub async fn session(tables: &[(&str, &DeltaTable)]) -> Result<SessionContext, S
 /// Runs `sql` and collects the result.
 pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
     Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+/// `sql` over one table, registered as `t`, as a query not yet run, in a session with
+/// delta-rs's planner, so that delta-rs can run it as the source of a write.
+pub async fn table_query(
+    table: &DeltaTable,
+    sql: &str,
+) -> Result<deltalake::datafusion::prelude::DataFrame, SqlError> {
+    let ctx = deltalake::delta_datafusion::create_session().into_inner();
+    Ok(register(ctx, &[("t", table)]).await?.sql(sql).await?)
 }
 
 /// Runs `sql` over one table, registered as `t`.

@@ -6,6 +6,11 @@
 //! about `batch_rows` rows (whole commits), and takes the files they add. A commit that removes files or changes the schema is not an
 //! append, and fails the task, as Spark does unless told to skip change commits.
 
+use std::sync::Arc;
+
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Action;
 use deltalake::logstore::object_store::ObjectStoreExt;
@@ -184,8 +189,34 @@ async fn read_file(
         .build()
         .map_err(|e| err(e.to_string()))?;
     reader
-        .map(|batch| batch.map_err(|e| err(e.to_string())))
+        .map(|batch| utf8(batch.map_err(|e| err(e.to_string()))?).map_err(|e| err(e.to_string())))
         .collect()
+}
+
+/// The batch with its other string encodings (LargeUtf8, Utf8View, which a file written
+/// by another engine may ask for) as Utf8, so that readers can borrow every string column
+/// the same way. Utf8 columns are kept as they are.
+fn utf8(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let other = |t: &DataType| matches!(t, DataType::LargeUtf8 | DataType::Utf8View);
+    if !batch.schema().fields().iter().any(|f| other(f.data_type())) {
+        return Ok(batch);
+    }
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match other(f.data_type()) {
+            true => f.as_ref().clone().with_data_type(DataType::Utf8),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(&fields)
+        .map(|(c, f)| cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 /// Delta log paths are URL-encoded (a partition value `2024-01` stays as is, a space
@@ -223,6 +254,32 @@ mod tests {
         assert_eq!(next_range(Some(3), &[Some(5)], 9), Some((3, 5)));
         assert_eq!(next_range(Some(2), &[], 2), None);
         assert!(needs(None, 0) && needs(Some(3), 5) && !needs(Some(5), 5));
+    }
+
+    #[test]
+    fn other_string_encodings_become_utf8() {
+        use deltalake::arrow::array::{Array, Int32Array, LargeStringArray, StringArray};
+        let schema = Schema::new(vec![
+            Field::new("s", DataType::LargeUtf8, true),
+            Field::new("n", DataType::Int32, false),
+        ]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(LargeStringArray::from(vec![Some("a"), None])),
+                Arc::new(Int32Array::from(vec![1, 2])),
+            ],
+        )
+        .unwrap();
+        let out = utf8(batch).unwrap();
+        assert_eq!(out.schema().field(0).data_type(), &DataType::Utf8);
+        let s = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!((s.value(0), s.is_null(1)), ("a", true));
+        assert_eq!(out.schema().field(1).data_type(), &DataType::Int32);
     }
 
     #[test]

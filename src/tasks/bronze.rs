@@ -16,7 +16,6 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Transaction;
-use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Timestamp};
 
 use crate::bundle::job::KafkaToDelta;
@@ -25,7 +24,7 @@ use crate::delta::{schema, DeltaError, DeltaSink, TableSpec};
 use crate::fault;
 use crate::kafka::{KafkaClientError, RangeReader};
 use crate::progress::{Progress, TaskSummary};
-use crate::tasks::columns::{i32s, i64s, strings};
+use crate::tasks::columns::{i32s, i64s, strs};
 use crate::tasks::{table_setting, TaskContext};
 
 /// Errors of the bronze task.
@@ -73,29 +72,29 @@ pub fn app_id(table: &TableName, topic: &str, partition: i32) -> String {
     format!("{table}/{topic}/{partition}")
 }
 
-/// A bronze record: where it sits in Kafka, and its value.
+/// A bronze record: where it sits in Kafka, and its value (borrowed from the batch it
+/// was read in, so that a piece of bronze is held once, not twice).
 #[derive(Debug, Clone)]
-pub struct BronzeRecord {
+pub struct BronzeRecord<'a> {
     pub partition: i32,
     pub offset: i64,
-    pub value: Option<String>,
+    pub value: Option<&'a str>,
 }
 
 /// The bronze records of `batches`, in bronze order (partition, offset).
 pub fn bronze_records(
     batches: &[RecordBatch],
-) -> Result<Vec<BronzeRecord>, crate::tasks::TaskError> {
-    let mut out = Vec::new();
+) -> Result<Vec<BronzeRecord<'_>>, crate::tasks::TaskError> {
+    let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
     for b in batches {
         let partition = i32s(b, "partition")?;
         let offset = i64s(b, "offset")?;
-        let value = strings(b, "value")?;
+        let value = strs(b, "value")?;
         for i in 0..b.num_rows() {
             out.push(BronzeRecord {
                 partition: partition.value(i),
                 offset: offset.value(i),
-                value: (!deltalake::arrow::array::Array::is_null(&value, i))
-                    .then(|| value.value(i).to_string()),
+                value: (!deltalake::arrow::array::Array::is_null(value, i)).then(|| value.value(i)),
             });
         }
     }
@@ -155,7 +154,7 @@ pub async fn run(
         ctx.idle_timeout,
     )?;
     let mut writer = BronzeWriter {
-        batch: BronzeBatch::new(ctx.batch_rows.min(1 << 20)),
+        batch: BronzeBatch::new(ctx.batch_rows.min(1 << 20), VALUE_BYTES),
         sink: Some(sink),
         in_flight: None,
         name,
@@ -259,6 +258,10 @@ impl BronzeWriter<'_> {
     }
 }
 
+/// The first batch's guess at a value's size: about one generated or Kaggle row as JSON.
+/// Later batches are sized from the one before.
+const VALUE_BYTES: usize = 160;
+
 /// Column builders for one commit's worth of records.
 struct BronzeBatch {
     key: StringBuilder,
@@ -273,16 +276,17 @@ struct BronzeBatch {
     len: usize,
     /// Rows the builders are sized for.
     capacity: usize,
+    /// Value bytes per row the builders are sized for.
+    value_bytes: usize,
     /// Key and value bytes of the rows since the last finish.
     bytes: u64,
 }
 
 impl BronzeBatch {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, value_bytes: usize) -> Self {
         BronzeBatch {
             key: StringBuilder::with_capacity(capacity, capacity * 8),
-            // About the size of one generated or Kaggle row as JSON.
-            value: StringBuilder::with_capacity(capacity, capacity * 224),
+            value: StringBuilder::with_capacity(capacity, capacity * value_bytes),
             topic: StringBuilder::with_capacity(capacity, capacity * 8),
             partition: Int32Builder::with_capacity(capacity),
             offset: Int64Builder::with_capacity(capacity),
@@ -292,6 +296,7 @@ impl BronzeBatch {
             month_cache: MonthCache::default(),
             len: 0,
             capacity,
+            value_bytes,
             bytes: 0,
         }
     }
@@ -300,8 +305,8 @@ impl BronzeBatch {
         self.len
     }
 
-    fn push(&mut self, m: &BorrowedMessage<'_>) {
-        self.bytes += (m.key_len() + m.payload_len()) as u64;
+    fn push<M: Message>(&mut self, m: &M) {
+        self.bytes += (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len)) as u64;
         // Kafka keys and values are bytes; ours are UTF-8 JSON. Bytes from another
         // producer that are not UTF-8 are kept with replacement characters.
         self.key
@@ -325,11 +330,18 @@ impl BronzeBatch {
     }
 
     /// The rows so far as one batch; the builders start again at full capacity (Arrow's
-    /// `finish` leaves them empty, and regrowing them costs a copy and page faults).
+    /// `finish` leaves them empty, and regrowing them costs a copy and page faults). The
+    /// values are sized from this batch's, with some slack: a guess too small would
+    /// double the buffer when it fills, and two batches are held at once (one being
+    /// written), so that would be most of the task's memory.
     fn finish(&mut self) -> RecordBatch {
+        let value_bytes = match self.len {
+            0 => self.value_bytes,
+            n => self.value.values_slice().len() / n * 9 / 8 + 1,
+        };
         let fresh = BronzeBatch {
             month_cache: std::mem::take(&mut self.month_cache),
-            ..BronzeBatch::new(self.capacity)
+            ..BronzeBatch::new(self.capacity, value_bytes)
         };
         let mut done = std::mem::replace(self, fresh);
         let columns: Vec<ArrayRef> = vec![
@@ -380,6 +392,41 @@ impl MonthCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_batch_is_sized_from_the_one_before() {
+        use rdkafka::message::OwnedMessage;
+        let value = format!("{{\"v\":\"{}\"}}", "x".repeat(300));
+        let message = |offset| {
+            OwnedMessage::new(
+                Some(value.clone().into_bytes()),
+                Some(b"NYA".to_vec()),
+                "Stocks".into(),
+                Timestamp::CreateTime(1_709_251_200_000),
+                0,
+                offset,
+                None,
+            )
+        };
+        let mut batch = BronzeBatch::new(8, VALUE_BYTES);
+        for offset in 0..8 {
+            batch.push(&message(offset));
+        }
+        assert_eq!(
+            (batch.len(), batch.bytes),
+            (8, 8 * (3 + value.len() as u64))
+        );
+        let done = batch.finish();
+        assert_eq!(done.num_rows(), 8);
+        // The next batch holds values of this size without growing.
+        assert!(batch.value_bytes > value.len(), "{}", batch.value_bytes);
+        assert!(
+            batch.value_bytes < value.len() * 5 / 4,
+            "{}",
+            batch.value_bytes
+        );
+        assert_eq!((batch.len(), batch.bytes), (0, 0));
+    }
 
     #[test]
     fn year_month_of_timestamps() {

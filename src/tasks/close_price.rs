@@ -128,7 +128,7 @@ pub async fn run(
         progress.add_rows(records.len() as u64);
         let arrivals: Vec<stock::Stock> = records
             .iter()
-            .filter_map(|r| stock::parse(r.value.as_deref()).ok())
+            .filter_map(|r| stock::parse(r.value).ok())
             .collect();
 
         let started = std::time::Instant::now();

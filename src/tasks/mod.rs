@@ -155,6 +155,16 @@ pub(crate) mod columns {
         Ok(c.as_string::<i32>().clone())
     }
 
+    /// Strings borrowed from the batch, without a copy. Batches of a
+    /// [`SourceStream`](super::SourceStream) hold their strings as Utf8 (see
+    /// [`crate::stream`]).
+    pub fn strs<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, TaskError> {
+        column(b, name)?
+            .as_any()
+            .downcast_ref()
+            .ok_or_else(|| wrong(name))
+    }
+
     pub fn i32s<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Int32Array, TaskError> {
         column(b, name)?
             .as_any()
@@ -295,9 +305,7 @@ pub async fn rebuild(
             .push(format!("up to date with {source_name} version {version}"));
         return Ok(summary);
     }
-    let batches = crate::sql::query_table(&source.table, sql).await?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    summary.rows_read = rows as u64;
+    let query = crate::sql::table_query(&source.table, sql).await?;
     // A rebuild reads the whole source: its data files' size.
     summary.bytes_read = source
         .table
@@ -310,17 +318,19 @@ pub async fn rebuild(
         })
         .unwrap_or(0);
     crate::fault::point(&format!("{task}.before_commit"));
-    let written = sink
-        .overwrite(
-            batches,
+    let (written, rows) = sink
+        .overwrite_query(
+            query,
             vec![deltalake::kernel::Transaction::new(&app, version)],
         )
         .await?;
-    summary.rows_written = rows as u64;
+    // As for every task, rows read are the rows the query gave.
+    summary.rows_read = rows;
+    summary.rows_written = rows;
     summary
         .versions
         .push((sink.qualified_name().into(), written));
-    progress.add_rows(rows as u64);
+    progress.add_rows(rows);
     summary.elapsed = progress.elapsed();
     Ok(summary)
 }

@@ -53,20 +53,20 @@ pub fn days(date: NaiveDate) -> i32 {
 }
 
 /// What one range of bronze versions gave.
-struct Outcome {
+struct Outcome<'a> {
     read: u64,
     valid: Vec<Stock>,
-    rejected: Vec<(BronzeRecord, String)>,
+    rejected: Vec<(BronzeRecord<'a>, String)>,
 }
 
-fn classify(records: Vec<BronzeRecord>) -> Outcome {
+fn classify(records: Vec<BronzeRecord<'_>>) -> Outcome<'_> {
     let mut outcome = Outcome {
         read: records.len() as u64,
         valid: Vec::new(),
         rejected: Vec::new(),
     };
     for r in records {
-        match stock::parse(r.value.as_deref()) {
+        match stock::parse(r.value) {
             Ok(s) => outcome.valid.push(s),
             Err(reason) => outcome.rejected.push((r, reason)),
         }
