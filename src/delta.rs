@@ -17,6 +17,7 @@ use deltalake::datafusion::prelude::DataFrame;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
+use deltalake::operations::write::WriteBuilder;
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::parquet::schema::types::ColumnPath;
@@ -236,22 +237,11 @@ impl DeltaSink {
             .collect::<Result<_, _>>()
             .map_err(query)?;
         let (state, plan) = source.select(columns).map_err(query)?.into_parts();
-        let commit = CommitProperties::default().with_application_transactions(txns);
-        self.table = self
-            .table
-            .clone()
-            .write(Vec::new())
+        let write = self
+            .writer(SaveMode::Overwrite, Vec::new(), txns)
             .with_input_plan(plan)
-            .with_session_state(Arc::new(state))
-            .with_writer_properties(writer_properties(&self.spec.schema))
-            .with_save_mode(SaveMode::Overwrite)
-            .with_partition_columns(self.spec.partition_columns.clone())
-            .with_commit_properties(commit)
-            .await
-            .map_err(|source| DeltaError::Table {
-                table: self.qualified.clone(),
-                source,
-            })?;
+            .with_session_state(Arc::new(state));
+        self.commit(write).await?;
         let rows = self
             .table
             .snapshot()
@@ -358,19 +348,32 @@ impl DeltaSink {
                 .map(|b| self.conform(b))
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let commit = CommitProperties::default().with_application_transactions(txns);
-        let table = self.table.clone();
-        self.table = table
+        self.commit(self.writer(mode, batches, txns)).await
+    }
+
+    /// A write of `batches` with the table's Parquet settings and partitioning, and
+    /// `txns` in its commit.
+    fn writer(
+        &self,
+        mode: SaveMode,
+        batches: Vec<RecordBatch>,
+        txns: Vec<Transaction>,
+    ) -> WriteBuilder {
+        self.table
+            .clone()
             .write(batches)
             .with_writer_properties(writer_properties(&self.spec.schema))
             .with_save_mode(mode)
             .with_partition_columns(self.spec.partition_columns.clone())
-            .with_commit_properties(commit)
-            .await
-            .map_err(|source| DeltaError::Table {
-                table: self.qualified.clone(),
-                source,
-            })?;
+            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
+    }
+
+    /// Runs `write` and keeps the table version it made. Returns that version.
+    async fn commit(&mut self, write: WriteBuilder) -> Result<i64, DeltaError> {
+        self.table = write.await.map_err(|source| DeltaError::Table {
+            table: self.qualified.clone(),
+            source,
+        })?;
         Ok(self.version())
     }
 }
