@@ -351,10 +351,7 @@ fn settings(
     vars: &[String],
 ) -> anyhow::Result<Settings> {
     let bundle = Bundle::load(bundle)?;
-    // vars_os: a variable that is not UTF-8 is none of ours, and must not panic.
-    let env = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    let mut overrides = Override::from_env(env);
+    let mut overrides = Override::from_process_env();
     for v in vars {
         overrides.push(Override::parse_cli(v)?);
     }

@@ -20,19 +20,29 @@ const STAGES: [&str; 7] = [
 fn bench_reports_every_figure_for_the_embedded_broker() {
     let w = Workspace::new();
     let dir = w.root().join("bench");
-    let out = w.medallion_ok(&[
-        "bench",
-        "--rows",
-        "3000",
-        "--indices",
-        "3",
-        "--brokers",
-        "sqlite",
-        "--freshness-files",
-        "3",
-        "--dir",
-        dir.to_str().unwrap(),
-    ]);
+    // The child runs inherit the environment, and the report names the batch size.
+    let out = w.medallion(
+        &[
+            "bench",
+            "--rows",
+            "3000",
+            "--indices",
+            "3",
+            "--brokers",
+            "sqlite",
+            "--freshness-files",
+            "3",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        &[("MEDALLION_VAR_batch_rows", "2000")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     for needle in [
         "== broker: sqlite",
         "ingest (CSV → Kafka)",
@@ -49,6 +59,9 @@ fn bench_reports_every_figure_for_the_embedded_broker() {
     let json: Value =
         serde_json::from_slice(&std::fs::read(dir.join("bench.json")).unwrap()).unwrap();
     assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    // The batch size the runs used, which memory follows.
+    assert_eq!(json["batch_rows"], 2000);
+    assert!(out.contains("MB of CSV, batch_rows 2000"), "{out}");
     let broker = &json["brokers"][0];
     assert_eq!(broker["broker"], "sqlite");
     let stage = |run: &str, task: &str| -> Value {

@@ -216,6 +216,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         rows: options.rows,
         indices: options.indices,
         input_mb: data.base_bytes as f64 / 1e6,
+        batch_rows: batch_rows(options)?,
         brokers,
         skipped,
         peers: None,
@@ -424,6 +425,14 @@ async fn wait_for_day(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The `batch_rows` the runs use: the bundle's, or a `MEDALLION_VAR_batch_rows` that
+/// the child runs inherit.
+fn batch_rows(options: &BenchOptions) -> Result<usize, BenchError> {
+    let settings = Bundle::load(&options.bundle)?
+        .resolve(options.target.as_deref(), &Override::from_process_env())?;
+    Ok(settings.batch_rows)
 }
 
 /// The gold table of the bundle's job: the task that rebuilds gold.

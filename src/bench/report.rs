@@ -207,6 +207,8 @@ pub struct BenchReport {
     pub rows: u64,
     pub indices: u32,
     pub input_mb: f64,
+    /// The bundle's `batch_rows`: rows per streaming commit, which memory follows.
+    pub batch_rows: usize,
     pub brokers: Vec<BrokerFigures>,
     /// Brokers that were asked for and could not be measured, with the reason.
     pub skipped: Vec<(String, String)>,
@@ -241,8 +243,8 @@ impl BenchReport {
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "medallion bench · {} rows, {} indices, {:.1} MB of CSV\nmachine: {} · {} cores · {} GB · {} · {} build",
-            self.rows, self.indices, self.input_mb, m.cpu, m.cores, m.memory_gb, m.os, m.build
+            "medallion bench · {} rows, {} indices, {:.1} MB of CSV, batch_rows {}\nmachine: {} · {} cores · {} GB · {} · {} build",
+            self.rows, self.indices, self.input_mb, self.batch_rows, m.cpu, m.cores, m.memory_gb, m.os, m.build
         );
         for b in &self.brokers {
             let _ = writeln!(out, "\n== broker: {} ({})", b.broker, b.description);
