@@ -96,6 +96,25 @@ pub struct RunReport {
     /// The Kafka the run used, if any of its tasks needed one.
     pub kafka: Option<String>,
     pub summaries: Vec<TaskSummary>,
+    /// The process's peak resident memory so far, in bytes (Linux only).
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// This process's peak resident memory in bytes: `VmHWM` of /proc/self/status, the
+/// high-water mark of its own pages since it started. (`ru_maxrss` is not that: Linux
+/// carries the parent's resident size at fork into it.) `None` where there is no /proc.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 impl RunReport {
@@ -350,5 +369,25 @@ async fn run_dag(
         job: job.name.clone(),
         kafka: ctx.kafka.as_ref().map(|k| k.endpoint.bootstrap.clone()),
         summaries: summaries.into_values().collect(),
+        peak_rss_bytes: peak_rss(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rss_is_this_process_high_water_mark() {
+        let before = peak_rss().expect("Linux has /proc/self/status");
+        // 64 MB, touched so that it is resident.
+        let block = vec![1u8; 64 << 20];
+        assert_eq!(block.iter().map(|&b| b as usize).sum::<usize>(), 64 << 20);
+        let after = peak_rss().unwrap();
+        assert!(after >= before + (60 << 20), "{before} -> {after}");
+        drop(block);
+        // A high-water mark: freeing does not lower it (beyond the slack of the kernel's
+        // per-CPU page counters, a few hundred KB).
+        assert!(peak_rss().unwrap() + (4 << 20) >= after);
     }
 }

@@ -1,5 +1,10 @@
-//! One `medallion run` as a child process: its wall time, its peak memory (the kernel's
-//! `ru_maxrss` for that process alone, from `wait4`) and its JSON run report.
+//! One `medallion run` as a child process: its wall time, its peak memory and its JSON
+//! run report.
+//!
+//! The peak memory is the one the run reports (`VmHWM`, its own pages). The kernel's
+//! `ru_maxrss` from `wait4` is only the fallback: Linux carries the parent's resident
+//! size at fork into it, so a bench that had hosted the memory broker saw its own size
+//! as the peak of every later run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -76,17 +81,21 @@ impl RunCommand {
                 source,
             })?;
         let started = Instant::now();
-        let (code, peak_rss) = wait(child).await?;
+        let (code, max_rss) = wait(child).await?;
         let wall = started.elapsed();
         if code != Some(0) {
             return Err(BenchError::RunFailed {
                 log: self.log.clone(),
             });
         }
+        let report = read_report(&self.report);
         Ok(ChildRun {
             wall,
-            peak_rss,
-            report: read_report(&self.report),
+            peak_rss: report
+                .as_ref()
+                .and_then(|r| r.peak_rss_bytes)
+                .unwrap_or(max_rss),
+            report,
         })
     }
 
