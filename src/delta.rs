@@ -197,17 +197,17 @@ impl DeltaSink {
         batches: Vec<RecordBatch>,
         txns: Vec<Transaction>,
     ) -> Result<i64, DeltaError> {
-        self.write(SaveMode::Append, batches, txns).await
-    }
-
-    /// Replaces the table's rows with `batches` (`CREATE OR REPLACE`), with `txns`, in one
-    /// commit. Returns the new version.
-    pub async fn overwrite(
-        &mut self,
-        batches: Vec<RecordBatch>,
-        txns: Vec<Transaction>,
-    ) -> Result<i64, DeltaError> {
-        self.write(SaveMode::Overwrite, batches, txns).await
+        // No rows is still a commit: the progress (`txn`) must advance.
+        let batches = if batches.is_empty() {
+            vec![RecordBatch::new_empty(self.spec.schema.clone())]
+        } else {
+            batches
+                .iter()
+                .map(|b| self.conform(b))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        self.commit(self.writer(SaveMode::Append, batches, txns))
+            .await
     }
 
     /// Replaces the table's rows with the result of `source` (`CREATE OR REPLACE ... AS
@@ -332,25 +332,6 @@ impl DeltaSink {
         RecordBatch::try_new(self.spec.schema.clone(), columns).map_err(|e| err(e.to_string()))
     }
 
-    async fn write(
-        &mut self,
-        mode: SaveMode,
-        batches: Vec<RecordBatch>,
-        txns: Vec<Transaction>,
-    ) -> Result<i64, DeltaError> {
-        // No rows is still a commit: the progress (`txn`) must advance, and an overwrite
-        // must empty the table.
-        let batches = if batches.is_empty() {
-            vec![RecordBatch::new_empty(self.spec.schema.clone())]
-        } else {
-            batches
-                .iter()
-                .map(|b| self.conform(b))
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        self.commit(self.writer(mode, batches, txns)).await
-    }
-
     /// A write of `batches` with the table's Parquet settings and partitioning, and
     /// `txns` in its commit.
     fn writer(
@@ -410,6 +391,66 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
 mod tests {
     use super::*;
     use deltalake::arrow::datatypes::{Field, Schema, TimeUnit};
+
+    /// A table `(Index Utf8 not null, Close Float64 not null)` in a fresh warehouse.
+    async fn sink(dir: &std::path::Path) -> DeltaSink {
+        let spec = TableSpec {
+            name: TableName::new("gold", "t"),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("Index", DataType::Utf8, false),
+                Field::new("Close", DataType::Float64, false),
+            ])),
+            partition_columns: vec![],
+            target_file_size: None,
+        };
+        DeltaSink::open(&Warehouse::new(dir, "dev"), spec)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_query_rebuild_replaces_every_row_with_its_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = sink(dir.path()).await;
+        let old = RecordBatch::try_new(
+            t.spec.schema.clone(),
+            vec![
+                Arc::new(deltalake::arrow::array::StringArray::from(vec![
+                    "A", "B", "C",
+                ])),
+                Arc::new(deltalake::arrow::array::Float64Array::from(vec![
+                    1.0, 2.0, 3.0,
+                ])),
+            ],
+        )
+        .unwrap();
+        t.append(vec![old], vec![]).await.unwrap();
+        // Rebuilds the table from `sql` over itself, with source version `txn`; then
+        // checks what the commit says and what a reader sees.
+        async fn rebuild(t: &mut DeltaSink, sql: &str, txn: i64, expect: (i64, u64)) {
+            let query = crate::sql::table_query(&t.table, sql).await.unwrap();
+            let made = t
+                .overwrite_query(query, vec![Transaction::new("gold/src", txn)])
+                .await
+                .unwrap();
+            assert_eq!(made, expect, "{sql}");
+            let b = crate::sql::query_table(&t.table, "SELECT count(*) AS n FROM t")
+                .await
+                .unwrap();
+            let n = deltalake::arrow::compute::cast(b[0].column(0), &DataType::UInt64).unwrap();
+            let n = n
+                .as_any()
+                .downcast_ref::<deltalake::arrow::array::UInt64Array>();
+            assert_eq!(n.unwrap().value(0), expect.1, "{sql}");
+            assert_eq!(t.txn_version("gold/src").await.unwrap(), Some(txn));
+        }
+
+        // The query's own column order and types (an Int64 Close) are conformed.
+        let sql = "SELECT CAST(\"Close\" * 10 AS BIGINT) AS \"Close\", \"Index\" FROM t WHERE \"Close\" > 1";
+        rebuild(&mut t, sql, 7, (2, 2)).await;
+        // A query with no rows still commits, and empties the table.
+        rebuild(&mut t, "SELECT * FROM t WHERE false", 8, (3, 0)).await;
+    }
 
     #[test]
     fn only_floats_and_timestamps_lose_their_dictionary() {
