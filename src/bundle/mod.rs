@@ -382,9 +382,9 @@ impl Settings {
 }
 
 /// Rows per Delta commit when the bundle does not declare `batch_rows`: large enough that
-/// a run writes few, big Parquet files, small enough to bound memory. At 10M rows,
-/// 100,000 peaks at about 0.7 GB for the whole job and 250,000 at about 1 GB, for about
-/// 10% more speed (BENCHMARKS.md).
+/// a run writes few, big Parquet files, small enough to bound memory. For the whole job
+/// over 10M rows, 100,000 peaks at 0.64 GB and 250,000 at 0.86 GB, which is about 20%
+/// faster (BENCHMARKS.md).
 pub const DEFAULT_BATCH_ROWS: usize = 100_000;
 
 /// How long a landing file must be unchanged before it is read, by default.
