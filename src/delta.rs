@@ -47,6 +47,9 @@ pub enum DeltaError {
     },
 }
 
+/// `delta.checkpointInterval` of the tables medallion creates.
+pub const CHECKPOINT_INTERVAL: u64 = 10;
+
 /// What a table looks like: its name, Arrow schema and partition columns.
 #[derive(Debug, Clone)]
 pub struct TableSpec {
@@ -102,7 +105,15 @@ impl DeltaSink {
                 .with_columns(schema.fields().cloned())
                 .with_partition_columns(spec.partition_columns.clone())
                 // Two runs creating the same table at once: the loser keeps the winner's.
-                .with_save_mode(SaveMode::Ignore);
+                .with_save_mode(SaveMode::Ignore)
+                // A checkpoint every 10 commits, as Spark's Delta does (delta-rs: 100).
+                // Every run opens its tables and replays the log from the last
+                // checkpoint, so without them a `--continuous` run slowed by about 7 ms
+                // per micro-batch until the hundredth.
+                .with_configuration_property(
+                    TableProperty::CheckpointInterval,
+                    Some(CHECKPOINT_INTERVAL.to_string()),
+                );
             if let Some(bytes) = spec.target_file_size {
                 create = create.with_configuration_property(
                     TableProperty::TargetFileSize,
@@ -450,6 +461,27 @@ mod tests {
         rebuild(&mut t, sql, 7, (2, 2)).await;
         // A query with no rows still commits, and empties the table.
         rebuild(&mut t, "SELECT * FROM t WHERE false", 8, (3, 0)).await;
+    }
+
+    #[tokio::test]
+    async fn tables_are_checkpointed_every_ten_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = sink(dir.path()).await;
+        // Version 0 is the table's creation; commits 1..=9 make version 9, the tenth.
+        for n in 1..=9 {
+            t.append(vec![], vec![Transaction::new("src", n)])
+                .await
+                .unwrap();
+        }
+        let log = dir.path().join("dev/gold/t/_delta_log");
+        assert!(log
+            .join("00000000000000000009.checkpoint.parquet")
+            .is_file());
+        assert!(log.join("_last_checkpoint").is_file());
+        // Reopened from the checkpoint, the table and its progress are the same.
+        let again = sink(dir.path()).await;
+        assert_eq!(again.version(), 9);
+        assert_eq!(again.txn_version("src").await.unwrap(), Some(9));
     }
 
     #[test]

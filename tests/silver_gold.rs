@@ -169,6 +169,17 @@ async fn the_fixture_gives_the_expected_tables_over_two_runs() {
     };
     assert!(created("silver", "close_price_silver").contains(r#""delta.targetFileSize":"4194304""#));
     assert!(!created("bronze", "bronze").contains("delta.targetFileSize"));
+    // Every table is checkpointed every 10 commits, as Spark's Delta does.
+    for (schema, table) in [
+        ("bronze", "bronze"),
+        ("silver", "close_price_silver"),
+        ("gold", "updated_stocks_gold"),
+    ] {
+        assert!(
+            created(schema, table).contains(r#""delta.checkpointInterval":"10""#),
+            "{table}"
+        );
+    }
 }
 
 /// `close_price_silver` without processing times, and `stocks_silver`.
