@@ -383,7 +383,7 @@ impl Settings {
 
 /// Rows per Delta commit when the bundle does not declare `batch_rows`: large enough that
 /// a run writes few, big Parquet files, small enough to bound memory. For the whole job
-/// over 10M rows, 100,000 peaks at 0.64 GB and 250,000 at 0.86 GB, which is about 20%
+/// over 10M rows, 100,000 peaks at 0.6–0.7 GB and 250,000 at 0.86 GB, which is about 20%
 /// faster (BENCHMARKS.md).
 pub const DEFAULT_BATCH_ROWS: usize = 100_000;
 
