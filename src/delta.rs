@@ -310,6 +310,19 @@ impl DeltaSink {
             .map_err(wrap)?
             .await
             .map_err(wrap)?;
+        // What a MERGE costs depends on the files it rewrites, not on the rows it adds.
+        tracing::debug!(
+            table = %self.qualified,
+            files_scanned = metrics.num_target_files_scanned,
+            files_skipped = metrics.num_target_files_skipped_during_scan,
+            rows_copied = metrics.num_target_rows_copied,
+            files_added = metrics.num_target_files_added,
+            files_removed = metrics.num_target_files_removed,
+            scan_ms = metrics.scan_time_ms,
+            rewrite_ms = metrics.rewrite_time_ms,
+            execution_ms = metrics.execution_time_ms,
+            "MERGE committed"
+        );
         self.table = table;
         Ok((
             self.version(),
