@@ -321,7 +321,7 @@ impl DeltaSink {
             scan_ms = metrics.scan_time_ms,
             rewrite_ms = metrics.rewrite_time_ms,
             execution_ms = metrics.execution_time_ms,
-            "MERGE committed"
+            "MERGE metrics"
         );
         self.table = table;
         Ok((

@@ -167,7 +167,7 @@ pub async fn run(
                     txn,
                 )
                 .await?;
-            tracing::debug!(merged = ?started.elapsed(), "close_price: MERGE committed");
+            tracing::debug!(elapsed = ?started.elapsed(), "close_price: piece done");
             if rows_inserted != inserted {
                 return Err(TaskError::Data {
                     table: sink.qualified_name().into(),
