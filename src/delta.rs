@@ -123,13 +123,36 @@ impl DeltaSink {
             table = create.await.map_err(wrap)?;
             table.load().await.map_err(wrap)?;
         }
-        let sink = DeltaSink {
+        let mut sink = DeltaSink {
             table,
             spec,
             qualified,
         };
         sink.check_schema()?;
+        sink.keep_partitioning()?;
         Ok(sink)
+    }
+
+    /// Writes follow the table's own partition columns. A table an earlier medallion
+    /// created with another layout (close_price_silver was once unpartitioned) keeps
+    /// working, and the log says how to get the layout this version creates.
+    fn keep_partitioning(&mut self) -> Result<(), DeltaError> {
+        let snapshot = self.table.snapshot().map_err(|source| DeltaError::Table {
+            table: self.qualified.clone(),
+            source,
+        })?;
+        let found = snapshot.metadata().partition_columns().to_vec();
+        if found != self.spec.partition_columns {
+            tracing::warn!(
+                table = %self.qualified,
+                found = %found.join(", "),
+                expected = %self.spec.partition_columns.join(", "),
+                "table keeps the partition columns it was created with; writes follow them. \
+                 `medallion reset` and a new run recreate it with the expected ones"
+            );
+            self.spec.partition_columns = found;
+        }
+        Ok(())
     }
 
     fn check_schema(&self) -> Result<(), DeltaError> {
@@ -418,13 +441,18 @@ mod tests {
 
     /// A table `(Index Utf8 not null, Close Float64 not null)` in a fresh warehouse.
     async fn sink(dir: &std::path::Path) -> DeltaSink {
+        sink_partitioned_by(dir, &[]).await
+    }
+
+    /// The same table, opened (or created) with `partition_columns` in its spec.
+    async fn sink_partitioned_by(dir: &std::path::Path, partition_columns: &[&str]) -> DeltaSink {
         let spec = TableSpec {
             name: TableName::new("gold", "t"),
             schema: Arc::new(Schema::new(vec![
                 Field::new("Index", DataType::Utf8, false),
                 Field::new("Close", DataType::Float64, false),
             ])),
-            partition_columns: vec![],
+            partition_columns: partition_columns.iter().map(|c| c.to_string()).collect(),
             target_file_size: None,
         };
         DeltaSink::open(&Warehouse::new(dir, "dev"), spec)
@@ -432,22 +460,61 @@ mod tests {
             .unwrap()
     }
 
+    /// Rows of that table.
+    fn rows(t: &DeltaSink, rows: &[(&str, f64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            t.spec.schema.clone(),
+            vec![
+                Arc::new(deltalake::arrow::array::StringArray::from_iter_values(
+                    rows.iter().map(|r| r.0),
+                )),
+                Arc::new(deltalake::arrow::array::Float64Array::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// The partition columns in the table's metadata.
+    fn partitioning(t: &DeltaSink) -> Vec<String> {
+        t.table
+            .snapshot()
+            .unwrap()
+            .metadata()
+            .partition_columns()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_table_keeps_the_partitioning_it_was_created_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = sink(dir.path()).await;
+        t.append(vec![rows(&t, &[("A", 1.0)])], vec![])
+            .await
+            .unwrap();
+        // A newer spec partitions the table; the existing one is written as it is.
+        let mut t = sink_partitioned_by(dir.path(), &["Index"]).await;
+        t.append(vec![rows(&t, &[("B", 2.0)])], vec![])
+            .await
+            .unwrap();
+        assert!(partitioning(&t).is_empty());
+        assert!(!dir.path().join("dev/gold/t/Index=B").exists());
+        // A new table gets the spec's partitioning.
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = sink_partitioned_by(dir.path(), &["Index"]).await;
+        t.append(vec![rows(&t, &[("B", 2.0)])], vec![])
+            .await
+            .unwrap();
+        assert_eq!(partitioning(&t), ["Index"]);
+        assert!(dir.path().join("dev/gold/t/Index=B").is_dir());
+    }
+
     #[tokio::test]
     async fn a_query_rebuild_replaces_every_row_with_its_progress() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = sink(dir.path()).await;
-        let old = RecordBatch::try_new(
-            t.spec.schema.clone(),
-            vec![
-                Arc::new(deltalake::arrow::array::StringArray::from(vec![
-                    "A", "B", "C",
-                ])),
-                Arc::new(deltalake::arrow::array::Float64Array::from(vec![
-                    1.0, 2.0, 3.0,
-                ])),
-            ],
-        )
-        .unwrap();
+        let old = rows(&t, &[("A", 1.0), ("B", 2.0), ("C", 3.0)]);
         t.append(vec![old], vec![]).await.unwrap();
         // Rebuilds the table from `sql` over itself, with source version `txn`; then
         // checks what the commit says and what a reader sees.

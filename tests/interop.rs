@@ -112,6 +112,12 @@ async fn python_deltalake_reads_bronze_and_quarantine() {
         let seen = read_with_python(&python, &settings.warehouse.path(&name), &apps);
         assert_eq!(seen["rows"].as_u64(), Some(w.count(&name).await), "{name}");
         assert!(seen["rows"].as_u64().unwrap() > 0, "{name} is filled");
+        let partitioned_by = if table == "close_price_silver" && schema == "silver" {
+            serde_json::json!(["Index"])
+        } else {
+            serde_json::json!([])
+        };
+        assert_eq!(seen["partition_columns"], partitioned_by, "{name}");
         for app in &apps {
             assert!(seen["txn"][app].as_i64().is_some(), "{name}: txn {app}");
         }
