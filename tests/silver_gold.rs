@@ -157,8 +157,8 @@ async fn the_fixture_gives_the_expected_tables_over_two_runs() {
         third.summaries
     );
 
-    // The SCD2 history keeps its files small, so that a MERGE rewrites little; the
-    // other tables keep delta-rs's default.
+    // The SCD2 history is partitioned by index and keeps its files small, so that a
+    // MERGE rewrites little; the other tables keep delta-rs's default.
     let created = |schema: &str, table: &str| {
         let log = w
             .settings()
@@ -167,7 +167,9 @@ async fn the_fixture_gives_the_expected_tables_over_two_runs() {
             .join("_delta_log/00000000000000000000.json");
         std::fs::read_to_string(log).unwrap()
     };
-    assert!(created("silver", "close_price_silver").contains(r#""delta.targetFileSize":"4194304""#));
+    assert!(created("silver", "close_price_silver").contains(r#""delta.targetFileSize":"2097152""#));
+    assert!(created("silver", "close_price_silver").contains(r#""partitionColumns":["Index"]"#));
+    assert!(created("silver", "stocks_silver").contains(r#""partitionColumns":[]"#));
     assert!(!created("bronze", "bronze").contains("delta.targetFileSize"));
     // Every table is checkpointed every 10 commits, as Spark's Delta does.
     for (schema, table) in [

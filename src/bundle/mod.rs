@@ -382,9 +382,9 @@ impl Settings {
 }
 
 /// Rows per Delta commit when the bundle does not declare `batch_rows`: large enough that
-/// a run writes few, big Parquet files, small enough to bound memory. For the whole job
-/// over 10M rows, 100,000 peaks at 0.6–0.7 GB and 250,000 at 0.86 GB, which is about 20%
-/// faster (BENCHMARKS.md).
+/// a run writes few, big Parquet files, small enough to bound memory. The whole job over
+/// 10M rows peaks at 0.42–0.47 GB with it; a larger batch is faster and takes more memory
+/// (BENCHMARKS.md).
 pub const DEFAULT_BATCH_ROWS: usize = 100_000;
 
 /// How long a landing file must be unchanged before it is read, by default.
