@@ -6,6 +6,7 @@
 //! without its data. delta-rs does not refuse a lower txn version, so callers read the
 //! committed version first and skip what is already there.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use deltalake::arrow::compute::cast;
@@ -143,13 +144,23 @@ impl DeltaSink {
         })?;
         let found = snapshot.metadata().partition_columns().to_vec();
         if found != self.spec.partition_columns {
-            tracing::warn!(
-                table = %self.qualified,
-                found = %found.join(", "),
-                expected = %self.spec.partition_columns.join(", "),
-                "table keeps the partition columns it was created with; writes follow them. \
-                 `medallion reset` and a new run recreate it with the expected ones"
-            );
+            // Once per table and process: a `--continuous` run opens it every micro-batch.
+            static WARNED: std::sync::Mutex<BTreeSet<String>> =
+                std::sync::Mutex::new(BTreeSet::new());
+            let first = WARNED
+                .lock()
+                .map(|mut w| w.insert(self.qualified.clone()))
+                .unwrap_or(true);
+            if first {
+                tracing::warn!(
+                    table = %self.qualified,
+                    found = %found.join(", "),
+                    expected = %self.spec.partition_columns.join(", "),
+                    "table keeps the partition columns it was created with, and writes \
+                     follow them. To get the new layout, recreate it: `medallion reset` \
+                     starts the target over from its landing files"
+                );
+            }
             self.spec.partition_columns = found;
         }
         Ok(())
