@@ -152,10 +152,14 @@ impl DeltaSink {
                 .map(|mut w| w.insert(self.qualified.clone()))
                 .unwrap_or(true);
             if first {
+                let list = |c: &[String]| match c.join(", ") {
+                    l if l.is_empty() => "none".to_string(),
+                    l => l,
+                };
                 tracing::warn!(
                     table = %self.qualified,
-                    found = %found.join(", "),
-                    expected = %self.spec.partition_columns.join(", "),
+                    partitioned_by = %list(&found),
+                    expected = %list(&self.spec.partition_columns),
                     "table keeps the partition columns it was created with, and writes \
                      follow them. To get the new layout, recreate it: `medallion reset` \
                      starts the target over from its landing files"

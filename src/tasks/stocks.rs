@@ -158,9 +158,15 @@ async fn new_keys(silver: &DeltaSink, valid: Vec<Stock>) -> Result<(Vec<Stock>, 
             (*i, format!("\"Date\" BETWEEN {lo} AND {hi}"))
         }),
     );
+    let started = std::time::Instant::now();
     let existing = silver
         .query(&format!("SELECT \"Index\", \"Date\" FROM t WHERE {cond}"))
         .await?;
+    tracing::debug!(
+        elapsed = ?started.elapsed(),
+        candidates = existing.iter().map(|b| b.num_rows()).sum::<usize>(),
+        "stocks: stored keys in the batch's date ranges read"
+    );
     let batch_keys: HashSet<(&str, i32)> = valid
         .iter()
         .map(|s| (s.index.as_str(), days(s.date)))
