@@ -46,6 +46,13 @@ fn timestamp() -> DataType {
 /// whose statistics every read of the table then sifts.
 const CLOSE_PRICE_FILE_SIZE: u64 = 2 << 20;
 
+/// Selects the current versions. `__END_AT IS NULL` holds for exactly the same rows as
+/// `current` (the last version of an index has no next date), and delta-rs skips files
+/// by their null counts but not by a boolean's minimum and maximum: with `current` alone,
+/// reading the current versions opened every file of the table (220 at 10M rows, 36-76
+/// ms a read, against about 5 ms).
+const CURRENT: &str = "\"current\" AND \"__END_AT\" IS NULL";
+
 /// `<catalog>.silver.close_price_silver`.
 pub fn table() -> TableSpec {
     TableSpec {
@@ -239,7 +246,7 @@ async fn load_history(
     let current = sink
         .query(&format!(
             "SELECT * FROM t WHERE {}",
-            per_index("", first.keys().map(|i| (*i, "\"current\"".to_string())))
+            per_index("", first.keys().map(|i| (*i, CURRENT.to_string())))
         ))
         .await?;
     let current = versions(&current, &history)?;
@@ -427,7 +434,9 @@ pub async fn run_current(
         "current_close",
         &table_setting(&task.source),
         current_table().named(table_setting(&task.table)),
-        "SELECT \"Index\", \"Date\", \"Close\", \"Adj_Close\" FROM t WHERE current ORDER BY \"Index\"",
+        &format!(
+            "SELECT \"Index\", \"Date\", \"Close\", \"Adj_Close\" FROM t WHERE {CURRENT} ORDER BY \"Index\""
+        ),
     )
     .await
 }
@@ -468,6 +477,11 @@ mod tests {
                         .unwrap();
                     *t = v;
                 }
+            }
+            // What `CURRENT` relies on to skip files: the current versions are exactly
+            // those without an end.
+            for v in &table {
+                assert_eq!(v.current, v.end_at.is_none(), "{v:?}");
             }
         }
         table.sort_by_key(|v| (v.index.clone(), v.date, v.effective));
