@@ -383,7 +383,7 @@ impl Settings {
 
 /// Rows per Delta commit when the bundle does not declare `batch_rows`: large enough that
 /// a run writes few, big Parquet files, small enough to bound memory. The whole job over
-/// 10M rows peaks at 0.42–0.47 GB with it; a larger batch is faster and takes more memory
+/// 10M rows peaks at about 0.36 GB with it; a larger batch is faster and takes more memory
 /// (BENCHMARKS.md).
 pub const DEFAULT_BATCH_ROWS: usize = 100_000;
 
