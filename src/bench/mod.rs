@@ -268,17 +268,12 @@ impl Workspace {
 
     /// The workspace's settings, as the child resolves them.
     fn settings(&self, options: &BenchOptions) -> Result<Settings, BenchError> {
-        let overrides: Vec<Override> = self
-            .run
-            .vars
-            .iter()
-            .map(|(name, value)| Override {
-                name: name.clone(),
-                value: value.clone(),
-                origin: "medallion bench".into(),
-            })
-            .collect();
-        Ok(Bundle::load(&options.bundle)?.resolve(options.target.as_deref(), &overrides)?)
+        let vars = self.run.vars.iter().map(|(name, value)| Override {
+            name: name.clone(),
+            value: value.clone(),
+            origin: "medallion bench".into(),
+        });
+        resolve(options, vars)
     }
 }
 
@@ -430,9 +425,18 @@ async fn wait_for_day(
 /// The `batch_rows` the runs use: the bundle's, or a `MEDALLION_VAR_batch_rows` that
 /// the child runs inherit.
 fn batch_rows(options: &BenchOptions) -> Result<usize, BenchError> {
-    let settings = Bundle::load(&options.bundle)?
-        .resolve(options.target.as_deref(), &Override::from_process_env())?;
-    Ok(settings.batch_rows)
+    Ok(resolve(options, std::iter::empty())?.batch_rows)
+}
+
+/// The bundle's settings as a child run resolves them: the `MEDALLION_VAR_*` it inherits,
+/// then its `--var`s (`vars`).
+fn resolve(
+    options: &BenchOptions,
+    vars: impl IntoIterator<Item = Override>,
+) -> Result<Settings, BenchError> {
+    let mut overrides = Override::from_process_env();
+    overrides.extend(vars);
+    Ok(Bundle::load(&options.bundle)?.resolve(options.target.as_deref(), &overrides)?)
 }
 
 /// The gold table of the bundle's job: the task that rebuilds gold.
