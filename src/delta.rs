@@ -138,10 +138,7 @@ impl DeltaSink {
     /// created with another layout (close_price_silver was once unpartitioned) keeps
     /// working, and the log says how to get the layout this version creates.
     fn keep_partitioning(&mut self) -> Result<(), DeltaError> {
-        let snapshot = self.table.snapshot().map_err(|source| DeltaError::Table {
-            table: self.qualified.clone(),
-            source,
-        })?;
+        let snapshot = self.snapshot()?;
         let found = snapshot.metadata().partition_columns().to_vec();
         if found != self.spec.partition_columns {
             // Once per table and process: a `--continuous` run opens it every micro-batch.
@@ -170,11 +167,16 @@ impl DeltaSink {
         Ok(())
     }
 
-    fn check_schema(&self) -> Result<(), DeltaError> {
-        let snapshot = self.table.snapshot().map_err(|source| DeltaError::Table {
+    /// The table's loaded state: schema, metadata, files and progress.
+    fn snapshot(&self) -> Result<&deltalake::table::state::DeltaTableState, DeltaError> {
+        self.table.snapshot().map_err(|source| DeltaError::Table {
             table: self.qualified.clone(),
             source,
-        })?;
+        })
+    }
+
+    fn check_schema(&self) -> Result<(), DeltaError> {
+        let snapshot = self.snapshot()?;
         let found: Vec<String> = snapshot
             .schema()
             .fields()
@@ -226,10 +228,7 @@ impl DeltaSink {
 
     /// The version last committed under `app_id`, if any.
     pub async fn txn_version(&self, app_id: &str) -> Result<Option<i64>, DeltaError> {
-        let snapshot = self.table.snapshot().map_err(|source| DeltaError::Table {
-            table: self.qualified.clone(),
-            source,
-        })?;
+        let snapshot = self.snapshot()?;
         snapshot
             .transaction_version(self.table.log_store().as_ref(), app_id)
             .await
