@@ -39,6 +39,11 @@ c.name = $1
 and t.name = $2
 and tp.partition = $3
 and r.offset_id >= $4
-and r.offset_id < $6)
+and r.offset_id < $6
+-- medallion patch: the running sum below is computed over every row the scan yields,
+-- before `bytes < $5` keeps the first max_bytes of them, so each fetch read the whole
+-- rest of the partition. 10,000 records bound the scan; a fetch that stops there is
+-- shorter than max_bytes, which Kafka allows, and the consumer fetches again.
+and r.offset_id < $4 + 10000)
 
 select * from sized where bytes < $5;
