@@ -70,11 +70,12 @@ impl RunCommand {
         Ok(cmd)
     }
 
-    /// Runs the job once (available now) and waits for it.
-    pub async fn run(&self) -> Result<ChildRun, BenchError> {
+    /// Runs the job once (available now), or only `task` of it, and waits for it.
+    pub async fn run(&self, task: Option<&str>) -> Result<ChildRun, BenchError> {
         let _ = std::fs::remove_file(&self.report);
+        let extra = task.map_or(vec![], |t| vec!["--task", t]);
         let child = self
-            .command(&[])?
+            .command(&extra)?
             .spawn()
             .map_err(|source| BenchError::Io {
                 path: "medallion run".into(),

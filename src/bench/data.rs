@@ -205,6 +205,29 @@ pub fn land_all(from: &Path, landing: &Path) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Replaces `to` with a copy of the folder `from` (a warehouse, to run a task again from
+/// the same state). Files are copied, not linked: the Delta logs are appended to.
+pub fn copy_dir(from: &Path, to: &Path) -> Result<(), BenchError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BenchError::Io { path, source }
+    };
+    if to.exists() {
+        std::fs::remove_dir_all(to).map_err(io(to))?;
+    }
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().map_err(io(&source))?.is_dir() {
+            copy_dir(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target).map_err(io(&source))?;
+        }
+    }
+    Ok(())
+}
+
 /// Puts one file into `landing` at once: linked or copied to a temporary name, then
 /// renamed, as a well-behaved producer lands files.
 pub fn land(file: &Path, landing: &Path) -> Result<PathBuf, BenchError> {
