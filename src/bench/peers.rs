@@ -76,7 +76,12 @@ pub async fn run(
         .pointer_mut("/scd2_merge")
         .and_then(Value::as_object_mut)
     {
+        let (min, max) = runs
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
         m.insert("seconds".into(), median(&runs).into());
+        m.insert("min_seconds".into(), min.into());
+        m.insert("max_seconds".into(), max.into());
         m.insert("runs_seconds".into(), runs.into());
     }
     let load = polars("polars_main", &data.base)?;
