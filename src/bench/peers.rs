@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::kafka_server::KafkaServer;
 
 use super::data::DataSet;
-use super::report::{median, BenchReport, Ratio};
+use super::report::{median_min_max, BenchReport, Ratio};
 use super::{BenchError, BenchOptions};
 
 /// The Spark stages, and the medallion task each one compares with.
@@ -76,10 +76,8 @@ pub async fn run(
         .pointer_mut("/scd2_merge")
         .and_then(Value::as_object_mut)
     {
-        let (min, max) = runs
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
-        m.insert("seconds".into(), median(&runs).into());
+        let (median, min, max) = median_min_max(&runs);
+        m.insert("seconds".into(), median.into());
         m.insert("min_seconds".into(), min.into());
         m.insert("max_seconds".into(), max.into());
         m.insert("runs_seconds".into(), runs.into());

@@ -96,13 +96,13 @@ impl Merge {
         runs_seconds: Vec<f64>,
         versions_written: u64,
     ) -> Merge {
-        let sorted = sorted(&runs_seconds);
+        let (seconds, min_seconds, max_seconds) = median_min_max(&runs_seconds);
         Merge {
             history_rows,
             change_rows,
-            seconds: percentile(&sorted, 50.0),
-            min_seconds: sorted.first().copied().unwrap_or(0.0),
-            max_seconds: sorted.last().copied().unwrap_or(0.0),
+            seconds,
+            min_seconds,
+            max_seconds,
             runs_seconds,
             versions_written,
         }
@@ -115,9 +115,15 @@ fn sorted(samples: &[f64]) -> Vec<f64> {
     s
 }
 
-/// The nearest-rank median of `samples` (0 when there are none).
-pub fn median(samples: &[f64]) -> f64 {
-    percentile(&sorted(samples), 50.0)
+/// The nearest-rank median, the minimum and the maximum of `samples` (0s when there are
+/// none).
+pub fn median_min_max(samples: &[f64]) -> (f64, f64, f64) {
+    let sorted = sorted(samples);
+    (
+        percentile(&sorted, 50.0),
+        sorted.first().copied().unwrap_or(0.0),
+        sorted.last().copied().unwrap_or(0.0),
+    )
 }
 
 /// The nearest-rank `p`th percentile of `sorted` (0 when it is empty).
