@@ -2,11 +2,12 @@
 //!
 //! Each measured run is a real `medallion run` in a child process, on the shipped job,
 //! so the figures are what a user gets: wall time from process start to exit, the peak
-//! RSS of that process (`wait4`), and each task's rows, bytes and time from the run's
-//! JSON report. Per broker it measures:
+//! RSS of that process (its own `VmHWM`, from its report), and each task's rows, bytes
+//! and time from the run's JSON report. Per broker it measures:
 //! - the whole job from an empty warehouse (every stage, end to end, memory);
 //! - one new day per index into that warehouse (cost should follow the new data);
-//! - the SCD2 MERGE of 10k changed and new rows into a 100k-row history;
+//! - the SCD2 MERGE of 10k changed and new rows into a 100k-row history: the median of
+//!   [`MERGE_RUNS`] runs of close_price alone, each from the same warehouse;
 //! - freshness: a file landing → its rows in gold, in `--continuous` mode.
 //!
 //! The brokers: the embedded tansu with sqlite storage, run by the child as users run it;
