@@ -4,7 +4,9 @@
 //! and its quarantined rows were committed. Before a file's first message is sent, it is
 //! recorded as *in progress* together with the topic's end offsets at that moment, so that
 //! a run that died mid-file can read back what already reached the topic and send only
-//! the rest. The file is rewritten atomically (write, fsync, rename), so a crash never
+//! the rest. Each file keeps its own in-progress entry until it completes: a file that
+//! lands meanwhile (even one whose path sorts earlier) never erases another's start
+//! offsets. The file is rewritten atomically (write, fsync, rename), so a crash never
 //! leaves it half written.
 
 use std::collections::BTreeMap;
@@ -56,13 +58,36 @@ pub struct InProgressFile {
     pub seq: i64,
     /// The topic's end offset per partition just before the file's first message.
     pub start_offsets: BTreeMap<i32, i64>,
+    /// The file's size and modification time when it was started (absent in checkpoints
+    /// written before they were kept).
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub modified_ms: Option<i64>,
+}
+
+impl InProgressFile {
+    /// Whether `file` differs from what was started (a file rewritten after a crash).
+    pub fn changed(&self, file: &LandingFile) -> bool {
+        self.size.is_some_and(|s| s != file.size)
+            || self.modified_ms.is_some_and(|m| m != file.modified_ms)
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     topic: String,
+    /// The id of the topic the start offsets refer to, when the broker reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topic_id: Option<String>,
     next_seq: i64,
     files: BTreeMap<String, CompletedFile>,
+    /// Every file started and not yet complete, by name.
+    #[serde(default)]
+    started: BTreeMap<String, InProgressFile>,
+    /// The single in-progress entry of checkpoints written by earlier versions; moved
+    /// into `started` on load.
+    #[serde(default, skip_serializing)]
     in_progress: Option<InProgressFile>,
 }
 
@@ -85,10 +110,15 @@ impl IngestCheckpoint {
         let path = Self::path_for(state_dir, topic);
         let state = match std::fs::read(&path) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Corrupt {
-                    path: path.clone(),
-                    source,
-                })?
+                let mut state: State =
+                    serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Corrupt {
+                        path: path.clone(),
+                        source,
+                    })?;
+                if let Some(legacy) = state.in_progress.take() {
+                    state.started.entry(legacy.name.clone()).or_insert(legacy);
+                }
+                state
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
                 topic: topic.into(),
@@ -104,8 +134,27 @@ impl IngestCheckpoint {
         self.state.files.get(name)
     }
 
-    pub fn in_progress(&self) -> Option<&InProgressFile> {
-        self.state.in_progress.as_ref()
+    /// The topic id recorded with the start offsets.
+    pub fn topic_id(&self) -> Option<&str> {
+        self.state.topic_id.as_deref()
+    }
+
+    /// Whether any file was started and not completed.
+    pub fn has_files_in_progress(&self) -> bool {
+        !self.state.started.is_empty()
+    }
+
+    /// Records the id of the topic that start offsets from now on refer to (saved with
+    /// the next change).
+    pub fn set_topic_id(&mut self, id: Option<String>) {
+        if id.is_some() {
+            self.state.topic_id = id;
+        }
+    }
+
+    /// The entry of `name`, if it was started and is not complete.
+    pub fn in_progress(&self, name: &str) -> Option<&InProgressFile> {
+        self.state.started.get(name)
     }
 
     /// Records that `file` is about to be sent, and returns its entry. If the same file was
@@ -115,18 +164,18 @@ impl IngestCheckpoint {
         file: &LandingFile,
         start_offsets: impl FnOnce() -> BTreeMap<i32, i64>,
     ) -> Result<InProgressFile, CheckpointError> {
-        if let Some(p) = &self.state.in_progress {
-            if p.name == file.name {
-                return Ok(p.clone());
-            }
+        if let Some(p) = self.state.started.get(&file.name) {
+            return Ok(p.clone());
         }
         let entry = InProgressFile {
             name: file.name.clone(),
             seq: self.state.next_seq,
             start_offsets: start_offsets(),
+            size: Some(file.size),
+            modified_ms: Some(file.modified_ms),
         };
         self.state.next_seq += 1;
-        self.state.in_progress = Some(entry.clone());
+        self.state.started.insert(file.name.clone(), entry.clone());
         self.save()?;
         Ok(entry)
     }
@@ -150,9 +199,7 @@ impl IngestCheckpoint {
                 completed_at: chrono::Utc::now().to_rfc3339(),
             },
         );
-        if self.state.in_progress.as_ref().map(|p| &p.name) == Some(&file.name) {
-            self.state.in_progress = None;
-        }
+        self.state.started.remove(&file.name);
         self.save()
     }
 
@@ -206,8 +253,50 @@ mod tests {
         c.complete(&file("a.csv"), a.seq, 3, 1).unwrap();
         let mut c = IngestCheckpoint::load(dir.path(), "T").unwrap();
         assert_eq!(c.completed("a.csv").unwrap().messages, 3);
-        assert!(c.in_progress().is_none());
+        assert!(c.in_progress("a.csv").is_none());
         assert_eq!(c.begin(&file("b.csv"), BTreeMap::new).unwrap().seq, 2);
+    }
+
+    #[test]
+    fn a_file_started_meanwhile_keeps_the_other_files_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = IngestCheckpoint::load(dir.path(), "T").unwrap();
+        let b = c
+            .begin(&file("b/x.csv"), || BTreeMap::from([(0, 7), (1, 3)]))
+            .unwrap();
+        // The run dies mid-file; an earlier path lands and is ingested first.
+        let mut c = IngestCheckpoint::load(dir.path(), "T").unwrap();
+        let a = c
+            .begin(&file("a.csv"), || BTreeMap::from([(0, 40), (1, 41)]))
+            .unwrap();
+        c.complete(&file("a.csv"), a.seq, 5, 0).unwrap();
+        let mut c = IngestCheckpoint::load(dir.path(), "T").unwrap();
+        assert_eq!(c.in_progress("b/x.csv"), Some(&b));
+        let again = c
+            .begin(&file("b/x.csv"), || BTreeMap::from([(0, 99)]))
+            .unwrap();
+        assert_eq!(again, b, "b resumes from its own start offsets");
+        assert!(!again.changed(&file("b/x.csv")));
+        let mut grown = file("b/x.csv");
+        grown.size += 1;
+        assert!(again.changed(&grown));
+    }
+
+    #[test]
+    fn a_checkpoint_of_an_earlier_version_keeps_its_file_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = IngestCheckpoint::path_for(dir.path(), "T");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"topic":"T","next_seq":3,"files":{},"in_progress":{"name":"b.csv","seq":2,"start_offsets":{"0":12}}}"#,
+        )
+        .unwrap();
+        let mut c = IngestCheckpoint::load(dir.path(), "T").unwrap();
+        let b = c.begin(&file("b.csv"), BTreeMap::new).unwrap();
+        assert_eq!((b.seq, b.start_offsets.get(&0)), (2, Some(&12)));
+        assert!(!b.changed(&file("b.csv")), "unknown size is not a change");
+        assert_eq!(c.begin(&file("c.csv"), BTreeMap::new).unwrap().seq, 3);
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct DeltaSink {
     table: DeltaTable,
     spec: TableSpec,
     qualified: String,
+    /// Extra members of every commit's `commitInfo` this sink writes.
+    commit_info: Vec<(String, serde_json::Value)>,
 }
 
 impl DeltaSink {
@@ -128,7 +130,9 @@ impl DeltaSink {
             table,
             spec,
             qualified,
+            commit_info: Vec::new(),
         };
+        sink.add_new_columns().await?;
         sink.check_schema()?;
         sink.keep_partitioning()?;
         Ok(sink)
@@ -173,6 +177,52 @@ impl DeltaSink {
             table: self.qualified.clone(),
             source,
         })
+    }
+
+    /// Adds the nullable columns that the spec has after the table's last one (columns
+    /// added to a table in a later medallion version), in one commit: earlier rows read
+    /// them as NULL. Anything else that differs is left to [`Self::check_schema`].
+    async fn add_new_columns(&mut self) -> Result<(), DeltaError> {
+        let found = self.snapshot()?.schema().fields().count();
+        let expected = self.spec.schema.fields();
+        if found >= expected.len() {
+            return Ok(());
+        }
+        let added = &expected[found..];
+        if !added.iter().all(|f| f.is_nullable()) {
+            return Ok(());
+        }
+        let prefix: Vec<&String> = expected[..found].iter().map(|f| f.name()).collect();
+        let names: Vec<String> = self
+            .snapshot()?
+            .schema()
+            .fields()
+            .map(|f| f.name().to_string())
+            .collect();
+        if names.iter().ne(prefix) {
+            return Ok(());
+        }
+        let wrap = |source| DeltaError::Table {
+            table: self.qualified.clone(),
+            source,
+        };
+        let schema = deltalake::arrow::datatypes::Schema::new(added.to_vec());
+        let fields: StructType = (&schema)
+            .try_into_kernel()
+            .map_err(|e| wrap(DeltaTableError::Generic(format!("schema conversion: {e}"))))?;
+        tracing::info!(
+            table = %self.qualified,
+            columns = %added.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+            "adding the columns this version of medallion writes"
+        );
+        self.table = self
+            .table
+            .clone()
+            .add_columns()
+            .with_fields(fields.fields().cloned().collect::<Vec<_>>())
+            .await
+            .map_err(wrap)?;
+        Ok(())
     }
 
     fn check_schema(&self) -> Result<(), DeltaError> {
@@ -407,7 +457,38 @@ impl DeltaSink {
             .with_writer_properties(writer_properties(&self.spec.schema))
             .with_save_mode(mode)
             .with_partition_columns(self.spec.partition_columns.clone())
-            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_application_transactions(txns)
+                    .with_metadata(self.commit_info.clone()),
+            )
+    }
+
+    /// Sets a member that every later commit of this sink carries in its `commitInfo`
+    /// (such as the identity of the source its progress refers to).
+    pub fn set_commit_info(&mut self, key: &str, value: serde_json::Value) {
+        self.commit_info.retain(|(k, _)| k != key);
+        self.commit_info.push((key.to_string(), value));
+    }
+
+    /// `key` of the latest commit's `commitInfo` among the last `depth` that has it.
+    pub async fn last_commit_info(
+        &self,
+        key: &str,
+        depth: usize,
+    ) -> Result<Option<serde_json::Value>, DeltaError> {
+        use futures::StreamExt;
+        let mut history = self.table.history(Some(depth));
+        while let Some(commit) = history.next().await {
+            let commit = commit.map_err(|source| DeltaError::Table {
+                table: self.qualified.clone(),
+                source,
+            })?;
+            if let Some(v) = commit.info.get(key) {
+                return Ok(Some(v.clone()));
+            }
+        }
+        Ok(None)
     }
 
     /// Runs `write` and keeps the table version it made. Returns that version.
@@ -418,6 +499,32 @@ impl DeltaSink {
         })?;
         Ok(self.version())
     }
+}
+
+/// The longest file or folder name the usual filesystems allow (`NAME_MAX`), in bytes.
+const NAME_MAX: usize = 255;
+
+/// Why `value` cannot be a value of partition column `column`, if it cannot: its folder
+/// `column=value` (with the value escaped, at most 3 bytes a byte) would be longer than a
+/// filesystem allows, and every write of it would fail.
+pub fn partition_value_problem(column: &str, value: &str) -> Option<String> {
+    let escaped: usize = value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_. ".contains(&b) {
+                1
+            } else {
+                3
+            }
+        })
+        .sum();
+    let folder = column.len() + 1 + escaped;
+    (folder > NAME_MAX).then(|| {
+        format!(
+            "{column} is {} bytes long: as a partition folder name (`{column}=…`, escaped) it would take up to {folder} bytes, above the {NAME_MAX} a filesystem allows",
+            value.len()
+        )
+    })
 }
 
 /// A column name quoted for SQL, keeping its case (`"Index"`, `"__START_AT"`).

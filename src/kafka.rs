@@ -54,6 +54,12 @@ pub enum KafkaClientError {
         bootstrap: String,
         reason: String,
     },
+    #[error("cannot describe topic `{topic}` on {bootstrap}: {reason}. Check that the user may describe it")]
+    Describe {
+        topic: String,
+        bootstrap: String,
+        reason: String,
+    },
     #[error("topic `{topic}` does not exist on {bootstrap} after it was created")]
     TopicMissing { topic: String, bootstrap: String },
     #[error(
@@ -299,8 +305,120 @@ impl KafkaEndpoint {
         config.set("enable.auto.commit", "false");
         config.set("enable.auto.offset.store", "false");
         config.set("enable.partition.eof", "true");
-        config.set("auto.offset.reset", "earliest");
+        // A record that is not where the progress says is an error (see bronze), never
+        // a silent jump to the other end of the log.
+        config.set("auto.offset.reset", "error");
+        // Records of aborted or open transactions are never read, whatever the bundle
+        // says: a crashed transactional ingest must not reach bronze.
+        config.set("isolation.level", "read_committed");
         config
+    }
+
+    /// The value of `key` in `topic`'s configuration, or `None` when it is not set or
+    /// the broker does not say (the caller then assumes Kafka's default).
+    pub async fn topic_config(&self, topic: &str, key: &str) -> Option<String> {
+        use rdkafka::admin::ResourceSpecifier;
+        let admin: AdminClient<DefaultClientContext> = self.config().create().ok()?;
+        let results = admin
+            .describe_configs(
+                [&ResourceSpecifier::Topic(topic)],
+                &AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT)),
+            )
+            .await;
+        let value = match results {
+            Ok(results) => results.into_iter().find_map(|r| {
+                r.ok()?
+                    .entries
+                    .into_iter()
+                    .find(|e| e.name == key)
+                    .and_then(|e| e.value)
+            }),
+            Err(e) => {
+                tracing::debug!(topic, key, error = %e, "cannot describe the topic's configuration");
+                None
+            }
+        };
+        value.filter(|v| !v.is_empty())
+    }
+
+    /// The topic's id (as Kafka's tools print it, base64), or `None` when the broker
+    /// reports none. A topic deleted and created again, or one of another cluster at the
+    /// same address, has another id: offsets recorded against one mean nothing in the other.
+    pub fn topic_id(&self, topic: &str) -> Result<Option<String>, KafkaClientError> {
+        use rdkafka::bindings as rd;
+        use std::ffi::{CStr, CString};
+        let admin: AdminClient<DefaultClientContext> =
+            self.config().create().map_err(|e| self.client_error(e))?;
+        let Ok(name) = CString::new(topic) else {
+            return Ok(None);
+        };
+        let failed = |reason: String| KafkaClientError::Describe {
+            topic: topic.into(),
+            bootstrap: self.bootstrap.clone(),
+            reason,
+        };
+        let rk = admin.inner().native_ptr();
+        // SAFETY: every handle made here is destroyed here, after its last use; the
+        // strings librdkafka returns are copied before the event that owns them goes.
+        unsafe {
+            let queue = rd::rd_kafka_queue_new(rk);
+            let options = rd::rd_kafka_AdminOptions_new(
+                rk,
+                rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+            );
+            let mut names = [name.as_ptr()];
+            let topics = rd::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1);
+            rd::rd_kafka_DescribeTopics(rk, topics, options, queue);
+            let event = rd::rd_kafka_queue_poll(queue, METADATA_TIMEOUT.as_millis() as i32);
+            let outcome = if event.is_null() {
+                Err(failed(
+                    "the broker did not describe the topic in time".into(),
+                ))
+            } else if rd::rd_kafka_event_error(event)
+                != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            {
+                let text = CStr::from_ptr(rd::rd_kafka_event_error_string(event));
+                Err(failed(text.to_string_lossy().into_owned()))
+            } else {
+                let result = rd::rd_kafka_event_DescribeTopics_result(event);
+                let mut count = 0usize;
+                let descriptions = rd::rd_kafka_DescribeTopics_result_topics(result, &mut count);
+                let mut id = None;
+                for i in 0..count {
+                    let d = *descriptions.add(i);
+                    if !rd::rd_kafka_TopicDescription_error(d).is_null() {
+                        continue;
+                    }
+                    let uuid = rd::rd_kafka_TopicDescription_topic_id(d);
+                    if !uuid.is_null() {
+                        let text = CStr::from_ptr(rd::rd_kafka_Uuid_base64str(uuid))
+                            .to_string_lossy()
+                            .into_owned();
+                        // The zero id means "none" in Kafka's protocol.
+                        if text.bytes().any(|b| b != b'A') && !text.is_empty() {
+                            id = Some(text);
+                        }
+                    }
+                }
+                Ok(id)
+            };
+            if !event.is_null() {
+                rd::rd_kafka_event_destroy(event);
+            }
+            rd::rd_kafka_TopicCollection_destroy(topics);
+            rd::rd_kafka_AdminOptions_destroy(options);
+            rd::rd_kafka_queue_destroy(queue);
+            outcome
+        }
+    }
+
+    /// [`KafkaEndpoint::topic_id`] from async code, off the runtime's worker threads.
+    pub async fn topic_id_async(&self, topic: &str) -> Result<Option<String>, KafkaClientError> {
+        let this = self.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || this.topic_id(&topic))
+            .await
+            .expect("topic id task panicked")
     }
 
     /// The low and high watermark of each partition (blocking; call from a blocking thread).

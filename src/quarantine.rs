@@ -15,20 +15,62 @@ use crate::catalog::TableName;
 use crate::delta::{schema, TableSpec};
 use crate::tasks::bronze::BronzeRecord;
 
+/// How much of a rejected row's text a quarantine row keeps; `raw_bytes` records the
+/// whole length.
+pub const RAW_KEEP_BYTES: usize = 16 * 1024;
+
 /// A landing-file row that never reached Kafka.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestReject {
     pub file: String,
     pub line: u64,
+    /// The row's text, cut to at most [`RAW_KEEP_BYTES`].
     pub raw: String,
+    /// The row's length in the file, in bytes.
+    pub raw_bytes: u64,
     pub reason: String,
     /// How many data lines this row stands for: 1, or a whole file's count when the
     /// file's header rejects all of them at once.
     pub lines: u64,
 }
 
-/// A quarantine table: where the rows came from, then `reason` and `quarantined_at`.
-fn quarantine_table(table: &str, origin: Vec<Field>) -> TableSpec {
+impl IngestReject {
+    /// A reject whose text is cut to [`RAW_KEEP_BYTES`] (at a character boundary).
+    pub fn new(
+        file: &str,
+        line: u64,
+        mut raw: String,
+        raw_bytes: u64,
+        reason: String,
+        lines: u64,
+    ) -> Self {
+        if raw.len() > RAW_KEEP_BYTES {
+            let cut = (0..=RAW_KEEP_BYTES)
+                .rev()
+                .find(|&i| raw.is_char_boundary(i))
+                .unwrap_or(0);
+            raw.truncate(cut);
+        }
+        IngestReject {
+            file: file.to_string(),
+            line,
+            raw,
+            raw_bytes,
+            reason,
+            lines,
+        }
+    }
+
+    /// Roughly what the row holds in memory, to bound a batch of them.
+    pub fn size(&self) -> usize {
+        self.file.len() + self.raw.len() + self.reason.len() + 64
+    }
+}
+
+/// A quarantine table: where the rows came from, then `reason` and `quarantined_at`, then
+/// columns added since the table was first released (nullable, so that a table an
+/// earlier version created gains them; see [`crate::delta::DeltaSink::open`]).
+fn quarantine_table(table: &str, origin: Vec<Field>, added: Vec<Field>) -> TableSpec {
     let mut fields = origin;
     fields.push(Field::new("reason", DataType::Utf8, false));
     fields.push(Field::new(
@@ -36,6 +78,7 @@ fn quarantine_table(table: &str, origin: Vec<Field>) -> TableSpec {
         DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         false,
     ));
+    fields.extend(added);
     TableSpec {
         name: TableName::new("quarantine", table),
         schema: schema(fields),
@@ -44,11 +87,13 @@ fn quarantine_table(table: &str, origin: Vec<Field>) -> TableSpec {
     }
 }
 
-/// A batch of `spec`: the `origin` columns, then the reasons and the time now.
+/// A batch of `spec`: the `origin` columns, then the reasons and the time now, then the
+/// `added` columns.
 fn quarantine_batch<'a>(
     spec: TableSpec,
     mut origin: Vec<ArrayRef>,
     reasons: impl Iterator<Item = &'a str>,
+    added: Vec<ArrayRef>,
 ) -> RecordBatch {
     let reasons = StringArray::from_iter_values(reasons);
     let now = chrono::Utc::now().timestamp_micros();
@@ -56,6 +101,7 @@ fn quarantine_batch<'a>(
         .with_timezone("UTC");
     origin.push(Arc::new(reasons));
     origin.push(Arc::new(at));
+    origin.extend(added);
     RecordBatch::try_new(spec.schema, origin).expect("columns match the quarantine table")
 }
 
@@ -69,6 +115,7 @@ pub fn ingest_table() -> TableSpec {
             Field::new("raw", DataType::Utf8, false),
             Field::new("lines", DataType::Int64, false),
         ],
+        vec![Field::new("raw_bytes", DataType::Int64, true)],
     )
 }
 
@@ -81,6 +128,7 @@ pub fn stocks_table() -> TableSpec {
             Field::new("offset", DataType::Int64, false),
             Field::new("value", DataType::Utf8, true),
         ],
+        vec![],
     )
 }
 
@@ -98,6 +146,7 @@ pub fn stocks_batch(rows: &[(BronzeRecord<'_>, String)]) -> RecordBatch {
             Arc::new(StringArray::from_iter(rows.iter().map(|(r, _)| r.value))),
         ],
         rows.iter().map(|(_, why)| why.as_str()),
+        vec![],
     )
 }
 
@@ -120,5 +169,8 @@ pub fn ingest_batch(rows: &[IngestReject]) -> RecordBatch {
             )),
         ],
         rows.iter().map(|r| r.reason.as_str()),
+        vec![Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.raw_bytes as i64),
+        ))],
     )
 }

@@ -6,7 +6,6 @@
 //! [`Row::Rejected`] with the reason it can never be one. Nothing is dropped silently.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,11 +39,6 @@ const MOJIBAKE_BOM: &[u8] = b"\xC3\xAF\xC2\xBB\xC2\xBF";
 pub enum SourceError {
     #[error("the landing folder {path} does not exist. Create it and put CSV files in it, or set landing_dir in the bundle (`medallion generate --out {path}` writes sample files)")]
     Missing { path: PathBuf },
-    #[error("cannot list the landing folder {path}: {source}. Create it, or set landing_dir in the bundle")]
-    List {
-        path: PathBuf,
-        source: walkdir::Error,
-    },
     #[error("cannot open landing file {path}: {source}")]
     Open {
         path: PathBuf,
@@ -63,53 +57,97 @@ pub struct LandingFile {
     pub modified_ms: i64,
 }
 
-/// Lists every `*.csv` and `*.csv.gz` file under `dir`, sorted by relative path.
-/// Hidden files and folders (a leading `.`) are skipped: writers use them for partial files.
-pub fn discover(dir: &Path) -> Result<Vec<LandingFile>, SourceError> {
+/// What [`discover`] found: the landing files, and what it skipped, with why.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub files: Vec<LandingFile>,
+    /// One line per entry that was skipped, for the log and the run's summary.
+    pub skipped: Vec<String>,
+}
+
+/// Lists every `*.csv` and `*.csv.gz` regular file under `dir`, sorted by relative path.
+/// Hidden files and folders (a leading `.`) are skipped: writers use them for partial files,
+/// and editors for lock files.
+///
+/// Symbolic links are never followed, so nothing outside the landing folder is read: a
+/// link, a FIFO or any other entry that is not a regular file is skipped with a warning.
+/// An entry that cannot be listed (an unreadable folder, say) is skipped with a warning
+/// too, and the listing goes on.
+pub fn discover(dir: &Path) -> Result<Discovery, SourceError> {
     if !dir.is_dir() {
         return Err(SourceError::Missing { path: dir.into() });
     }
-    let mut files = Vec::new();
+    let mut found = Discovery::default();
     let walker = walkdir::WalkDir::new(dir)
-        .follow_links(true)
+        .follow_links(false)
+        .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    let rel_name = |path: &Path| {
+        let rel = path.strip_prefix(dir).unwrap_or(path);
+        rel.components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
     for entry in walker {
-        let entry = entry.map_err(|source| SourceError::List {
-            path: dir.into(),
-            source,
-        })?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                let at = e
+                    .path()
+                    .map_or_else(|| dir.display().to_string(), &rel_name);
+                found.skipped.push(format!(
+                    "{at}: skipped, it cannot be listed ({e}); check its permissions"
+                ));
+                continue;
+            }
+        };
+        if entry.depth() == 0 || entry.file_type().is_dir() {
+            continue;
+        }
+        let name = rel_name(entry.path());
         if !entry.file_type().is_file() {
+            let kind = if entry.path_is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a regular file"
+            };
+            found.skipped.push(format!(
+                "{name}: skipped, it is {kind}; landing files must be regular files inside the landing folder (copy or move the file in instead)"
+            ));
             continue;
         }
         let lower = entry.file_name().to_string_lossy().to_lowercase();
         if !(lower.ends_with(".csv") || lower.ends_with(".csv.gz")) {
             continue;
         }
-        let meta = entry.metadata().map_err(|source| SourceError::List {
-            path: entry.path().into(),
-            source,
-        })?;
-        let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-        let name = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("/");
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) => {
+                found.skipped.push(format!(
+                    "{name}: skipped, its size and time cannot be read ({e})"
+                ));
+                continue;
+            }
+        };
         let modified_ms = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as i64);
-        files.push(LandingFile {
+        found.files.push(LandingFile {
             path: entry.path().into(),
             name,
             size: meta.len(),
             modified_ms,
         });
     }
-    files.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(files)
+    found.files.sort_by(|a, b| a.name.cmp(&b.name));
+    for note in &found.skipped {
+        tracing::warn!("landing folder: {note}");
+    }
+    Ok(found)
 }
 
 /// One data row of a landing file.
@@ -130,30 +168,266 @@ pub enum Row {
     Rejected {
         line: u64,
         raw: String,
+        /// The row's length in the file, in bytes (`raw` may hold only its start).
+        raw_bytes: u64,
         reason: String,
         lines: u64,
     },
 }
 
-/// Records the byte offset of every `\n` that passes through, so that a record's line
-/// number can be derived from its byte offset. (csv-core counts lines too, but a CRLF
-/// record starts at the `\n` of the previous line end, which makes its count one low.)
-struct NewlineIndex<R> {
-    inner: R,
-    offset: u64,
-    newlines: Arc<Mutex<VecDeque<u64>>>,
+impl Row {
+    /// A rejection of one line whose text is `raw`, whole.
+    fn reject(line: u64, raw: String, reason: String) -> Row {
+        Row::Rejected {
+            line,
+            raw_bytes: raw.len() as u64,
+            raw,
+            reason,
+            lines: 1,
+        }
+    }
 }
 
-impl<R: Read> Read for NewlineIndex<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut newlines = self.newlines.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, b) in buf[..n].iter().enumerate() {
-            if *b == b'\n' {
-                newlines.push_back(self.offset + i as u64);
+/// Bounds on one line of a landing file, so that memory stays bounded whatever the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineLimits {
+    /// The most bytes one record may have (a quoted field's line breaks included).
+    pub max_line_bytes: u64,
+    /// The most fields one record may have.
+    pub max_fields: u64,
+}
+
+impl Default for LineLimits {
+    fn default() -> Self {
+        LineLimits {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_fields: DEFAULT_MAX_FIELDS,
+        }
+    }
+}
+
+/// 1 MiB: Kafka's default largest message.
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
+pub const DEFAULT_MAX_FIELDS: u64 = 4096;
+/// The smallest limits a bundle may set (see [`LineGuard`] for why they cannot be 0).
+pub const MIN_MAX_LINE_BYTES: u64 = 64;
+pub const MIN_MAX_FIELDS: u64 = 2;
+
+/// Where [`LineGuard`] is within a record, as csv-core parses it (`,` delimiter, `"`
+/// quotes with doubled-quote escapes, `\r`, `\n` or `\r\n` ending a record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    /// Between records: a line break here is a blank line.
+    RecordStart,
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A `"` inside a quoted field: the end of the quotes, or the first of a doubled one.
+    QuoteInQuoted,
+}
+
+/// A record cut short by [`LineGuard`].
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    /// The offset, in the guarded stream, at which the record was cut.
+    at: u64,
+    /// The record's bytes in the file.
+    bytes: u64,
+    /// Its fields, as far as they were counted.
+    fields: u64,
+}
+
+/// What [`LineGuard`] shares with [`CsvRows`].
+#[derive(Debug, Default)]
+struct Guarded {
+    /// Line breaks not yet passed by a record: (offset in the guarded stream, count).
+    newlines: VecDeque<(u64, u64)>,
+    /// Records cut short, in order.
+    cuts: VecDeque<Cut>,
+}
+
+/// Sits between a file and the CSV parser and keeps memory bounded whatever the input:
+/// - a record longer than `max_line_bytes`, or with more than `max_fields` fields, is cut
+///   there: the rest of it is read and dropped up to its real end (quotes respected), so
+///   the parser sees a short record, which [`CsvRows`] then rejects with the reason;
+/// - blank lines are dropped, so a file of nothing but line breaks costs nothing;
+/// - line breaks are counted for line numbers as `(offset, count)` runs.
+///
+/// Offsets are in the guarded stream (what the parser reads). A dropped line break is
+/// counted at the offset of the next byte passed on, so it counts for the records after
+/// it and not for the one it was in: a cut never falls at a record's first byte (the
+/// limits are at least 64 bytes and 2 fields), so that offset is past the record's start.
+struct LineGuard<R> {
+    inner: R,
+    limits: LineLimits,
+    lex: Lex,
+    /// Bytes passed on so far: the offset of the next one.
+    out: u64,
+    /// The current record's bytes and fields so far.
+    record_bytes: u64,
+    record_fields: u64,
+    /// Whether the current record is being dropped, and whether the parser must be sent
+    /// a closing quote first (the cut fell inside a quoted field).
+    cutting: bool,
+    close_quote: bool,
+    /// A byte to pass on before reading more (the terminator after a cut quoted field).
+    pending: Option<u8>,
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+    eof: bool,
+    shared: Arc<Mutex<Guarded>>,
+}
+
+impl<R: Read> LineGuard<R> {
+    fn new(inner: R, limits: LineLimits, shared: Arc<Mutex<Guarded>>) -> Self {
+        LineGuard {
+            inner,
+            limits,
+            lex: Lex::RecordStart,
+            out: 0,
+            record_bytes: 0,
+            record_fields: 0,
+            cutting: false,
+            close_quote: false,
+            pending: None,
+            buf: vec![0; 64 * 1024].into_boxed_slice(),
+            pos: 0,
+            len: 0,
+            eof: false,
+            shared,
+        }
+    }
+
+    /// Counts a line break at `offset` of the guarded stream.
+    fn newline(shared: &mut Guarded, offset: u64) {
+        match shared.newlines.back_mut() {
+            Some((o, n)) if *o == offset => *n += 1,
+            _ => shared.newlines.push_back((offset, 1)),
+        }
+    }
+
+    /// Cuts the current record here.
+    fn cut(&mut self, shared: &mut Guarded) {
+        self.cutting = true;
+        self.close_quote = self.lex == Lex::Quoted;
+        shared.cuts.push_back(Cut {
+            at: self.out,
+            bytes: self.record_bytes,
+            fields: self.record_fields,
+        });
+    }
+
+    /// The current record ended (at a line break or the end of the input).
+    fn end_record(&mut self, shared: &mut Guarded) {
+        if self.cutting {
+            if let Some(cut) = shared.cuts.back_mut() {
+                cut.bytes = self.record_bytes;
+                cut.fields = self.record_fields;
             }
         }
-        self.offset += n as u64;
+        self.cutting = false;
+        self.record_bytes = 0;
+        self.record_fields = 0;
+        self.lex = Lex::RecordStart;
+    }
+}
+
+impl<R: Read> Read for LineGuard<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        let shared = self.shared.clone();
+        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+        while n < out.len() {
+            if let Some(b) = self.pending.take() {
+                out[n] = b;
+                n += 1;
+                self.out += 1;
+                continue;
+            }
+            if self.pos == self.len {
+                if self.eof || n > 0 {
+                    break;
+                }
+                self.len = self.inner.read(&mut self.buf)?;
+                self.pos = 0;
+                if self.len == 0 {
+                    self.eof = true;
+                    if self.lex != Lex::RecordStart {
+                        if self.cutting && self.close_quote {
+                            self.pending = Some(b'"');
+                        }
+                        self.end_record(&mut shared);
+                        continue;
+                    }
+                    break;
+                }
+            }
+            let b = self.buf[self.pos];
+            self.pos += 1;
+            let line_break = b == b'\n' || b == b'\r';
+            // The lexer, as csv-core's: where does this byte leave the record?
+            let (next, ends) = match (self.lex, b) {
+                (Lex::RecordStart, _) if line_break => {
+                    // A blank line (or the `\n` of a `\r\n`): dropped, counted.
+                    if b == b'\n' {
+                        Self::newline(&mut shared, self.out);
+                    }
+                    continue;
+                }
+                (Lex::Quoted, b'"') => (Lex::QuoteInQuoted, false),
+                (Lex::Quoted, _) => (Lex::Quoted, false),
+                (_, _) if line_break => (Lex::RecordStart, true),
+                (Lex::RecordStart | Lex::FieldStart, b'"') => (Lex::Quoted, false),
+                (Lex::QuoteInQuoted, b'"') => (Lex::Quoted, false),
+                (_, b',') => (Lex::FieldStart, false),
+                _ => (Lex::Unquoted, false),
+            };
+            if self.lex == Lex::RecordStart {
+                self.record_fields = 1;
+            }
+            if ends {
+                let closing = self.cutting && self.close_quote;
+                self.end_record(&mut shared);
+                if b == b'\n' {
+                    // Counted where the terminator lands in the guarded stream.
+                    Self::newline(&mut shared, self.out + u64::from(closing));
+                }
+                if closing {
+                    out[n] = b'"';
+                    n += 1;
+                    self.out += 1;
+                    self.pending = Some(b);
+                } else {
+                    out[n] = b;
+                    n += 1;
+                    self.out += 1;
+                }
+                continue;
+            }
+            self.record_bytes += 1;
+            if b == b',' && self.lex != Lex::Quoted {
+                self.record_fields += 1;
+            }
+            if !self.cutting
+                && (self.record_bytes > self.limits.max_line_bytes
+                    || self.record_fields > self.limits.max_fields)
+            {
+                // Cut before this byte: the parser's state is the one before it.
+                self.cut(&mut shared);
+            }
+            self.lex = next;
+            if b == b'\n' {
+                // Its own offset when passed on, the next byte's when dropped.
+                Self::newline(&mut shared, self.out);
+            }
+            if self.cutting {
+                continue;
+            }
+            out[n] = b;
+            n += 1;
+            self.out += 1;
+        }
         Ok(n)
     }
 }
@@ -161,8 +435,10 @@ impl<R: Read> Read for NewlineIndex<R> {
 /// Reads a landing file's rows in line order.
 pub struct CsvRows {
     reader: csv::Reader<Box<dyn Read + Send>>,
-    /// Offsets of newlines not yet passed by a record, and the count of those passed.
-    newlines: Arc<Mutex<VecDeque<u64>>>,
+    /// Line breaks not yet passed by a record and records cut short (from the guard),
+    /// and the count of line breaks passed.
+    guarded: Arc<Mutex<Guarded>>,
+    limits: LineLimits,
     lines_passed: u64,
     header: Option<Vec<String>>,
     /// Why the whole file is rejected (bad header), if it is.
@@ -178,27 +454,35 @@ pub struct CsvRows {
 
 impl CsvRows {
     /// Opens a `.csv` or `.csv.gz` file and reads its header.
-    pub fn open(file: &LandingFile) -> Result<Self, SourceError> {
-        let f = File::open(&file.path).map_err(|source| SourceError::Open {
+    pub fn open(file: &LandingFile, limits: LineLimits) -> Result<Self, SourceError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open_error = |source| SourceError::Open {
             path: file.path.clone(),
             source,
-        })?;
+        };
+        // Never through a link that replaced the file since it was listed.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&file.path)
+            .map_err(open_error)?;
+        if !f.metadata().map_err(open_error)?.is_file() {
+            return Err(open_error(std::io::Error::other(
+                "it is not a regular file",
+            )));
+        }
         let inner: Box<dyn Read + Send> = if file.name.to_lowercase().ends_with(".gz") {
             Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f)))
         } else {
             Box::new(f)
         };
-        Ok(Self::from_reader(inner))
+        Ok(Self::from_reader(inner, limits))
     }
 
     /// Reads rows from any byte stream (used by tests and by [`CsvRows::open`]).
-    pub fn from_reader(inner: Box<dyn Read + Send>) -> Self {
-        let newlines = Arc::new(Mutex::new(VecDeque::new()));
-        let inner: Box<dyn Read + Send> = Box::new(NewlineIndex {
-            inner,
-            offset: 0,
-            newlines: newlines.clone(),
-        });
+    pub fn from_reader(inner: Box<dyn Read + Send>, limits: LineLimits) -> Self {
+        let guarded = Arc::new(Mutex::new(Guarded::default()));
+        let inner: Box<dyn Read + Send> = Box::new(LineGuard::new(inner, limits, guarded.clone()));
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -206,7 +490,8 @@ impl CsvRows {
             .from_reader(inner);
         let mut rows = CsvRows {
             reader,
-            newlines,
+            guarded,
+            limits,
             lines_passed: 0,
             header: None,
             file_reason: None,
@@ -230,18 +515,22 @@ impl CsvRows {
             Err(e) => {
                 // Nothing of the file can be read (a corrupt .gz, say): one quarantine row
                 // says so, rather than a file that silently has no rows.
-                self.pending = Some(Row::Rejected {
-                    line: 1,
-                    raw: String::new(),
-                    reason: format!("file unreadable from this line on: {e}"),
-                    lines: 1,
-                });
+                self.pending = Some(Row::reject(
+                    1,
+                    String::new(),
+                    format!("file unreadable from this line on: {e}"),
+                ));
                 self.done = true;
                 return;
             }
             Ok(true) => {}
         }
         self.header_raw = raw_text(&header);
+        let start = header.position().map_or(0, |p| p.byte());
+        if let Some(cut) = self.take_cut(start) {
+            self.file_reason = Some(format!("the header {}", self.too_long(&cut)));
+            return;
+        }
         let mut names = Vec::with_capacity(header.len());
         for (i, field) in header.iter().enumerate() {
             let field = if i == 0 {
@@ -317,16 +606,24 @@ impl CsvRows {
                     .map(|p| p.byte())
                     .unwrap_or_else(|| self.reader.position().byte());
                 let line = self.line_at(start);
-                Some(Row::Rejected {
+                Some(Row::reject(
                     line,
-                    raw: String::new(),
-                    reason: format!("file unreadable from this line on: {e}"),
-                    lines: 1,
-                })
+                    String::new(),
+                    format!("file unreadable from this line on: {e}"),
+                ))
             }
             Ok(true) => {
                 let start = self.record.position().map_or(0, |p| p.byte());
                 let line = self.line_at(start);
+                if let Some(cut) = self.take_cut(start) {
+                    return Some(Row::Rejected {
+                        line,
+                        raw: raw_text(&self.record),
+                        raw_bytes: cut.bytes,
+                        reason: format!("the line {}", self.too_long(&cut)),
+                        lines: 1,
+                    });
+                }
                 Some(self.classify(line))
             }
         }
@@ -338,6 +635,12 @@ impl CsvRows {
         self.done = true;
         let mut lines = 0u64;
         loop {
+            // Line numbers are not needed from here on: keep the guard's notes empty.
+            if lines.is_multiple_of(1024) {
+                let mut guarded = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
+                guarded.newlines.clear();
+                guarded.cuts.clear();
+            }
             match self.reader.read_byte_record(&mut self.record) {
                 Ok(true) => lines += 1,
                 Ok(false) => break,
@@ -351,33 +654,61 @@ impl CsvRows {
                 }
             }
         }
+        let raw = std::mem::take(&mut self.header_raw);
         Row::Rejected {
             line: 1,
-            raw: std::mem::take(&mut self.header_raw),
+            raw_bytes: raw.len() as u64,
+            raw,
             reason: format!("{reason}; the whole file is quarantined ({lines} data line(s))"),
             lines,
+        }
+    }
+
+    /// The cut the guard made in the record that starts at `start` and was just read,
+    /// if it made one. Earlier cuts belong to earlier records and are dropped.
+    fn take_cut(&mut self, start: u64) -> Option<Cut> {
+        let end = self.reader.position().byte();
+        let mut guarded = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found = None;
+        while guarded.cuts.front().is_some_and(|c| c.at < end) {
+            found = guarded.cuts.pop_front().filter(|c| c.at >= start);
+        }
+        found
+    }
+
+    /// Why a cut record is rejected: "is N bytes long, above max_line_bytes (M)" or
+    /// "has N fields, above max_fields (M)".
+    fn too_long(&self, cut: &Cut) -> String {
+        if cut.bytes > self.limits.max_line_bytes {
+            format!(
+                "is {} bytes long, above max_line_bytes ({})",
+                cut.bytes, self.limits.max_line_bytes
+            )
+        } else {
+            format!(
+                "has {} fields, above max_fields ({})",
+                cut.fields, self.limits.max_fields
+            )
         }
     }
 
     /// The 1-based line holding byte `start`: one plus the newlines before it, where a
     /// newline at `start` itself (a CRLF record's start) also counts.
     fn line_at(&mut self, start: u64) -> u64 {
-        let mut newlines = self.newlines.lock().unwrap_or_else(|e| e.into_inner());
-        while newlines.front().is_some_and(|&o| o <= start) {
-            newlines.pop_front();
-            self.lines_passed += 1;
+        let mut guarded = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(&(offset, count)) = guarded.newlines.front() {
+            if offset > start {
+                break;
+            }
+            guarded.newlines.pop_front();
+            self.lines_passed += count;
         }
         self.lines_passed + 1
     }
 
     fn classify(&self, line: u64) -> Row {
         let record = &self.record;
-        let reject = |reason: String| Row::Rejected {
-            line,
-            raw: raw_text(record),
-            lines: 1,
-            reason,
-        };
+        let reject = |reason: String| Row::reject(line, raw_text(record), reason);
         let header = self.header.as_ref().expect("header read before rows");
         if record.len() != header.len() {
             return reject(format!(
@@ -446,7 +777,10 @@ mod tests {
     use super::*;
 
     fn rows(text: &[u8]) -> (Option<Vec<String>>, Vec<Row>) {
-        let mut r = CsvRows::from_reader(Box::new(std::io::Cursor::new(text.to_vec())));
+        let mut r = CsvRows::from_reader(
+            Box::new(std::io::Cursor::new(text.to_vec())),
+            LineLimits::default(),
+        );
         let mut out = Vec::new();
         while let Some(row) = r.next_row() {
             out.push(row);
@@ -543,6 +877,7 @@ mod tests {
             vec![Row::Rejected {
                 line: 1,
                 raw: "Index,Date,Open,High,Low,Adj Close,Volume".into(),
+                raw_bytes: 41,
                 reason: "file header lacks required column(s) Close; the whole file is quarantined (2 data line(s))".into(),
                 lines: 2,
             }]
@@ -566,15 +901,131 @@ mod tests {
         .unwrap();
         let bytes = gz.finish().unwrap();
         let cut = bytes[..12].to_vec();
-        let mut r = CsvRows::from_reader(Box::new(flate2::read::MultiGzDecoder::new(
-            std::io::Cursor::new(cut),
-        )));
+        let mut r = CsvRows::from_reader(
+            Box::new(flate2::read::MultiGzDecoder::new(std::io::Cursor::new(cut))),
+            LineLimits::default(),
+        );
         let row = r.next_row().unwrap();
         assert!(
             matches!(&row, Row::Rejected { line: 1, reason, .. } if reason.starts_with("file unreadable from this line on")),
             "{row:?}"
         );
         assert!(r.next_row().is_none());
+    }
+
+    fn limited(text: &[u8], max_line_bytes: u64, max_fields: u64) -> Vec<Row> {
+        let limits = LineLimits {
+            max_line_bytes,
+            max_fields,
+        };
+        let mut r = CsvRows::from_reader(Box::new(std::io::Cursor::new(text.to_vec())), limits);
+        std::iter::from_fn(|| r.next_row()).collect()
+    }
+
+    /// (line, reason) of each rejected row, and the line of each record.
+    fn lines_of(rows: &[Row]) -> Vec<(u64, String)> {
+        rows.iter()
+            .map(|r| match r {
+                Row::Record { line, .. } => (*line, String::new()),
+                Row::Rejected { line, reason, .. } => (*line, reason.clone()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_past_the_limits_are_cut_and_rejected_with_their_length() {
+        let long = format!("NYA,2000-01-04,{},2,3,4,5,6", "9".repeat(500));
+        let wide = format!("NYA{}", ",1".repeat(50));
+        let quoted = format!("\"a\r\n{}\r\nb\",2000-01-05,1,2,3,4,5,6", "9".repeat(500));
+        let text = format!(
+            "{HEADER}\r\nNYA,2000-01-03,1,2,3,4,5,6\r\n{long}\r\n{wide}\r\n{quoted}\r\nNYA,2000-01-06,1,2,3,4,5,6\r\n"
+        );
+        let rows = limited(text.as_bytes(), 200, 20);
+        let got = lines_of(&rows);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got[0], (2, String::new()));
+        let too_long = |n: usize| format!("the line is {n} bytes long, above max_line_bytes (200)");
+        assert_eq!(got[1], (3, too_long(long.len())));
+        assert_eq!(
+            got[2],
+            (4, "the line has 51 fields, above max_fields (20)".into())
+        );
+        assert_eq!(got[3], (5, too_long(quoted.len())));
+        // The quoted field's line breaks still count.
+        assert_eq!(got[4], (8, String::new()));
+        let Row::Rejected { raw, raw_bytes, .. } = &rows[1] else {
+            panic!()
+        };
+        assert_eq!((raw.len(), *raw_bytes), (200, long.len() as u64));
+        // Cut inside the quotes: the parser was given a closing quote, so the record
+        // ends at its real end and the next one is whole.
+        assert!(matches!(&rows[4], Row::Record { key: Some(k), .. } if k == "NYA"));
+    }
+
+    #[test]
+    fn a_quote_at_the_cut_does_not_swallow_the_next_record() {
+        // The 65th byte is the closing quote of a field: the cut falls just before it.
+        let field = "x".repeat(63);
+        let text = format!("{HEADER}\n\"{field}\",more\nNYA,2000-01-06,1,2,3,4,5,6\n");
+        let got = lines_of(&limited(text.as_bytes(), 64, 20));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].1.starts_with("the line is 70 bytes long"), "{got:?}");
+        assert_eq!(got[1], (3, String::new()));
+    }
+
+    #[test]
+    fn blank_lines_are_counted_but_never_kept() {
+        let mut text = format!("{HEADER}\r\n").into_bytes();
+        text.extend(std::iter::repeat_n(b'\n', 3_000_000));
+        text.extend_from_slice(b"\r\n\r\nNYA,2000-01-06,1,2,3,4,5,6\r\n\n");
+        let limits = LineLimits::default();
+        let mut r = CsvRows::from_reader(Box::new(std::io::Cursor::new(text)), limits);
+        let row = r.next_row().unwrap();
+        assert!(
+            matches!(
+                row,
+                Row::Record {
+                    line: 3_000_004,
+                    ..
+                }
+            ),
+            "{row:?}"
+        );
+        assert!(r.next_row().is_none());
+        let guarded = r.guarded.lock().unwrap();
+        assert!(guarded.newlines.len() <= 2, "{:?}", guarded.newlines.len());
+    }
+
+    #[test]
+    fn an_oversized_header_rejects_the_file() {
+        let text = format!("{HEADER}{}\nNYA,2000-01-06,1,2,3,4,5,6\n", ",x".repeat(40));
+        let rows = limited(text.as_bytes(), 1 << 20, 20);
+        assert!(
+            matches!(&rows[..], [Row::Rejected { line: 1, lines: 1, reason, .. }] if reason.starts_with("the header has 48 fields, above max_fields (20)")),
+            "{rows:?}"
+        );
+    }
+
+    #[test]
+    fn discovery_skips_links_and_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.csv"), "x").unwrap();
+        std::fs::write(dir.path().join("a.csv"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.csv"), dir.path().join("b.csv"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("c")).unwrap();
+        std::os::unix::fs::symlink("nowhere.csv", dir.path().join("d.csv")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", dir.path().join(".#e.csv")).unwrap();
+        let found = discover(dir.path()).unwrap();
+        let names: Vec<&str> = found.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a.csv"]);
+        assert_eq!(found.skipped.len(), 3, "{:?}", found.skipped);
+        assert!(found.skipped[0].starts_with("b.csv: skipped, it is a symbolic link"));
+        // A file replaced by a link after it was listed is not opened through the link.
+        let mut listed = found.files[0].clone();
+        listed.path = dir.path().join("b.csv");
+        assert!(CsvRows::open(&listed, LineLimits::default()).is_err());
     }
 
     #[test]
@@ -600,6 +1051,7 @@ mod tests {
         }
         let names: Vec<String> = discover(dir.path())
             .unwrap()
+            .files
             .into_iter()
             .map(|f| f.name)
             .collect();

@@ -122,6 +122,11 @@ pub fn parse(value: Option<&str>) -> Result<Stock, String> {
         .filter(|s| !s.trim().is_empty())
         .ok_or("Index is empty or null")?
         .to_string();
+    // close_price_silver is partitioned by Index: a value that cannot name a folder
+    // would fail its every MERGE.
+    if let Some(problem) = crate::delta::partition_value_problem("Index", &index) {
+        return Err(problem);
+    }
     let date_text = text(&m.date, "Date")?.ok_or("Date is null")?;
     let date = date_text
         .trim()
@@ -251,6 +256,12 @@ mod tests {
             assert_eq!(parse(Some(&value)).unwrap_err(), reason, "{value}");
         }
         assert_eq!(parse(None).unwrap_err(), "value is null");
+        // An Index too long to name close_price_silver's partition folder.
+        let long = v("\"1\"", "\"1\"").replace("NYA", &"X".repeat(300));
+        let err = parse(Some(&long)).unwrap_err();
+        assert!(err.starts_with("Index is 300 bytes long"), "{err}");
+        let fits = v("\"1\"", "\"1\"").replace("NYA", &"X".repeat(200));
+        assert!(parse(Some(&fits)).is_ok());
         // Escaped text is unescaped; members medallion does not read are skipped.
         let escaped =
             v("\"1.5\"", "\"1\"").replace("\"NYA\"", r#""N\u0059A","Extra":[1,{"x":null}]"#);

@@ -70,6 +70,29 @@ pub enum TaskKind {
 pub struct CsvToKafka {
     pub topic: String,
     pub quarantine_table: String,
+    /// The most bytes one CSV record may have; a longer one is quarantined.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: u64,
+    /// The most fields one CSV record may have; a wider one is quarantined.
+    #[serde(default = "default_max_fields")]
+    pub max_fields: u64,
+}
+
+fn default_max_line_bytes() -> u64 {
+    crate::source::DEFAULT_MAX_LINE_BYTES
+}
+
+fn default_max_fields() -> u64 {
+    crate::source::DEFAULT_MAX_FIELDS
+}
+
+impl CsvToKafka {
+    pub fn line_limits(&self) -> crate::source::LineLimits {
+        crate::source::LineLimits {
+            max_line_bytes: self.max_line_bytes,
+            max_fields: self.max_fields,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +102,22 @@ pub struct KafkaToDelta {
     pub table: String,
     /// The partition column: `year_month` (`yyyy-MM` of the record timestamp).
     pub partition_by: String,
+    /// Whether records that the topic no longer holds (retention or compaction removed
+    /// them before bronze read them) fail the task, as Spark's `failOnDataLoss`. With
+    /// `false`, the task skips them and its summary says how many.
+    #[serde(default = "yes")]
+    pub fail_on_data_loss: bool,
+    /// The most bytes of keys and values in one bronze commit, beside `batch_rows`.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_batch_bytes() -> u64 {
+    256 << 20
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -263,6 +302,20 @@ impl JobDef {
                         path: format!("tasks[{i}].{}.{key}", t.kind.type_name()),
                         message: format!("`{value}` is not a table name of the form schema.table"),
                     });
+                }
+            }
+            if let TaskKind::CsvToKafka(s) = &t.kind {
+                use crate::source::{MIN_MAX_FIELDS, MIN_MAX_LINE_BYTES};
+                for (key, value, min) in [
+                    ("max_line_bytes", s.max_line_bytes, MIN_MAX_LINE_BYTES),
+                    ("max_fields", s.max_fields, MIN_MAX_FIELDS),
+                ] {
+                    if value < min {
+                        problems.push(Problem {
+                            path: format!("tasks[{i}].csv_to_kafka.{key}"),
+                            message: format!("{key} is {value}; it must be at least {min}"),
+                        });
+                    }
                 }
             }
             if let TaskKind::KafkaToDelta(s) = &t.kind {

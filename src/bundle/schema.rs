@@ -66,7 +66,12 @@ pub fn json_schema() -> Value {
                 },
                 "csv_to_kafka": task_type(
                     "CSV landing files (landing_dir) → Kafka.",
-                    json!({ "topic": string("The topic."), "quarantine_table": table("Where bad rows go.") }),
+                    json!({
+                        "topic": string("The topic."),
+                        "quarantine_table": table("Where bad rows go."),
+                        "max_line_bytes": { "type": "integer", "minimum": 64, "description": "The most bytes one CSV record may have; a longer one is quarantined (default 1048576)." },
+                        "max_fields": { "type": "integer", "minimum": 2, "description": "The most fields one CSV record may have; a wider one is quarantined (default 4096)." },
+                    }),
                     &["topic", "quarantine_table"],
                 ),
                 "kafka_to_delta": task_type(
@@ -75,6 +80,8 @@ pub fn json_schema() -> Value {
                         "topic": string("The topic."),
                         "table": table("The Bronze table."),
                         "partition_by": { "enum": ["year_month"] },
+                        "fail_on_data_loss": { "type": "boolean", "description": "Fail when the topic no longer holds records bronze has not read (retention, compaction), as Spark's failOnDataLoss (default true); false skips them and says how many." },
+                        "batch_bytes": { "type": "integer", "minimum": 1, "description": "The most bytes of keys and values in one bronze commit, beside batch_rows (default 268435456)." },
                     }),
                     &["topic", "table", "partition_by"],
                 ),

@@ -42,7 +42,29 @@ pub enum BronzeError {
         committed: i64,
         high: i64,
     },
+    #[error("topic `{topic}` on {bootstrap} is not the topic {table} was read from: its id is {found}, and {table} recorded {recorded}. The topic was deleted and created again, or this is another cluster at the same address, so the offsets {table} recorded mean other records here. Point kafka_topic and kafka_bootstrap_servers at the original topic, or run `medallion reset` to start the target over from its landing files")]
+    TopicReplaced {
+        table: String,
+        topic: String,
+        bootstrap: String,
+        recorded: String,
+        found: String,
+    },
+    #[error("topic `{topic}` partition {partition} no longer holds offsets {from}..{to} ({count} record(s)): the topic's retention or compaction removed them before {table} read them, so they are lost to it. To go on without them, set `fail_on_data_loss: false` on the kafka_to_delta task (as Spark's failOnDataLoss) and run again: the run skips them and its summary says how many. Or land their source files again")]
+    DataLoss {
+        table: String,
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+        count: i64,
+    },
 }
+
+/// The `commitInfo` member under which bronze commits record the ids of their topics.
+pub const TOPIC_IDS: &str = "medallion.kafkaTopicIds";
+/// How many of the latest commits are searched for the recorded topic id.
+const TOPIC_ID_DEPTH: usize = 50;
 
 /// `<catalog>.bronze.bronze`.
 pub fn table() -> TableSpec {
@@ -65,6 +87,48 @@ pub fn table() -> TableSpec {
         partition_columns: vec!["year_month".into()],
         target_file_size: None,
     }
+}
+
+/// Compares the topic's id with the one bronze recorded, fails if they differ, and makes
+/// every commit of this run record it (in `commitInfo`, beside the progress). A table of
+/// an earlier version, or a broker that reports no ids, records none: nothing to compare.
+async fn check_topic_id(
+    ctx: &TaskContext,
+    sink: &mut DeltaSink,
+    topic: &str,
+    summary: &mut TaskSummary,
+) -> Result<(), BronzeError> {
+    let endpoint = &ctx.kafka().endpoint;
+    let found = endpoint.topic_id_async(topic).await?;
+    let recorded = sink.last_commit_info(TOPIC_IDS, TOPIC_ID_DEPTH).await?;
+    let mut ids = recorded
+        .as_ref()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let before = ids.get(topic).and_then(|v| v.as_str()).map(str::to_string);
+    if let (Some(recorded), Some(found)) = (&before, &found) {
+        if recorded != found {
+            return Err(BronzeError::TopicReplaced {
+                table: sink.qualified_name().into(),
+                topic: topic.into(),
+                bootstrap: endpoint.bootstrap.clone(),
+                recorded: recorded.clone(),
+                found: found.clone(),
+            });
+        }
+    }
+    match found {
+        Some(found) => {
+            ids.insert(topic.into(), serde_json::Value::String(found));
+            sink.set_commit_info(TOPIC_IDS, serde_json::Value::Object(ids));
+        }
+        None if before.is_some() => summary.notes.push(format!(
+            "{} on {} reports no topic id; bronze cannot check that it is the topic it read before",
+            topic, endpoint.bootstrap
+        )),
+        None => {}
+    }
+    Ok(())
 }
 
 /// The txn app id under which a partition's progress is committed.
@@ -111,8 +175,9 @@ pub async fn run(
     let topic = task.topic.as_str();
     let spec = table().named(table_setting(&task.table));
     let name = spec.name.clone();
-    let sink = DeltaSink::open(&ctx.settings.warehouse, spec).await?;
+    let mut sink = DeltaSink::open(&ctx.settings.warehouse, spec).await?;
     let mut summary = TaskSummary::new("bronze");
+    check_topic_id(ctx, &mut sink, topic, &mut summary).await?;
 
     let offsets = ctx
         .kafka()
@@ -137,8 +202,21 @@ pub async fn run(
         }
         let start = done.map_or(low, |d| d + 1);
         if start < low {
+            // Only when bronze has read this partition before: a new table starts at the
+            // log start, like Spark's `startingOffsets = earliest`.
+            if task.fail_on_data_loss {
+                return Err(BronzeError::DataLoss {
+                    table: sink.qualified_name().into(),
+                    topic: topic.into(),
+                    partition,
+                    from: start,
+                    to: low,
+                    count: low - start,
+                });
+            }
             let note = format!(
-                "partition {partition}: offsets {start}..{low} were deleted by the topic's retention before bronze read them"
+                "partition {partition}: {} record(s) at offsets {start}..{low} were removed by the topic's retention or compaction before bronze read them; skipped (fail_on_data_loss: false)",
+                low - start
             );
             tracing::warn!("{note}");
             summary.notes.push(note);
@@ -174,7 +252,7 @@ pub async fn run(
             if read.is_multiple_of(10_000) {
                 progress.add_rows(10_000);
             }
-            if writer.batch.len() >= ctx.batch_rows {
+            if writer.batch.len() >= ctx.batch_rows || writer.batch.bytes >= task.batch_bytes {
                 writer.commit().await?;
             }
         }
@@ -322,7 +400,10 @@ impl BronzeBatch {
             Timestamp::LogAppendTime(ms) => (Some(ms), 1),
             Timestamp::NotAvailable => (None, -1),
         };
-        self.timestamp.append_option(millis.map(|ms| ms * 1000));
+        // A foreign producer's timestamp far outside any date has no microsecond value:
+        // it is kept as NULL rather than overflowing.
+        self.timestamp
+            .append_option(millis.and_then(|ms| ms.checked_mul(1000)));
         self.timestamp_type.append_value(kind);
         self.year_month
             .append_option(millis.and_then(|ms| self.month_cache.year_month(ms)));
@@ -437,6 +518,34 @@ mod tests {
         assert_eq!(c.year_month(1_709_251_200_000), Some("2024-03"));
         assert_eq!(c.year_month(1_735_689_599_999), Some("2024-12"));
         assert_eq!(c.year_month(1_735_689_600_000), Some("2025-01"));
+        assert_eq!(c.year_month(i64::MAX), None);
+        assert_eq!(c.year_month(i64::MIN), None);
+    }
+
+    #[test]
+    fn an_extreme_timestamp_is_kept_as_null() {
+        use deltalake::arrow::array::{Array, TimestampMicrosecondArray};
+        use rdkafka::message::OwnedMessage;
+        let mut batch = BronzeBatch::new(4, VALUE_BYTES);
+        for (offset, ms) in [(0, i64::MAX), (1, i64::MIN), (2, 1_709_251_200_000)] {
+            batch.push(&OwnedMessage::new(
+                Some(b"{}".to_vec()),
+                None,
+                "Stocks".into(),
+                Timestamp::CreateTime(ms),
+                0,
+                offset,
+                None,
+            ));
+        }
+        let done = batch.finish();
+        let ts = done
+            .column(5)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
+        assert!(ts.is_null(0) && ts.is_null(1));
+        assert_eq!(ts.value(2), 1_709_251_200_000_000);
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::tasks::columns::{bools, dates, f64s, opt, strings, timestamps};
 use crate::tasks::stocks::days;
 use crate::tasks::{
     date_literal, per_index, rebuild, table_setting, SourceStream, TaskContext, TaskError,
+    PER_INDEX_MAX,
 };
 
 fn timestamp() -> DataType {
@@ -144,66 +145,110 @@ pub async fn run(
             .iter()
             .filter_map(|r| stock::parse(r.value).ok())
             .collect();
-
-        let started = std::time::Instant::now();
-        let (existing, scope) = load_history(&sink, &arrivals).await?;
-        let loaded = started.elapsed();
-        let now = chrono::Utc::now().timestamp_micros();
-        let changes = apply(existing, &arrivals, now);
-        tracing::debug!(
-            arrivals = arrivals.len(),
-            changes = changes.len(),
-            ?loaded,
-            applied = ?started.elapsed() - loaded,
-            "close_price: history read and versions chained"
-        );
-        let txn = vec![Transaction::new(&app, to)];
-        let version = if changes.is_empty() {
-            sink.append(vec![], txn).await?
-        } else {
-            let inserted = changes.iter().filter(|(_, new)| *new).count();
-            let source_df = SessionContext::new()
-                .read_batch(history_batch(
-                    &changes.into_iter().map(|(v, _)| v).collect::<Vec<_>>(),
-                ))
-                .map_err(crate::sql::SqlError::from)?;
-            fault::point("close_price.before_merge");
-            let (version, rows_inserted, rows_updated) = sink
-                .merge(
-                    source_df,
-                    &format!(
-                        "({scope}) AND target.\"Index\" = source.\"Index\" \
-                         AND target.\"Date\" = source.\"Date\" \
-                         AND target.\"Close\" = source.\"Close\" \
-                         AND target.\"Adj_Close\" IS NOT DISTINCT FROM source.\"Adj_Close\""
-                    ),
-                    &["__END_AT", "current", "end_date"],
-                    txn,
-                )
-                .await?;
-            tracing::debug!(elapsed = ?started.elapsed(), "close_price: piece done");
-            if rows_inserted != inserted {
-                return Err(TaskError::Data {
-                    table: sink.qualified_name().into(),
-                    reason: format!(
-                        "MERGE inserted {rows_inserted} versions where {inserted} were new"
-                    ),
-                });
-            }
-            summary.notes.push(format!(
-                "{rows_inserted} new version(s), {rows_updated} earlier version(s) closed or moved"
-            ));
-            summary.rows_written += (rows_inserted + rows_updated) as u64;
-            version
-        };
-        summary
-            .versions
-            .push((sink.qualified_name().into(), version));
+        let groups = by_index_groups(arrivals);
+        let last = groups.len() - 1;
+        for (n, arrivals) in groups.into_iter().enumerate() {
+            // The progress goes with the last group: a crash before it makes the rerun
+            // apply the earlier groups again, which finds their versions stored and
+            // changes nothing.
+            let txn = if n == last {
+                vec![Transaction::new(&app, to)]
+            } else {
+                vec![]
+            };
+            let version = merge_arrivals(&mut sink, &arrivals, txn, &mut summary).await?;
+            summary
+                .versions
+                .push((sink.qualified_name().into(), version));
+        }
         fault::point("close_price.after_commit");
     }
     summary.bytes_read = source.bytes_read;
     summary.elapsed = progress.elapsed();
     Ok(summary)
+}
+
+/// The arrivals in groups of at most [`PER_INDEX_MAX`] indexes, each index whole in one
+/// group, in index order; one empty group when there are none. A MERGE into a table
+/// partitioned by `Index` makes delta-rs build a chain of one `OR` per index of its
+/// source, which it walks recursively: 20,000 indexes in one MERGE overflowed the stack.
+fn by_index_groups(arrivals: Vec<stock::Stock>) -> Vec<Vec<stock::Stock>> {
+    let mut by_index: BTreeMap<String, Vec<stock::Stock>> = BTreeMap::new();
+    for s in arrivals {
+        by_index.entry(s.index.clone()).or_default().push(s);
+    }
+    let mut groups = vec![Vec::new()];
+    let mut indexes = 0;
+    for (_, rows) in by_index {
+        if indexes == PER_INDEX_MAX {
+            groups.push(Vec::new());
+            indexes = 0;
+        }
+        groups.last_mut().expect("one group at least").extend(rows);
+        indexes += 1;
+    }
+    groups
+}
+
+/// Reads the history the arrivals touch, chains the versions and MERGEs the changes
+/// with `txn` (or commits `txn` alone). Returns the table version.
+async fn merge_arrivals(
+    sink: &mut DeltaSink,
+    arrivals: &[stock::Stock],
+    txn: Vec<Transaction>,
+    summary: &mut TaskSummary,
+) -> Result<i64, TaskError> {
+    let started = std::time::Instant::now();
+    let (existing, scope) = load_history(sink, arrivals).await?;
+    let loaded = started.elapsed();
+    let now = chrono::Utc::now().timestamp_micros();
+    let changes = apply(existing, arrivals, now);
+    tracing::debug!(
+        arrivals = arrivals.len(),
+        changes = changes.len(),
+        ?loaded,
+        applied = ?started.elapsed() - loaded,
+        "close_price: history read and versions chained"
+    );
+    let version = if changes.is_empty() {
+        sink.append(vec![], txn).await?
+    } else {
+        let inserted = changes.iter().filter(|(_, new)| *new).count();
+        let source_df = SessionContext::new()
+            .read_batch(history_batch(
+                &changes.into_iter().map(|(v, _)| v).collect::<Vec<_>>(),
+            ))
+            .map_err(crate::sql::SqlError::from)?;
+        fault::point("close_price.before_merge");
+        let (version, rows_inserted, rows_updated) = sink
+            .merge(
+                source_df,
+                &format!(
+                    "({scope}) AND target.\"Index\" = source.\"Index\" \
+                     AND target.\"Date\" = source.\"Date\" \
+                     AND target.\"Close\" = source.\"Close\" \
+                     AND target.\"Adj_Close\" IS NOT DISTINCT FROM source.\"Adj_Close\""
+                ),
+                &["__END_AT", "current", "end_date"],
+                txn,
+            )
+            .await?;
+        tracing::debug!(elapsed = ?started.elapsed(), "close_price: piece done");
+        if rows_inserted != inserted {
+            return Err(TaskError::Data {
+                table: sink.qualified_name().into(),
+                reason: format!(
+                    "MERGE inserted {rows_inserted} versions where {inserted} were new"
+                ),
+            });
+        }
+        summary.notes.push(format!(
+            "{rows_inserted} new version(s), {rows_updated} earlier version(s) closed or moved"
+        ));
+        summary.rows_written += (rows_inserted + rows_updated) as u64;
+        version
+    };
+    Ok(version)
 }
 
 /// The stored versions that arrivals can affect, per `Index` with arrivals: those from

@@ -32,7 +32,7 @@ use crate::fault;
 use crate::kafka::{KafkaClientError, RangeReader};
 use crate::progress::{Progress, TaskSummary};
 use crate::quarantine::{self, IngestReject};
-use crate::source::{self, CsvRows, LandingFile, Row, SourceError};
+use crate::source::{self, CsvRows, LandingFile, LineLimits, Row, SourceError};
 use crate::tasks::{table_setting, TaskContext};
 
 /// Header naming the landing file a message came from (relative to `landing_dir`).
@@ -40,10 +40,17 @@ pub const HEADER_SOURCE_FILE: &str = "source_file";
 /// Header holding the 1-based line number of the row within its file.
 pub const HEADER_SOURCE_LINE: &str = "source_line";
 
-/// Room left in a Kafka message for the key, the headers and the record framing.
-const MESSAGE_OVERHEAD: usize = 16 * 1024;
-/// How much of an oversized row's text is kept in quarantine.
-const MAX_RAW: usize = 1 << 20;
+/// Room left in a Kafka request for the record batch's own framing, beyond the record.
+const BATCH_OVERHEAD: usize = 512;
+/// Bytes of a record's framing beyond its key, value and headers (lengths, varints).
+const RECORD_OVERHEAD: usize = 64;
+/// Kafka's default `message.max.bytes` of a producer, and `max.message.bytes` of a topic.
+const PRODUCER_MAX_MESSAGE: usize = 1_000_000;
+const TOPIC_MAX_MESSAGE: usize = 1_048_588;
+/// Quarantine rows are committed in chunks of at most this many rows, or bytes, so that
+/// a file of bad lines never has to be held whole.
+const QUARANTINE_CHUNK_ROWS: usize = 10_000;
+const QUARANTINE_CHUNK_BYTES: usize = 8 << 20;
 /// How long ingest waits for a file that is still being written.
 const STABLE_WAIT: Duration = Duration::from_secs(30);
 
@@ -103,6 +110,14 @@ pub enum IngestError {
         bootstrap: String,
         failed: u64,
         error: String,
+    },
+    #[error("topic `{topic}` on {bootstrap} is not the topic that files in progress were sent to: its id is {found}, the ingest checkpoint {checkpoint} recorded {recorded}. The topic was deleted and created again, or this is another cluster, so those files cannot be resumed from it. Point kafka_topic and kafka_bootstrap_servers at the original topic, or run `medallion reset` to start the target over")]
+    TopicReplaced {
+        topic: String,
+        bootstrap: String,
+        checkpoint: String,
+        recorded: String,
+        found: String,
     },
     #[error("the topic `{topic}` has no partitions on {bootstrap}")]
     NoPartitions { topic: String, bootstrap: String },
@@ -195,13 +210,121 @@ impl ProducerContext for Deliveries {
 struct FileOutcome {
     sent: u64,
     skipped: u64,
-    rejects: Vec<IngestReject>,
+    /// Data lines quarantined: a whole-file rejection counts all the lines it holds.
+    quarantined: u64,
 }
 
 impl FileOutcome {
-    /// Data lines quarantined: a whole-file rejection counts all the lines it holds.
     fn quarantined_lines(&self) -> u64 {
-        self.rejects.iter().map(|r| r.lines).sum()
+        self.quarantined
+    }
+}
+
+/// Collects a file's rejected rows and hands them on in bounded chunks (from the
+/// blocking thread that reads the file to the task, which commits them).
+struct RejectChunks {
+    tx: tokio::sync::mpsc::Sender<Vec<IngestReject>>,
+    rows: Vec<IngestReject>,
+    bytes: usize,
+    lines: u64,
+}
+
+impl RejectChunks {
+    fn new(tx: tokio::sync::mpsc::Sender<Vec<IngestReject>>) -> Self {
+        RejectChunks {
+            tx,
+            rows: Vec::new(),
+            bytes: 0,
+            lines: 0,
+        }
+    }
+
+    /// Adds a row; `false` once the task stopped taking chunks (it failed).
+    fn push(&mut self, row: IngestReject) -> bool {
+        self.lines += row.lines;
+        self.bytes += row.size();
+        self.rows.push(row);
+        if self.rows.len() >= QUARANTINE_CHUNK_ROWS || self.bytes >= QUARANTINE_CHUNK_BYTES {
+            return self.flush();
+        }
+        true
+    }
+
+    fn flush(&mut self) -> bool {
+        self.bytes = 0;
+        if self.rows.is_empty() {
+            return true;
+        }
+        self.tx
+            .blocking_send(std::mem::take(&mut self.rows))
+            .is_ok()
+    }
+}
+
+/// The txn version of a quarantine commit of file `seq` whose last row is at `line`:
+/// the file's sequence number in the high 32 bits and the line in the low ones, so that
+/// versions grow across files and within a file, and a resumed file knows which of its
+/// rows are in. (Versions below 2^32 are whole files, as earlier versions committed them.)
+fn quarantine_version(seq: i64, line: u64) -> i64 {
+    (seq << 32) | line.min(u64::from(u32::MAX)) as i64
+}
+
+/// The last line of file `seq` whose quarantine rows are committed, given the committed
+/// version: `None` for none of them, `Some(u64::MAX)` for all.
+fn quarantined_through(committed: Option<i64>, seq: i64) -> Option<u64> {
+    let v = committed?;
+    if v < 1 << 32 {
+        // A whole-file commit of an earlier version.
+        return (v >= seq).then_some(u64::MAX);
+    }
+    match (v >> 32).cmp(&seq) {
+        std::cmp::Ordering::Greater => Some(u64::MAX),
+        std::cmp::Ordering::Equal => Some((v & i64::from(u32::MAX)) as u64),
+        std::cmp::Ordering::Less => None,
+    }
+}
+
+/// The `quarantine.ingest` table, opened when the first rows come.
+struct QuarantineSink<'a> {
+    settings: &'a crate::bundle::Settings,
+    spec: crate::delta::TableSpec,
+    app: String,
+    table: Option<DeltaSink>,
+}
+
+impl QuarantineSink<'_> {
+    /// Commits the rows of file `seq` not committed yet (a resumed file's rows may be),
+    /// with their progress.
+    async fn commit(
+        &mut self,
+        seq: i64,
+        rows: Vec<IngestReject>,
+        summary: &mut TaskSummary,
+    ) -> Result<(), IngestError> {
+        if self.table.is_none() {
+            self.table = Some(DeltaSink::open(&self.settings.warehouse, self.spec.clone()).await?);
+        }
+        let table = self.table.as_mut().expect("opened above");
+        let through = quarantined_through(table.txn_version(&self.app).await?, seq);
+        let rows: Vec<IngestReject> = rows
+            .into_iter()
+            .filter(|r| through.is_none_or(|t| r.line > t))
+            .collect();
+        let Some(last) = rows.last().map(|r| r.line) else {
+            return Ok(());
+        };
+        let batch = quarantine::ingest_batch(&rows);
+        let version = table
+            .append(
+                vec![batch],
+                vec![Transaction::new(&self.app, quarantine_version(seq, last))],
+            )
+            .await?;
+        summary
+            .versions
+            .push((table.qualified_name().to_string(), version));
+        fault::point("ingest.quarantine_chunk");
+        Ok(())
     }
 }
 
@@ -217,9 +340,26 @@ pub async fn run(
     let mut summary = TaskSummary::new("ingest");
     let mut checkpoint = IngestCheckpoint::load(&settings.state_dir, &topic)?;
 
-    let files = source::discover(&settings.landing_dir)?;
+    let topic_id = ctx.kafka().endpoint.topic_id_async(&topic).await?;
+    if let (Some(recorded), Some(found)) = (checkpoint.topic_id(), &topic_id) {
+        // Start offsets of files in progress are offsets of the recorded topic.
+        if checkpoint.has_files_in_progress() && recorded != found {
+            return Err(IngestError::TopicReplaced {
+                topic: topic.clone(),
+                bootstrap: ctx.kafka().endpoint.bootstrap.clone(),
+                checkpoint: IngestCheckpoint::path_for(&settings.state_dir, &topic)
+                    .display()
+                    .to_string(),
+                recorded: recorded.into(),
+                found: found.clone(),
+            });
+        }
+    }
+    checkpoint.set_topic_id(topic_id);
+    let found = source::discover(&settings.landing_dir)?;
+    summary.notes.extend(found.skipped);
     let mut pending = Vec::new();
-    for file in files {
+    for file in found.files {
         match checkpoint.completed(&file.name) {
             None => pending.push(file),
             Some(done) if done.size != file.size || done.modified_ms != file.modified_ms => {
@@ -233,6 +373,8 @@ pub async fn run(
             Some(_) => {}
         }
     }
+    // Files a run died in come first, so that they are finished before anything new.
+    pending.sort_by_key(|f| checkpoint.in_progress(&f.name).is_none());
     progress.set_total_files(pending.len() as u64);
 
     // With a broker that has transactions (the bundle's kafka map sets transactional.id),
@@ -244,16 +386,13 @@ pub async fn run(
         None if pending.is_empty() => return Ok(finish(summary, &progress)),
         None => new_producer(ctx, &topic, transactional).await?,
     };
-    let mut quarantine_table: Option<DeltaSink> = None;
-    let quarantine_app = format!("ingest/{topic}");
-
-    let max_message = settings
-        .kafka
-        .client
-        .get("message.max.bytes")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1_000_000)
-        .saturating_sub(MESSAGE_OVERHEAD);
+    let mut quarantine = QuarantineSink {
+        settings,
+        spec: quarantine_spec,
+        app: format!("ingest/{topic}"),
+        table: None,
+    };
+    let max_message = max_message_bytes(ctx, &topic).await;
     for file in pending {
         if !wait_until_stable(&file, settings.landing_stable).await {
             let note = format!(
@@ -273,6 +412,14 @@ pub async fn run(
         let entry = checkpoint.begin(&file, || {
             offsets.iter().map(|(&p, &(_, high))| (p, high)).collect()
         })?;
+        if entry.changed(&file) {
+            let note = format!(
+                "{} changed after a crashed run began sending it; the lines that reached the topic then are not sent again, and the rest is sent from the file as it is now",
+                file.name
+            );
+            tracing::warn!("{note}");
+            summary.notes.push(note);
+        }
         let resumed = offsets
             .iter()
             .any(|(p, (_, high))| entry.start_offsets.get(p).is_none_or(|start| start < high));
@@ -297,11 +444,27 @@ pub async fn run(
             let file = file.clone();
             let topic = topic.clone();
             let progress = progress.clone();
-            tokio::task::spawn_blocking(move || {
-                send_file(&producer, &topic, &file, &already, max_message, &progress)
-            })
-            .await
-            .expect("ingest thread panicked")?
+            let (tx, mut chunks) = tokio::sync::mpsc::channel(1);
+            let limits = task.line_limits();
+            let sending = tokio::task::spawn_blocking(move || {
+                let mut rejects = RejectChunks::new(tx);
+                let sent = send_file(
+                    &producer,
+                    &topic,
+                    &file,
+                    &already,
+                    (limits, max_message),
+                    &progress,
+                    &mut rejects,
+                );
+                rejects.flush();
+                sent
+            });
+            // Bad rows are committed while the file is read, a chunk at a time.
+            while let Some(rows) = chunks.recv().await {
+                quarantine.commit(entry.seq, rows, &mut summary).await?;
+            }
+            sending.await.expect("ingest thread panicked")
         };
         flush(
             &producer,
@@ -318,27 +481,6 @@ pub async fn run(
             .await?;
         }
         fault::point("ingest.after_send");
-
-        if !outcome.rejects.is_empty() {
-            if quarantine_table.is_none() {
-                quarantine_table =
-                    Some(DeltaSink::open(&settings.warehouse, quarantine_spec.clone()).await?);
-            }
-            let table = quarantine_table.as_mut().expect("opened above");
-            let committed = table.txn_version(&quarantine_app).await?;
-            if committed.is_none_or(|v| v < entry.seq) {
-                let batch = quarantine::ingest_batch(&outcome.rejects);
-                let version = table
-                    .append(
-                        vec![batch],
-                        vec![Transaction::new(&quarantine_app, entry.seq)],
-                    )
-                    .await?;
-                summary
-                    .versions
-                    .push((table.qualified_name().to_string(), version));
-            }
-        }
         fault::point("ingest.before_checkpoint");
         checkpoint.complete(
             &file,
@@ -483,20 +625,60 @@ async fn lines_already_sent(
     Ok(lines)
 }
 
-/// Reads one file and hands its good rows to the producer (blocking).
+/// The largest Kafka record the producer and the topic both accept: the smaller of the
+/// producer's `message.max.bytes` and the topic's `max.message.bytes` (Kafka's defaults
+/// when they are not set or cannot be read), less the batch framing.
+async fn max_message_bytes(ctx: &TaskContext, topic: &str) -> usize {
+    let producer = ctx
+        .settings
+        .kafka
+        .client
+        .get("message.max.bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(PRODUCER_MAX_MESSAGE);
+    let topic = ctx
+        .kafka()
+        .endpoint
+        .topic_config(topic, "max.message.bytes")
+        .await
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(TOPIC_MAX_MESSAGE);
+    producer.min(topic).saturating_sub(BATCH_OVERHEAD)
+}
+
+/// Reads one file and hands its good rows to the producer and its bad ones to `rejects`
+/// (blocking). `limits` are the line limits and the largest record Kafka accepts.
 fn send_file(
     producer: &ThreadedProducer<Deliveries>,
     topic: &str,
     file: &LandingFile,
     already: &HashSet<u64>,
-    max_message: usize,
+    limits: (LineLimits, usize),
     progress: &Progress,
-) -> Result<FileOutcome, IngestError> {
-    let mut rows = CsvRows::open(file)?;
+    rejects: &mut RejectChunks,
+) -> FileOutcome {
+    let (line_limits, max_message) = limits;
     let mut outcome = FileOutcome {
         sent: 0,
         skipped: 0,
-        rejects: Vec::new(),
+        quarantined: 0,
+    };
+    let reject = |line, raw, raw_bytes, reason, lines| {
+        IngestReject::new(&file.name, line, raw, raw_bytes, reason, lines)
+    };
+    let mut rows = match CsvRows::open(file, line_limits) {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Quarantined, and the file is recorded as done: nothing of it was sent.
+            rejects.push(reject(
+                0,
+                String::new(),
+                0,
+                format!("the file cannot be read: {e}. Fix it and land it again under a new name"),
+                0,
+            ));
+            return outcome;
+        }
     };
     let mut since_report = 0u64;
     while let Some(row) = rows.next_row() {
@@ -509,80 +691,101 @@ fn send_file(
             progress.add_rows(since_report);
             since_report = 0;
         }
-        match row {
+        let rejected = match row {
             Row::Rejected {
                 line,
                 raw,
+                raw_bytes,
                 reason,
                 lines,
-            } => outcome.rejects.push(IngestReject {
-                file: file.name.clone(),
-                line,
-                raw,
-                reason,
-                lines,
-            }),
-            Row::Record { line, .. } if already.contains(&line) => outcome.skipped += 1,
-            Row::Record { line, value, .. } if value.len() > max_message => {
-                // Kafka would refuse it and stall the file: quarantine it instead.
-                let size = value.len();
-                let mut raw = value;
-                if raw.len() > MAX_RAW {
-                    let cut = (0..=MAX_RAW)
-                        .rev()
-                        .find(|&i| raw.is_char_boundary(i))
-                        .unwrap_or(0);
-                    raw.truncate(cut);
-                    raw.push_str(&format!("… (truncated; {size} bytes)"));
-                }
-                outcome.rejects.push(IngestReject {
-                    file: file.name.clone(),
-                    line,
-                    raw,
-                    lines: 1,
-                    reason: format!(
-                        "the row is {size} bytes as a Kafka message, above the limit of {max_message} bytes (librdkafka message.max.bytes, less room for the key and headers)"
-                    ),
-                });
+            } => Some(reject(line, raw, raw_bytes, reason, lines)),
+            Row::Record { line, .. } if already.contains(&line) => {
+                outcome.skipped += 1;
+                None
             }
             Row::Record { line, key, value } => {
                 let line_text = line.to_string();
-                let headers = OwnedHeaders::new_with_capacity(2)
-                    .insert(Header {
-                        key: HEADER_SOURCE_FILE,
-                        value: Some(file.name.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: HEADER_SOURCE_LINE,
-                        value: Some(line_text.as_bytes()),
-                    });
-                let mut record = BaseRecord::to(topic).payload(&value).headers(headers);
-                if let Some(k) = &key {
-                    record = record.key(k);
+                let size = RECORD_OVERHEAD
+                    + key.as_ref().map_or(0, String::len)
+                    + value.len()
+                    + HEADER_SOURCE_FILE.len()
+                    + file.name.len()
+                    + HEADER_SOURCE_LINE.len()
+                    + line_text.len();
+                let too_large = |size: usize, detail: &str| {
+                    let raw_bytes = value.len() as u64;
+                    reject(
+                        line,
+                        value.clone(),
+                        raw_bytes,
+                        format!(
+                            "the row is a Kafka record of {size} bytes (key, value and headers){detail}, above the {max_message} bytes the producer and the topic accept (message.max.bytes, max.message.bytes)"
+                        ),
+                        1,
+                    )
+                };
+                if size > max_message {
+                    Some(too_large(size, ""))
+                } else {
+                    let headers = OwnedHeaders::new_with_capacity(2)
+                        .insert(Header {
+                            key: HEADER_SOURCE_FILE,
+                            value: Some(file.name.as_bytes()),
+                        })
+                        .insert(Header {
+                            key: HEADER_SOURCE_LINE,
+                            value: Some(line_text.as_bytes()),
+                        });
+                    let mut record = BaseRecord::to(topic).payload(&value).headers(headers);
+                    if let Some(k) = &key {
+                        record = record.key(k);
+                    }
+                    match send(producer, record) {
+                        Ok(()) => {
+                            outcome.sent += 1;
+                            fault::point("ingest.row");
+                            None
+                        }
+                        Err(e) => Some(too_large(size, &format!(" ({e})"))),
+                    }
                 }
-                send(producer, record);
-                outcome.sent += 1;
-                fault::point("ingest.row");
+            }
+        };
+        if let Some(r) = rejected {
+            outcome.quarantined += r.lines;
+            if !rejects.push(r) {
+                // The task failed committing quarantine rows, and reports why.
+                break;
             }
         }
     }
     progress.add_rows(since_report);
-    Ok(outcome)
+    outcome
 }
 
-/// Enqueues a record, waiting while librdkafka's local queue is full.
-fn send<'a>(producer: &ThreadedProducer<Deliveries>, mut record: BaseRecord<'a, String, String>) {
+/// Enqueues a record, waiting while librdkafka's local queue is full. A record librdkafka
+/// refuses as too large comes back as an error, for the quarantine.
+fn send<'a>(
+    producer: &ThreadedProducer<Deliveries>,
+    mut record: BaseRecord<'a, String, String>,
+) -> Result<(), KafkaError> {
     loop {
         match producer.send(record) {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 record = r;
                 std::thread::sleep(Duration::from_millis(2));
             }
+            Err((
+                err @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                _,
+            )) => {
+                return Err(err);
+            }
             Err((err, _)) => {
                 // Any other enqueue error is reported like a failed delivery.
                 producer.context().failed(&err);
-                return;
+                return Ok(());
             }
         }
     }

@@ -27,9 +27,14 @@ pub fn table_setting(text: &str) -> TableName {
 }
 
 /// A SQL condition selecting, for each `Index`, the rows that meet its own condition on
-/// `Date`: `("Index" = 'A' AND "Date" >= DATE '2024-01-02') OR ...`. Reading only the
-/// dates a batch can touch, rather than whole indexes, keeps a run's cost with its new
-/// data (Delta's file statistics prune the rest).
+/// `Date`. Reading only the dates a batch can touch, rather than whole indexes, keeps a
+/// run's cost with its new data (Delta's file statistics prune the rest).
+///
+/// Indexes that share a condition share one clause with an `IN` list, and the clauses are
+/// joined as a balanced tree of `OR`s: `(("Index" IN ('A', 'B') AND "Date" >= DATE
+/// '2024-01-02') OR (...))`. A batch of 20,000 indexes is a handful of clauses, and even
+/// 20,000 distinct conditions nest only 15 deep (a flat chain of `OR`s that long
+/// overflowed DataFusion's stack).
 ///
 /// `table` qualifies the column names (`target.`), or is empty; each date condition is
 /// given the qualified `"Date"` column as text.
@@ -37,20 +42,47 @@ pub fn per_index<'a>(
     table: &str,
     conditions: impl IntoIterator<Item = (&'a str, String)>,
 ) -> String {
-    let clauses: Vec<String> = conditions
-        .into_iter()
-        .map(|(index, date)| {
-            let date = date.replace("\"Date\"", &format!("{table}\"Date\""));
-            format!(
-                "({table}\"Index\" = '{}' AND {date})",
-                index.replace('\'', "''")
-            )
-        })
-        .collect();
-    if clauses.is_empty() {
-        "false".into()
-    } else {
-        clauses.join(" OR ")
+    let mut groups: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for (index, date) in conditions {
+        groups.entry(date).or_default().push(index);
+    }
+    let mut clauses: Vec<String> = Vec::new();
+    for (date, indexes) in groups {
+        let date = date.replace("\"Date\"", &format!("{table}\"Date\""));
+        for chunk in indexes.chunks(IN_LIST_MAX) {
+            let list: Vec<String> = chunk
+                .iter()
+                .map(|i| format!("'{}'", i.replace('\'', "''")))
+                .collect();
+            clauses.push(format!(
+                "({table}\"Index\" IN ({}) AND {date})",
+                list.join(", ")
+            ));
+        }
+    }
+    balanced_or(&clauses)
+}
+
+/// Above this many indexes in a batch, tasks select stored rows by date alone and narrow
+/// them in memory: DataFusion folds the per-index clauses of [`per_index`] into a single
+/// `IN` list, which delta-rs turns into a chain of `OR`s to skip files and walks
+/// recursively; a chain of 1,300 overflowed a 2 MB stack in a debug build.
+pub const PER_INDEX_MAX: usize = 256;
+
+/// The most values in one `IN` list: delta-rs turns each list into a chain of `OR`s to
+/// skip files, and walks that chain recursively (a list of 1,000 overflowed the stack of
+/// a debug build).
+const IN_LIST_MAX: usize = 64;
+
+/// `clauses` joined by `OR` as a balanced tree; `false` when there are none.
+fn balanced_or(clauses: &[String]) -> String {
+    match clauses {
+        [] => "false".into(),
+        [one] => one.clone(),
+        _ => {
+            let (left, right) = clauses.split_at(clauses.len() / 2);
+            format!("({} OR {})", balanced_or(left), balanced_or(right))
+        }
     }
 }
 
@@ -352,13 +384,74 @@ mod tests {
         );
         assert_eq!(
             cond,
-            "(\"Index\" = 'NYA' AND \"Date\" >= DATE '2024-01-02') OR \
-             (\"Index\" = 'O''Hare' AND \"Date\" < DATE '2024-01-01')"
+            "((\"Index\" IN ('O''Hare') AND \"Date\" < DATE '2024-01-01') OR \
+             (\"Index\" IN ('NYA') AND \"Date\" >= DATE '2024-01-02'))"
         );
         assert_eq!(per_index("", Vec::<(&str, String)>::new()), "false");
         assert_eq!(
-            per_index("target.", [("NYA", "\"Date\" >= DATE '2024-01-02'".into())]),
-            "(target.\"Index\" = 'NYA' AND target.\"Date\" >= DATE '2024-01-02')"
+            per_index(
+                "target.",
+                [
+                    ("NYA", "\"Date\" >= DATE '2024-01-02'".into()),
+                    ("IXIC", "\"Date\" >= DATE '2024-01-02'".into())
+                ]
+            ),
+            "(target.\"Index\" IN ('NYA', 'IXIC') AND target.\"Date\" >= DATE '2024-01-02')"
+        );
+    }
+
+    /// 20,000 indexes, each with its own date: one OR per index would overflow
+    /// DataFusion's stack while planning.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn twenty_thousand_conditions_plan_and_run() {
+        use deltalake::arrow::array::{Date32Array, StringArray};
+        use deltalake::arrow::datatypes::{DataType, Field, Schema};
+        use deltalake::arrow::record_batch::RecordBatch;
+        use deltalake::datafusion::prelude::SessionContext;
+        let names: Vec<String> = (0..20_000).map(|i| format!("I{i}")).collect();
+        let cond = per_index(
+            "",
+            names.iter().enumerate().map(|(i, n)| {
+                (
+                    n.as_str(),
+                    format!("\"Date\" >= {}", date_literal(i as i32)),
+                )
+            }),
+        );
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("Index", DataType::Utf8, false),
+            Field::new("Date", DataType::Date32, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                std::sync::Arc::new(StringArray::from(vec!["I5", "I7", "I9"])),
+                std::sync::Arc::new(Date32Array::from(vec![5, 6, 100])),
+            ],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_batch("t", batch).unwrap();
+        let sql = format!("SELECT \"Index\" FROM t WHERE {cond} ORDER BY 1");
+        // Planning recurses over the expression: give it a thread of the default size.
+        let rows = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(async move {
+                        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+                        deltalake::arrow::util::pretty::pretty_format_batches(&batches)
+                            .unwrap()
+                            .to_string()
+                    })
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            rows.contains("I5") && rows.contains("I9") && !rows.contains("I7"),
+            "{rows}"
         );
     }
 }

@@ -151,13 +151,24 @@ async fn new_keys(silver: &DeltaSink, valid: Vec<Stock>) -> Result<(Vec<Stock>, 
         let r = ranges.entry(s.index.as_str()).or_insert((d, d));
         *r = (r.0.min(d), r.1.max(d));
     }
-    let cond = crate::tasks::per_index(
-        "",
-        ranges.iter().map(|(i, (lo, hi))| {
-            let (lo, hi) = (date_literal(*lo), date_literal(*hi));
-            (*i, format!("\"Date\" BETWEEN {lo} AND {hi}"))
-        }),
-    );
+    let cond = if ranges.len() <= crate::tasks::PER_INDEX_MAX {
+        crate::tasks::per_index(
+            "",
+            ranges.iter().map(|(i, (lo, hi))| {
+                let (lo, hi) = (date_literal(*lo), date_literal(*hi));
+                (*i, format!("\"Date\" BETWEEN {lo} AND {hi}"))
+            }),
+        )
+    } else {
+        // Many indexes: by date alone (see PER_INDEX_MAX); the keys are matched below.
+        let lo = ranges.values().map(|r| r.0).min().unwrap_or(i32::MIN);
+        let hi = ranges.values().map(|r| r.1).max().unwrap_or(i32::MAX);
+        format!(
+            "\"Date\" BETWEEN {} AND {}",
+            date_literal(lo),
+            date_literal(hi)
+        )
+    };
     let started = std::time::Instant::now();
     let existing = silver
         .query(&format!("SELECT \"Index\", \"Date\" FROM t WHERE {cond}"))
