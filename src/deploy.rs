@@ -18,9 +18,7 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -103,7 +101,8 @@ impl DeploymentState {
         for rel in &self.files {
             inside(rel).map_err(|why| format!("file `{rel}` {why}"))?;
         }
-        inside(&self.bundle_file).map_err(|why| format!("bundle_file `{}` {why}", self.bundle_file))?;
+        inside(&self.bundle_file)
+            .map_err(|why| format!("bundle_file `{}` {why}", self.bundle_file))?;
         if !self.files.contains(&self.bundle_file) {
             return Err(format!(
                 "bundle_file `{}` is not one of its files",
@@ -636,8 +635,8 @@ mod tests {
     #[tokio::test]
     async fn a_deployment_naming_paths_outside_it_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let d = local(&dir.path().join("deploy"));
         std::fs::create_dir_all(dir.path().join("deploy")).unwrap();
+        let d = local(&dir.path().join("deploy"));
         let good = DeploymentState {
             bundle: "b".into(),
             target: "dev".into(),
@@ -660,14 +659,30 @@ mod tests {
         };
         write(&good);
         assert_eq!(d.require("dev").await.unwrap(), good);
-        let bad: Vec<(&str, Box<dyn Fn(&mut DeploymentState)>)> = vec![
-            ("content_hash", Box::new(|s| s.content_hash = "../../../tmp/x".into())),
-            ("content_hash", Box::new(|s| s.content_hash = "AB".repeat(32))),
-            ("/etc/cron.d/x", Box::new(|s| s.files.push("/etc/cron.d/x".into()))),
+        type Change = Box<dyn Fn(&mut DeploymentState)>;
+        let bad: Vec<(&str, Change)> = vec![
+            (
+                "content_hash",
+                Box::new(|s| s.content_hash = "../../../tmp/x".into()),
+            ),
+            (
+                "content_hash",
+                Box::new(|s| s.content_hash = "AB".repeat(32)),
+            ),
+            (
+                "/etc/cron.d/x",
+                Box::new(|s| s.files.push("/etc/cron.d/x".into())),
+            ),
             ("../../x", Box::new(|s| s.files.push("../../x".into()))),
             ("a/../../x", Box::new(|s| s.files.push("a/../../x".into()))),
-            ("bundle_file", Box::new(|s| s.bundle_file = "../m.yml".into())),
-            ("bundle_file", Box::new(|s| s.bundle_file = "other.yml".into())),
+            (
+                "bundle_file",
+                Box::new(|s| s.bundle_file = "../m.yml".into()),
+            ),
+            (
+                "bundle_file",
+                Box::new(|s| s.bundle_file = "other.yml".into()),
+            ),
         ];
         for (named, change) in bad {
             let mut state = good.clone();
@@ -686,7 +701,10 @@ mod tests {
         let d = Arc::new(object_store());
         let path = d.path("deploy.lock");
         d.store
-            .put(&path, PutPayload::from_static(b"pid 7 on gone as x since y"))
+            .put(
+                &path,
+                PutPayload::from_static(b"pid 7 on gone as x since y"),
+            )
             .await
             .unwrap();
         let stale = Duration::from_millis(500);
@@ -698,9 +716,9 @@ mod tests {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let d = d.clone();
-                tokio::spawn(async move {
-                    Lock::acquire_unless_older(&d, Duration::ZERO, stale).await
-                })
+                tokio::spawn(
+                    async move { Lock::acquire_unless_older(&d, Duration::ZERO, stale).await },
+                )
             })
             .collect();
         let mut won = Vec::new();

@@ -828,10 +828,7 @@ every figure: {}",
             }
             if let Some((plan, lock)) = purge {
                 runtime()?.block_on(medallion::reset::execute(&s, &plan, lock))?;
-                println!(
-                    "purged the tables and the state of target {}",
-                    s.target
-                );
+                println!("purged the tables and the state of target {}", s.target);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -291,7 +291,9 @@ targets:
         std::fs::create_dir_all(&other).unwrap();
 
         let run = FileLock::acquire(&run_lock_path(&s.state_dir), Duration::ZERO).unwrap();
-        let err = lock(&s, Duration::from_millis(300)).unwrap_err().to_string();
+        let err = lock(&s, Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"

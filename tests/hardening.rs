@@ -244,10 +244,26 @@ fn includes_stay_inside_the_bundles_folder() {
 #[test]
 fn kafka_settings_that_load_code_are_refused() {
     let cases = [
-        ("\n  plugin.library.paths: /tmp/evil.so", "kafka.plugin.library.paths", 5),
-        ("\n  plugin.library.paths_env: EVIL", "kafka.plugin.library.paths_env", 5),
-        ("\n  ssl.engine.location: /tmp/e.so", "kafka.ssl.engine.location", 5),
-        ("\n  sasl.kerberos.kinit.cmd: touch /tmp/x", "kafka.sasl.kerberos.kinit.cmd", 5),
+        (
+            "\n  plugin.library.paths: /tmp/evil.so",
+            "kafka.plugin.library.paths",
+            5,
+        ),
+        (
+            "\n  plugin.library.paths_env: EVIL",
+            "kafka.plugin.library.paths_env",
+            5,
+        ),
+        (
+            "\n  ssl.engine.location: /tmp/e.so",
+            "kafka.ssl.engine.location",
+            5,
+        ),
+        (
+            "\n  sasl.kerberos.kinit.cmd: touch /tmp/x",
+            "kafka.sasl.kerberos.kinit.cmd",
+            5,
+        ),
     ];
     for (kafka, key, line) in cases {
         let (_dir, file) = bundle_with(&[], kafka);
@@ -266,7 +282,7 @@ fn kafka_settings_that_load_code_are_refused() {
     std::fs::write(&file, text).unwrap();
     let err = Bundle::load(&file).unwrap_err().to_string();
     assert!(
-        err.contains(&format!("{}:11:", file.display()))
+        err.contains(&format!("{}:10:", file.display()))
             && err.contains("targets.dev.kafka.plugin.library.paths"),
         "{err}"
     );

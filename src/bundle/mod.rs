@@ -970,7 +970,10 @@ const SECRET_KEYS: &[&str] = &[
 
 /// librdkafka settings that load or run code, and what they do.
 const CODE_LOADING_KEYS: &[(&str, &str)] = &[
-    ("plugin.library.paths", "loads shared libraries into the process"),
+    (
+        "plugin.library.paths",
+        "loads shared libraries into the process",
+    ),
     ("ssl.engine.location", "loads an OpenSSL engine library"),
     ("ssl.providers", "loads OpenSSL provider modules"),
     ("sasl.kerberos.kinit.cmd", "runs a shell command"),
