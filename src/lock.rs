@@ -215,14 +215,17 @@ mod tests {
     fn contend(path: &Path, threads: usize, rounds: usize, remove_every: usize) {
         let inside = Arc::new(AtomicUsize::new(0));
         let taken = Arc::new(AtomicUsize::new(0));
+        let start = Arc::new(std::sync::Barrier::new(threads));
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (path, inside, taken) = (path.to_path_buf(), inside.clone(), taken.clone());
+                let start = start.clone();
                 std::thread::spawn(move || {
+                    start.wait();
                     for round in 0..rounds {
                         let lock = FileLock::acquire(&path, Duration::from_secs(60)).unwrap();
                         assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
-                        std::thread::sleep(Duration::from_millis(2));
+                        std::thread::sleep(Duration::from_millis(5));
                         assert_eq!(inside.fetch_sub(1, Ordering::SeqCst), 1, "two holders");
                         taken.fetch_add(1, Ordering::SeqCst);
                         if remove_every > 0 && (round + t) % remove_every == 0 {
@@ -281,7 +284,7 @@ mod tests {
     #[test]
     fn concurrent_waiters_never_both_hold_it_even_when_a_holder_deletes_it() {
         let dir = tempfile::tempdir().unwrap();
-        contend(&dir.path().join("run.lock"), 8, 40, 0);
-        contend(&dir.path().join("purged.lock"), 8, 40, 3);
+        contend(&dir.path().join("run.lock"), 8, 20, 0);
+        contend(&dir.path().join("purged.lock"), 8, 20, 3);
     }
 }
