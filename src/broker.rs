@@ -65,7 +65,7 @@ impl BrokerStorage {
             BrokerStorage::Memory => Ok(Url::parse("memory://tansu/").expect("valid url")),
             BrokerStorage::Sqlite(path) => {
                 let dir = path.parent().unwrap_or(Path::new("."));
-                std::fs::create_dir_all(dir).map_err(|source| BrokerError::StorageDir {
+                crate::private::create_dir_all(dir).map_err(|source| BrokerError::StorageDir {
                     path: dir.into(),
                     source,
                 })?;

@@ -209,10 +209,10 @@ impl IngestCheckpoint {
             source,
         };
         let dir = self.path.parent().expect("checkpoint path has a folder");
-        std::fs::create_dir_all(dir).map_err(err)?;
+        crate::private::create_dir_all(dir).map_err(err)?;
         let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(&self.state).expect("checkpoint serializes");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        let mut f = crate::private::create(&tmp).map_err(err)?;
         f.write_all(&bytes).map_err(err)?;
         f.sync_all().map_err(err)?;
         std::fs::rename(&tmp, &self.path).map_err(err)?;
@@ -297,6 +297,20 @@ mod tests {
         assert_eq!((b.seq, b.start_offsets.get(&0)), (2, Some(&12)));
         assert!(!b.changed(&file("b.csv")), "unknown size is not a change");
         assert_eq!(c.begin(&file("c.csv"), BTreeMap::new).unwrap().seq, 3);
+    }
+
+    #[test]
+    fn only_its_owner_can_read_the_checkpoint() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut c = IngestCheckpoint::load(&state, "T").unwrap();
+        c.begin(&file("a.csv"), BTreeMap::new).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let path = IngestCheckpoint::path_for(&state, "T");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&state), 0o700);
     }
 
     #[test]

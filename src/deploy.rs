@@ -18,12 +18,12 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{Bundle, Settings};
-use crate::lock::holder_is_gone;
+use crate::lock::{FileLock, LockError};
 
 /// How long a deploy waits for another one to finish.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -53,6 +53,10 @@ pub enum DeployError {
     NotDeployed { target: String, location: String },
     #[error("the deployment state at {location} is corrupt ({reason}). Deploy again")]
     Corrupt { location: String, reason: String },
+    #[error("{location}/deployment.json is not trusted: {reason}. medallion only runs deployments whose files stay inside them; deploy again with `medallion bundle deploy`")]
+    Untrusted { location: String, reason: String },
+    #[error("{file} is outside the bundle's folder {root} (an include or a symlink leads there). Keep the bundle's files inside its folder")]
+    OutsideBundle { file: PathBuf, root: PathBuf },
     #[error("production target `{target}` refuses to {action} from a git tree with uncommitted changes ({changes}). Commit them, or pass --force")]
     Dirty {
         target: String,
@@ -82,12 +86,55 @@ pub struct DeploymentState {
     pub jobs: Vec<String>,
 }
 
+impl DeploymentState {
+    /// A deployment names folders and files that `bundle run` writes on the host that runs
+    /// it: its content hash must be a SHA-256 in hex, and its files relative paths that
+    /// stay inside it.
+    fn check(&self) -> Result<(), String> {
+        let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+        if self.content_hash.len() != 64 || !self.content_hash.chars().all(hex) {
+            return Err(format!(
+                "content_hash `{}` is not a SHA-256 in lowercase hex",
+                self.content_hash
+            ));
+        }
+        for rel in &self.files {
+            inside(rel).map_err(|why| format!("file `{rel}` {why}"))?;
+        }
+        inside(&self.bundle_file)
+            .map_err(|why| format!("bundle_file `{}` {why}", self.bundle_file))?;
+        if !self.files.contains(&self.bundle_file) {
+            return Err(format!(
+                "bundle_file `{}` is not one of its files",
+                self.bundle_file
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `rel` is a relative path with no `..`, `.` or empty part: one that stays inside
+/// the folder it is joined to. Says why not.
+fn inside(rel: &str) -> Result<(), &'static str> {
+    if rel.starts_with('/') || rel.contains('\\') || rel.contains('\0') {
+        return Err("is not a relative path");
+    }
+    if rel
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err("has an empty, `.` or `..` part");
+    }
+    Ok(())
+}
+
 /// A target's deployment location.
 pub struct Deployment {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     location: String,
-    local: bool,
+    /// The folder, for a local deployment.
+    local: Option<PathBuf>,
 }
 
 impl Deployment {
@@ -115,7 +162,7 @@ impl Deployment {
                 store: Arc::new(store),
                 prefix: Path::from(prefix),
                 location: root.clone(),
-                local: false,
+                local: None,
             });
         }
         if root.contains("://") {
@@ -130,7 +177,7 @@ impl Deployment {
             store: Arc::new(store),
             prefix: Path::default(),
             location: root.clone(),
-            local: true,
+            local: Some(root.into()),
         })
     }
 
@@ -175,12 +222,16 @@ impl Deployment {
         let Some(bytes) = self.read("deployment.json").await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| DeployError::Corrupt {
+        let state: DeploymentState =
+            serde_json::from_slice(&bytes).map_err(|e| DeployError::Corrupt {
                 location: self.location.clone(),
                 reason: e.to_string(),
-            })
+            })?;
+        state.check().map_err(|reason| DeployError::Untrusted {
+            location: self.location.clone(),
+            reason,
+        })?;
+        Ok(Some(state))
     }
 
     /// The deployed state, or an error saying how to deploy.
@@ -210,8 +261,9 @@ impl Deployment {
                 path: dest.clone(),
                 source,
             };
-            std::fs::create_dir_all(dest.parent().expect("a file has a folder")).map_err(local)?;
-            std::fs::write(&dest, bytes).map_err(local)?;
+            crate::private::create_dir_all(dest.parent().expect("a file has a folder"))
+                .map_err(local)?;
+            crate::private::write(&dest, &bytes).map_err(local)?;
         }
         Ok(into.join(&state.bundle_file))
     }
@@ -243,7 +295,10 @@ impl Deployment {
             let abs = std::fs::canonicalize(&path).map_err(local(&path))?;
             let rel = abs
                 .strip_prefix(&root)
-                .unwrap_or(&abs)
+                .map_err(|_| DeployError::OutsideBundle {
+                    file: path.clone(),
+                    root: root.clone(),
+                })?
                 .to_string_lossy()
                 .replace('\\', "/");
             let bytes = std::fs::read(&abs).map_err(local(&abs))?;
@@ -281,12 +336,19 @@ impl Deployment {
             variables,
             bundle_file: bundle_file
                 .strip_prefix(&root)
-                .unwrap_or(&bundle_file)
+                .map_err(|_| DeployError::OutsideBundle {
+                    file: bundle_file.clone(),
+                    root: root.clone(),
+                })?
                 .to_string_lossy()
                 .into_owned(),
             files: files.iter().map(|(rel, _)| rel.clone()).collect(),
             jobs: settings.jobs.keys().cloned().collect(),
         };
+        state.check().map_err(|reason| DeployError::Untrusted {
+            location: self.location.clone(),
+            reason,
+        })?;
         // The commit point: the new state names the new files.
         self.write(
             "deployment.json",
@@ -330,7 +392,7 @@ impl Deployment {
             Ok(existed)
         }
         .await;
-        lock.release(self).await;
+        lock.finish(self, true).await;
         result
     }
 }
@@ -376,19 +438,62 @@ pub fn check_clean(
     })
 }
 
-/// The deploy lock: an object created only if absent, naming its holder.
+/// An S3 deploy lock older than this was left by a deploy that died (a deploy writes a
+/// few small files), and is taken over.
+pub const STALE_LOCK: Duration = Duration::from_secs(15 * 60);
+
+/// The deploy lock. For a folder, an OS file lock on `deploy.lock` (see [`crate::lock`]),
+/// released by the kernel if its holder dies. For S3, an object created only if absent,
+/// naming its holder; one older than [`STALE_LOCK`] is taken over by a conditional
+/// overwrite (if its ETag has not changed), so that of several deploys waiting for a dead
+/// one's lock, exactly one takes it.
 #[derive(Debug)]
-pub struct Lock {
-    path: Path,
+pub enum Lock {
+    File(FileLock),
+    Object { path: Path, holder: String },
 }
 
 impl Lock {
-    /// Takes the lock of `deployment`, waiting up to `wait` for its holder. A local lock
-    /// left by a process that no longer runs is taken over.
+    /// Takes the lock of `deployment`, waiting up to `wait` for its holder.
     pub async fn acquire(deployment: &Deployment, wait: Duration) -> Result<Lock, DeployError> {
+        Self::acquire_unless_older(deployment, wait, STALE_LOCK).await
+    }
+
+    async fn acquire_unless_older(
+        deployment: &Deployment,
+        wait: Duration,
+        stale: Duration,
+    ) -> Result<Lock, DeployError> {
+        if let Some(root) = &deployment.local {
+            let path = root.join("deploy.lock");
+            return tokio::task::spawn_blocking(move || FileLock::acquire(&path, wait))
+                .await
+                .expect("lock task panicked")
+                .map(Lock::File)
+                .map_err(|e| match e {
+                    LockError::Held {
+                        path,
+                        holder,
+                        waited,
+                    } => DeployError::Locked {
+                        lock: path.display().to_string(),
+                        holder,
+                        waited,
+                    },
+                    LockError::Io { path, source } => DeployError::Local { path, source },
+                });
+        }
         let path = deployment.path("deploy.lock");
         let me = crate::lock::holder();
         let deadline = Instant::now() + wait;
+        let contended = |e: &object_store::Error| {
+            matches!(
+                e,
+                object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+                    | object_store::Error::NotFound { .. }
+            )
+        };
         loop {
             let put = deployment
                 .store
@@ -399,35 +504,80 @@ impl Lock {
                 )
                 .await;
             match put {
-                Ok(_) => return Ok(Lock { path }),
-                Err(object_store::Error::AlreadyExists { .. })
-                | Err(object_store::Error::Precondition { .. }) => {
-                    let holder = deployment
-                        .read("deploy.lock")
-                        .await?
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default();
-                    if deployment.local && holder_is_gone(&holder) {
-                        let _ = deployment.store.delete(&path).await;
-                        continue;
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(DeployError::Locked {
-                            lock: format!("{}/deploy.lock", deployment.location),
-                            holder,
-                            waited: wait,
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(_) => {
+                    return Ok(Lock::Object {
+                        path,
+                        holder: me.clone(),
+                    })
                 }
+                Err(e) if contended(&e) => {}
                 Err(e) => return Err(deployment.store_error(e)),
             }
+            let held = match deployment.store.get(&path).await {
+                Ok(r) => {
+                    let meta = r.meta.clone();
+                    let bytes = r.bytes().await.map_err(|e| deployment.store_error(e))?;
+                    (meta, String::from_utf8_lossy(&bytes).into_owned())
+                }
+                Err(object_store::Error::NotFound { .. }) => continue, // just released
+                Err(e) => return Err(deployment.store_error(e)),
+            };
+            let (meta, holder) = held;
+            let age = (chrono::Utc::now() - meta.last_modified)
+                .to_std()
+                .unwrap_or_default();
+            if age > stale && meta.e_tag.is_some() {
+                let take_over = PutOptions::from(PutMode::Update(UpdateVersion {
+                    e_tag: meta.e_tag.clone(),
+                    version: meta.version.clone(),
+                }));
+                match deployment
+                    .store
+                    .put_opts(&path, PutPayload::from(me.clone().into_bytes()), take_over)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::warn!(lock = %path, %holder, "took over a deploy lock left {age:?} ago");
+                        return Ok(Lock::Object { path, holder: me });
+                    }
+                    // Another deploy took it first.
+                    Err(e) if contended(&e) => continue,
+                    Err(object_store::Error::NotImplemented { .. }) => {}
+                    Err(e) => return Err(deployment.store_error(e)),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(DeployError::Locked {
+                    lock: format!("{}/deploy.lock", deployment.location),
+                    holder,
+                    waited: wait,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Releases the lock.
     pub async fn release(self, deployment: &Deployment) {
-        let _ = deployment.store.delete(&self.path).await;
+        self.finish(deployment, false).await;
+    }
+
+    /// Releases the lock; `remove` also deletes a local lock file (when the deployment
+    /// is destroyed). An S3 lock is deleted only while it is still this deploy's own.
+    async fn finish(self, deployment: &Deployment, remove: bool) {
+        match self {
+            Lock::File(lock) if remove => {
+                let _ = lock.remove();
+            }
+            Lock::File(lock) => drop(lock),
+            Lock::Object { path, holder } => {
+                if let Ok(r) = deployment.store.get(&path).await {
+                    if r.bytes().await.is_ok_and(|b| b == holder.as_bytes()) {
+                        let _ = deployment.store.delete(&path).await;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -440,32 +590,157 @@ mod tests {
             store: Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap()),
             prefix: Path::default(),
             location: dir.display().to_string(),
-            local: true,
+            local: Some(dir.into()),
+        }
+    }
+
+    /// An object store with conditional writes, as S3 has.
+    fn object_store() -> Deployment {
+        Deployment {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            prefix: Path::from("bundles/dev"),
+            location: "s3://bucket/bundles/dev".into(),
+            local: None,
         }
     }
 
     #[tokio::test]
     async fn a_held_lock_makes_others_wait_then_fail_naming_the_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let d = local(dir.path());
-        let held = Lock::acquire(&d, Duration::ZERO).await.unwrap();
-        let err = Lock::acquire(&d, Duration::from_millis(300))
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains(&format!("pid {}", std::process::id())),
-            "{err}"
-        );
-        held.release(&d).await;
-        let again = Lock::acquire(&d, Duration::ZERO).await.unwrap();
-        again.release(&d).await;
-        // A lock whose process is gone is taken over.
+        for d in [local(dir.path()), object_store()] {
+            let held = Lock::acquire(&d, Duration::ZERO).await.unwrap();
+            let err = Lock::acquire(&d, Duration::from_millis(300))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("pid {}", std::process::id())),
+                "{err}"
+            );
+            held.release(&d).await;
+            let again = Lock::acquire(&d, Duration::ZERO).await.unwrap();
+            again.release(&d).await;
+        }
+        // A local lock file that no process holds is free, whatever it says.
         std::fs::write(
             dir.path().join("deploy.lock"),
-            format!("pid 999999999 on {} as x since y", crate::lock::hostname()),
+            format!("pid 1 on {} as x since y", crate::lock::hostname()),
         )
         .unwrap();
-        Lock::acquire(&d, Duration::ZERO).await.unwrap();
+        Lock::acquire(&local(dir.path()), Duration::ZERO)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deployment_naming_paths_outside_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("deploy")).unwrap();
+        let d = local(&dir.path().join("deploy"));
+        let good = DeploymentState {
+            bundle: "b".into(),
+            target: "dev".into(),
+            version: 1,
+            content_hash: "ab".repeat(32),
+            git_commit: None,
+            user: "u".into(),
+            deployed_at: "t".into(),
+            variables: BTreeMap::new(),
+            bundle_file: "medallion.yml".into(),
+            files: vec!["medallion.yml".into(), "resources/job.yml".into()],
+            jobs: vec![],
+        };
+        let write = |state: &DeploymentState| {
+            std::fs::write(
+                dir.path().join("deploy/deployment.json"),
+                serde_json::to_vec(state).unwrap(),
+            )
+            .unwrap()
+        };
+        write(&good);
+        assert_eq!(d.require("dev").await.unwrap(), good);
+        type Change = Box<dyn Fn(&mut DeploymentState)>;
+        let bad: Vec<(&str, Change)> = vec![
+            (
+                "content_hash",
+                Box::new(|s| s.content_hash = "../../../tmp/x".into()),
+            ),
+            (
+                "content_hash",
+                Box::new(|s| s.content_hash = "AB".repeat(32)),
+            ),
+            (
+                "/etc/cron.d/x",
+                Box::new(|s| s.files.push("/etc/cron.d/x".into())),
+            ),
+            ("../../x", Box::new(|s| s.files.push("../../x".into()))),
+            ("a/../../x", Box::new(|s| s.files.push("a/../../x".into()))),
+            (
+                "bundle_file",
+                Box::new(|s| s.bundle_file = "../m.yml".into()),
+            ),
+            (
+                "bundle_file",
+                Box::new(|s| s.bundle_file = "other.yml".into()),
+            ),
+        ];
+        for (named, change) in bad {
+            let mut state = good.clone();
+            change(&mut state);
+            write(&state);
+            let err = d.require("dev").await.unwrap_err().to_string();
+            assert!(
+                err.contains("deployment.json is not trusted") && err.contains(named),
+                "{named}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stale_object_lock_is_taken_over_by_exactly_one_deploy() {
+        let d = Arc::new(object_store());
+        let path = d.path("deploy.lock");
+        d.store
+            .put(
+                &path,
+                PutPayload::from_static(b"pid 7 on gone as x since y"),
+            )
+            .await
+            .unwrap();
+        let stale = Duration::from_millis(500);
+        // Not yet stale: it is held.
+        assert!(Lock::acquire_unless_older(&d, Duration::ZERO, stale)
+            .await
+            .is_err());
+        tokio::time::sleep(stale + Duration::from_millis(300)).await;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let d = d.clone();
+                tokio::spawn(
+                    async move { Lock::acquire_unless_older(&d, Duration::ZERO, stale).await },
+                )
+            })
+            .collect();
+        let mut won = Vec::new();
+        for t in tasks {
+            if let Ok(lock) = t.await.unwrap() {
+                won.push(lock);
+            }
+        }
+        assert_eq!(won.len(), 1, "exactly one deploy takes a stale lock over");
+        // Releasing a lock that another deploy has taken over leaves that one's lock.
+        let taken = won.pop().unwrap();
+        let Lock::Object { holder, .. } = &taken else {
+            panic!("an object lock")
+        };
+        let other = Lock::Object {
+            path: path.clone(),
+            holder: "pid 7 on gone as x since y".into(),
+        };
+        other.release(&d).await;
+        let left = d.read("deploy.lock").await.unwrap().unwrap();
+        assert_eq!(left, holder.as_bytes());
+        taken.release(&d).await;
+        assert!(d.read("deploy.lock").await.unwrap().is_none());
     }
 }

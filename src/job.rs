@@ -17,12 +17,9 @@ use crate::broker::{BrokerError, BrokerStorage, EmbeddedBroker};
 use crate::bundle::job::{JobDef, TaskDef, TaskKind};
 use crate::bundle::Settings;
 use crate::kafka::{KafkaClientError, KafkaEndpoint};
-use crate::lock::{FileLock, LockError};
+use crate::lock::{run_lock_path, FileLock, LockError, RUN_LOCK_WAIT};
 use crate::progress::{Progress, TaskState, TaskSummary};
 use crate::tasks::{self, TaskContext};
-
-/// How long a run waits for another run of the same target to finish.
-const RUN_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a read may wait for records it knows exist.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -137,7 +134,7 @@ struct Session {
 impl Session {
     async fn open(settings: &Settings, options: &RunOptions) -> Result<Session, JobError> {
         let (job, tasks) = selected(settings, options)?;
-        let lock_path = settings.state_dir.join("run.lock");
+        let lock_path = run_lock_path(&settings.state_dir);
         let lock =
             tokio::task::spawn_blocking(move || FileLock::acquire(&lock_path, RUN_LOCK_WAIT))
                 .await

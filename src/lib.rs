@@ -22,6 +22,7 @@ pub mod kafka;
 pub mod kafka_server;
 pub mod lock;
 pub mod notify;
+pub mod private;
 pub mod progress;
 pub mod quarantine;
 pub mod reset;

@@ -15,7 +15,9 @@ use medallion::bundle::{Bundle, Override, Settings, BUNDLE_FILE};
 use medallion::deploy::Deployment;
 use medallion::generate::{generate, GenerateOptions};
 use medallion::job::{self, RunOptions, RunReport};
+use medallion::lock::RUN_LOCK_WAIT;
 use medallion::progress::Progress;
+use medallion::reset::{ResetPlan, Scope};
 use medallion::sql;
 
 /// medallion: CSV landing files → Kafka → Bronze Delta table, exactly once, in one binary.
@@ -241,9 +243,16 @@ enum BundleCommand {
     Destroy {
         #[arg(short, long)]
         target: Option<String>,
-        /// Also delete the target's tables and its state (checkpoints, embedded broker).
+        /// Also delete the target's tables and what medallion keeps under state_dir
+        /// (checkpoints, embedded broker, deployed copies, run lock), after confirmation.
         #[arg(long)]
         purge: bool,
+        /// With --purge: do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+        /// With --purge: allow purging a production target.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -475,6 +484,41 @@ fn deployed_settings(
     Ok((deployed, state))
 }
 
+/// Shows what a reset or a purge will remove and asks for the target's name, unless
+/// `yes`. Returns whether it was confirmed.
+fn confirm(settings: &Settings, plan: &ResetPlan, yes: bool) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal};
+    let (verb, command) = match plan.scope {
+        Scope::Reset => ("reset", "reset"),
+        Scope::Purge => ("purge", "bundle destroy --purge"),
+    };
+    println!("{verb} target {} will remove:", settings.target);
+    for f in &plan.folders {
+        println!("  {}", f.display());
+    }
+    for t in &plan.topics {
+        println!(
+            "  topic {t} on {}",
+            settings.kafka.bootstrap_servers.as_deref().unwrap_or("")
+        );
+    }
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{command} needs confirmation: run it on a terminal, or pass --yes");
+    }
+    print!("Type the target's name ({}) to confirm: ", settings.target);
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != settings.target {
+        println!("not confirmed; nothing was removed");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Prints a run's summaries; returns the failed task, if any.
 fn print_report(settings: &Settings, report: &RunReport) -> bool {
     let kafka = match (&report.kafka, &settings.kafka.bootstrap_servers) {
@@ -536,33 +580,13 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             yes,
             force,
         } => {
-            use std::io::{BufRead, IsTerminal};
             let s = settings(&cli.bundle, target.as_deref(), &vars)?;
-            let plan = medallion::reset::plan(&s, force)?;
-            println!("reset target {} will remove:", s.target);
-            for f in &plan.folders {
-                println!("  {}", f.display());
+            let plan = medallion::reset::plan(&s, force, Scope::Reset)?;
+            if !confirm(&s, &plan, yes)? {
+                return Ok(ExitCode::FAILURE);
             }
-            for t in &plan.topics {
-                println!(
-                    "  topic {t} on {}",
-                    s.kafka.bootstrap_servers.as_deref().unwrap_or("")
-                );
-            }
-            if !yes {
-                if !std::io::stdin().is_terminal() {
-                    anyhow::bail!("reset needs confirmation: run it on a terminal, or pass --yes");
-                }
-                print!("Type the target's name ({}) to confirm: ", s.target);
-                std::io::stdout().flush()?;
-                let mut answer = String::new();
-                std::io::stdin().lock().read_line(&mut answer)?;
-                if answer.trim() != s.target {
-                    println!("not confirmed; nothing was removed");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-            runtime()?.block_on(medallion::reset::execute(&s, &plan))?;
+            let lock = medallion::reset::lock(&s, RUN_LOCK_WAIT)?;
+            runtime()?.block_on(medallion::reset::execute(&s, &plan, lock))?;
             println!(
                 "target {} is reset: the next run starts from the landing files",
                 s.target
@@ -772,10 +796,28 @@ every figure: {}",
             Ok(ExitCode::SUCCESS)
         }
         Command::Bundle {
-            command: BundleCommand::Destroy { target, purge },
+            command:
+                BundleCommand::Destroy {
+                    target,
+                    purge,
+                    yes,
+                    force,
+                },
         } => {
             let s = settings(&cli.bundle, target.as_deref(), &[])?;
             let deployment = Deployment::for_settings(&s)?;
+            // A purge is planned and confirmed before anything goes, and holds the run
+            // lock from before the deployment goes until the state has gone.
+            let purge = match purge {
+                false => None,
+                true => {
+                    let plan = medallion::reset::plan(&s, force, Scope::Purge)?;
+                    if !confirm(&s, &plan, yes)? {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Some((plan, medallion::reset::lock(&s, RUN_LOCK_WAIT)?))
+                }
+            };
             if runtime()?.block_on(deployment.destroy())? {
                 println!(
                     "removed the deployment of target {} at {}",
@@ -784,14 +826,9 @@ every figure: {}",
             } else {
                 println!("target {} was not deployed", s.target);
             }
-            if purge {
-                for dir in [s.warehouse.catalog_path(), s.state_dir.clone()] {
-                    if dir.exists() {
-                        std::fs::remove_dir_all(&dir)
-                            .with_context(|| format!("cannot remove {}", dir.display()))?;
-                        println!("purged {}", dir.display());
-                    }
-                }
+            if let Some((plan, lock)) = purge {
+                runtime()?.block_on(medallion::reset::execute(&s, &plan, lock))?;
+                println!("purged the tables and the state of target {}", s.target);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -863,7 +900,7 @@ async fn print_tables(settings: &Settings) -> anyhow::Result<()> {
 async fn print_sql(settings: &Settings, query: &str, format: Format) -> anyhow::Result<()> {
     use deltalake::arrow::{csv, json, util::pretty};
     let ctx = sql::catalog_session(&settings.warehouse).await?;
-    let batches = sql::collect(&ctx, query).await?;
+    let batches = sql::collect_read_only(&ctx, query).await?;
     let mut out = std::io::stdout().lock();
     match format {
         Format::Table => writeln!(out, "{}", pretty::pretty_format_batches(&batches)?)?,

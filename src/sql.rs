@@ -11,6 +11,7 @@ use deltalake::datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
 };
 use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::execution::context::SQLOptions;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
@@ -22,6 +23,8 @@ use crate::catalog::{TableName, Warehouse};
 pub enum SqlError {
     #[error("SQL failed: {0}")]
     DataFusion(#[from] DataFusionError),
+    #[error("medallion sql is read-only: {0}. It runs queries (SELECT, WITH, EXPLAIN, DESCRIBE); use a pipeline task to write to a table")]
+    ReadOnly(String),
     #[error("Delta table {table}: {source}")]
     Table {
         table: String,
@@ -58,6 +61,28 @@ async fn register(
 /// Runs `sql` and collects the result.
 pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
     Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+/// Runs `sql` as a query only: DDL (`CREATE [EXTERNAL] TABLE`, `DROP`), DML (`INSERT`,
+/// `UPDATE`, `DELETE`, `COPY ... TO`) and statements (`SET`, transactions) are refused
+/// before anything is run, inside `EXPLAIN` or a subquery too.
+pub async fn collect_read_only(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, SqlError> {
+    let plan = ctx.state().create_logical_plan(sql).await?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| {
+            SqlError::ReadOnly(match e {
+                DataFusionError::Plan(reason) => reason,
+                other => other.to_string(),
+            })
+        })?;
+    Ok(ctx.execute_logical_plan(plan).await?.collect().await?)
 }
 
 /// `sql` over one table, registered as `t`, as a query not yet run, in a session with

@@ -423,9 +423,10 @@ impl Bundle {
             jobs: BTreeMap::new(),
         };
         let mut problems = Vec::new();
+        bundle.reject_code_loading_kafka_settings(&mut problems);
         bundle.add_jobs(parsed.resources, 0, &mut problems);
-        for pattern in &parsed.include {
-            for path in bundle.included(pattern)? {
+        for (i, pattern) in parsed.include.iter().enumerate() {
+            for path in bundle.included(i, pattern)? {
                 let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Read {
                     file: path.clone(),
                     source,
@@ -484,13 +485,32 @@ impl Bundle {
         }
     }
 
-    /// The files an `include` glob names, relative to the bundle's folder, sorted.
-    fn included(&self, pattern: &str) -> Result<Vec<PathBuf>, BundleError> {
+    /// The files the `index`th `include` glob names, relative to the bundle's folder,
+    /// sorted. A file outside that folder (an absolute path, `..`, or a symlink leading
+    /// out) is refused: it would be deployed, and written by `bundle run` on the
+    /// scheduler's host.
+    fn included(&self, index: usize, pattern: &str) -> Result<Vec<PathBuf>, BundleError> {
         let err = |reason: String| BundleError::Include {
             file: self.file.clone(),
             pattern: pattern.into(),
             reason,
         };
+        let outside = |what: String| {
+            invalid(self.files[0].at(
+                &format!("include[{index}]"),
+                format!("include `{pattern}` {what}, outside the bundle's folder. Keep the bundle's files in its folder and include them with a relative glob such as resources/*.yml"),
+            ))
+        };
+        let relative = Path::new(pattern);
+        if relative.is_absolute() {
+            return Err(outside("is an absolute path".into()));
+        }
+        if relative
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(outside("goes up with `..`".into()));
+        }
         let full = self.root.join(pattern);
         let mut paths: Vec<PathBuf> = glob::glob(&full.to_string_lossy())
             .map_err(|e| err(e.to_string()))?
@@ -498,6 +518,19 @@ impl Bundle {
             .map_err(|e| err(e.to_string()))?;
         if paths.is_empty() && !pattern.contains(['*', '?', '[']) {
             return Err(err("no such file".into()));
+        }
+        if !paths.is_empty() {
+            let root = std::fs::canonicalize(&self.root).map_err(|e| err(e.to_string()))?;
+            for path in &paths {
+                let real = std::fs::canonicalize(path).map_err(|e| err(e.to_string()))?;
+                if !real.starts_with(&root) {
+                    return Err(outside(format!(
+                        "matches {}, a symlink to {}",
+                        path.display(),
+                        real.display()
+                    )));
+                }
+            }
         }
         paths.sort();
         Ok(paths)
@@ -690,6 +723,28 @@ impl Bundle {
             variables: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             smtp: target.smtp.clone(),
         })
+    }
+
+    /// librdkafka settings that load or run code of the host's (a plugin, an OpenSSL
+    /// engine or provider, a kinit command) are refused, in the `kafka` map of the bundle
+    /// and of every target, and as `<key>_env` too.
+    fn reject_code_loading_kafka_settings(&self, problems: &mut Vec<Located>) {
+        let maps = std::iter::once(("kafka".to_string(), &self.kafka)).chain(
+            self.targets
+                .iter()
+                .map(|(name, t)| (format!("targets.{name}.kafka"), &t.kafka)),
+        );
+        for (at, map) in maps {
+            for key in map.keys() {
+                let setting = key.strip_suffix("_env").unwrap_or(key);
+                if let Some((_, what)) = CODE_LOADING_KEYS.iter().find(|(k, _)| *k == setting) {
+                    problems.push(self.files[0].at(
+                        &format!("{at}.{key}"),
+                        format!("`{at}.{key}`: librdkafka's `{setting}` {what}, which medallion refuses. Remove it (a deployed bundle runs on the scheduler's host)"),
+                    ));
+                }
+            }
+        }
     }
 
     /// Production mode rejects what only makes sense while developing: the embedded broker
@@ -911,6 +966,17 @@ const SECRET_KEYS: &[&str] = &[
     "ssl.key.password",
     "ssl.keystore.password",
     "sasl.oauthbearer.client.secret",
+];
+
+/// librdkafka settings that load or run code, and what they do.
+const CODE_LOADING_KEYS: &[(&str, &str)] = &[
+    (
+        "plugin.library.paths",
+        "loads shared libraries into the process",
+    ),
+    ("ssl.engine.location", "loads an OpenSSL engine library"),
+    ("ssl.providers", "loads OpenSSL provider modules"),
+    ("sasl.kerberos.kinit.cmd", "runs a shell command"),
 ];
 
 fn valid_topic(topic: &str) -> bool {
