@@ -8,6 +8,11 @@
 //! created only if absent, keeps two deploys of one target from interleaving: the second
 //! waits, then fails naming the holder. `bundle run` and the scheduler run what is
 //! deployed, not the working copy.
+//!
+//! A secret variable (its name looks secret, or its value is a registered secret such as
+//! a webhook URL) is never written: `deployment.json` names it in `secret_variables`
+//! if it was overridden, and the deployed copy takes it from `MEDALLION_VAR_<name>` in
+//! the environment of `bundle run` or the scheduler.
 
 use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
@@ -22,7 +27,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::bundle::{Bundle, Settings};
+use crate::bundle::{Bundle, Override, Settings, VAR_ENV_PREFIX};
 use crate::lock::{FileLock, LockError};
 
 /// How long a deploy waits for another one to finish.
@@ -57,6 +62,8 @@ pub enum DeployError {
     Untrusted { location: String, reason: String },
     #[error("{file} is outside the bundle's folder {root} (an include or a symlink leads there). Keep the bundle's files inside its folder")]
     OutsideBundle { file: PathBuf, root: PathBuf },
+    #[error("variable `{name}` is a secret, so deployment version {version} does not store the value it was deployed with. Export {VAR_ENV_PREFIX}{name} where the deployed job runs")]
+    SecretVariable { name: String, version: u64 },
     #[error("production target `{target}` refuses to {action} from a git tree with uncommitted changes ({changes}). Commit them, or pass --force")]
     Dirty {
         target: String,
@@ -77,8 +84,13 @@ pub struct DeploymentState {
     pub git_commit: Option<String>,
     pub user: String,
     pub deployed_at: String,
-    /// The resolved variables, paths made absolute, for runs of the deployed copy.
+    /// The resolved variables, paths made absolute, for runs of the deployed copy; never
+    /// a secret one.
     pub variables: BTreeMap<String, String>,
+    /// Secret variables that were overridden when deploying: their values are not stored,
+    /// and runs of the deployed copy take them from `MEDALLION_VAR_<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_variables: Vec<String>,
     /// The bundle file, relative to the deployment's files.
     pub bundle_file: String,
     /// The deployed files, relative to the bundle's folder.
@@ -87,6 +99,35 @@ pub struct DeploymentState {
 }
 
 impl DeploymentState {
+    /// The variable overrides of a run of the deployed copy: the stored variables, and
+    /// each secret one from `env` (`MEDALLION_VAR_<name>`), which must hold it.
+    pub fn overrides(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Override>, DeployError> {
+        let mut overrides: Vec<Override> = self
+            .variables
+            .iter()
+            .map(|(name, value)| Override {
+                name: name.clone(),
+                value: value.clone(),
+                origin: format!("deployment version {}", self.version),
+            })
+            .collect();
+        for name in &self.secret_variables {
+            let key = format!("{VAR_ENV_PREFIX}{name}");
+            let value = env(&key).ok_or_else(|| DeployError::SecretVariable {
+                name: name.clone(),
+                version: self.version,
+            })?;
+            overrides.push(Override {
+                name: name.clone(),
+                value,
+                origin: format!("environment variable {key}"),
+            });
+        }
+        Ok(overrides)
+    }
     /// A deployment names folders and files that `bundle run` writes on the host that runs
     /// it: its content hash must be a SHA-256 in hex, and its files relative paths that
     /// stay inside it.
@@ -126,6 +167,26 @@ fn inside(rel: &str) -> Result<(), &'static str> {
         return Err("has an empty, `.` or `..` part");
     }
     Ok(())
+}
+
+/// Splits the variables to deploy into those stored and the names of the secret ones
+/// that were overridden (whose values the deployed files do not give).
+fn without_secrets(
+    variables: BTreeMap<String, String>,
+    overridden: &std::collections::BTreeSet<String>,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut stored = BTreeMap::new();
+    let mut secret = Vec::new();
+    for (name, value) in variables {
+        if crate::secrets::is_secret_key(&name) || crate::secrets::is_registered(&value) {
+            if overridden.contains(&name) {
+                secret.push(name);
+            }
+        } else {
+            stored.insert(name, value);
+        }
+    }
+    (stored, secret)
 }
 
 /// A target's deployment location.
@@ -304,7 +365,8 @@ impl Deployment {
             let bytes = std::fs::read(&abs).map_err(local(&abs))?;
             files.push((rel, bytes));
         }
-        let variables = settings.deployed_variables(&root);
+        let (variables, secret_variables) =
+            without_secrets(settings.deployed_variables(&root), &settings.overridden);
         let mut hasher = Sha256::new();
         for (rel, bytes) in &files {
             hasher.update(rel.as_bytes());
@@ -312,6 +374,7 @@ impl Deployment {
             hasher.update(bytes);
         }
         hasher.update(serde_json::to_vec(&variables).expect("variables serialize"));
+        hasher.update(serde_json::to_vec(&secret_variables).expect("names serialize"));
         let content_hash = hex::encode(hasher.finalize());
 
         let previous = self.state().await?;
@@ -334,6 +397,7 @@ impl Deployment {
             user: settings.user.clone(),
             deployed_at: chrono::Utc::now().to_rfc3339(),
             variables,
+            secret_variables,
             bundle_file: bundle_file
                 .strip_prefix(&root)
                 .map_err(|_| DeployError::OutsideBundle {
@@ -604,6 +668,68 @@ mod tests {
         }
     }
 
+    #[test]
+    fn secret_variables_are_not_stored_and_come_from_the_environment() {
+        crate::secrets::register("deploy-secret-0451");
+        let variables = BTreeMap::from([
+            ("kafka_topic".to_string(), "Stocks".to_string()),
+            ("api_token".to_string(), "tok".to_string()),
+            ("db_password".to_string(), "from-the-file".to_string()),
+            ("hook".to_string(), "deploy-secret-0451".to_string()),
+            (
+                "state_dir".to_string(),
+                "/x/deploy-secret-0451/y".to_string(),
+            ),
+        ]);
+        let overridden = ["api_token", "hook", "kafka_topic"]
+            .map(String::from)
+            .into();
+        let (stored, secret) = without_secrets(variables, &overridden);
+        assert_eq!(
+            stored.keys().collect::<Vec<_>>(),
+            ["kafka_topic", "state_dir"]
+        );
+        assert_eq!(secret, ["api_token", "hook"]);
+        let state = DeploymentState {
+            bundle: "b".into(),
+            target: "dev".into(),
+            version: 3,
+            content_hash: String::new(),
+            git_commit: None,
+            user: "u".into(),
+            deployed_at: String::new(),
+            variables: stored,
+            secret_variables: secret,
+            bundle_file: "medallion.yml".into(),
+            files: vec![],
+            jobs: vec![],
+        };
+        let err = state
+            .overrides(&|k| (k == "MEDALLION_VAR_api_token").then(|| "t".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Export MEDALLION_VAR_hook"), "{err}");
+        let overrides = state
+            .overrides(&|k| {
+                k.strip_prefix("MEDALLION_VAR_")
+                    .map(|n| format!("{n}-value"))
+            })
+            .unwrap();
+        let got: Vec<(&str, &str)> = overrides
+            .iter()
+            .map(|o| (o.name.as_str(), o.value.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("kafka_topic", "Stocks"),
+                ("state_dir", "/x/deploy-secret-0451/y"),
+                ("api_token", "api_token-value"),
+                ("hook", "hook-value")
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn a_held_lock_makes_others_wait_then_fail_naming_the_holder() {
         let dir = tempfile::tempdir().unwrap();
@@ -646,6 +772,7 @@ mod tests {
             user: "u".into(),
             deployed_at: "t".into(),
             variables: BTreeMap::new(),
+            secret_variables: vec![],
             bundle_file: "medallion.yml".into(),
             files: vec!["medallion.yml".into(), "resources/job.yml".into()],
             jobs: vec![],

@@ -252,7 +252,8 @@ pub async fn run(settings: &Settings, options: &RunOptions) -> Result<RunReport,
 }
 
 /// Runs the job every `interval` until `stop` resolves (Ctrl-C), then returns after the
-/// run under way has committed. `each` sees every run's report.
+/// run under way has committed. `stop` is watched during the runs too (the first one
+/// included), so that it is heard at once. `each` sees every run's report.
 pub async fn run_continuous(
     settings: &Settings,
     options: &RunOptions,
@@ -263,8 +264,20 @@ pub async fn run_continuous(
     let session = Session::open(settings, options).await?;
     tokio::pin!(stop);
     loop {
-        let report = run_dag(&session.ctx, &session.job, &session.tasks, options).await;
+        let run = run_dag(&session.ctx, &session.job, &session.tasks, options);
+        tokio::pin!(run);
+        let mut stopping = false;
+        let report = tokio::select! {
+            report = &mut run => report,
+            _ = &mut stop => {
+                stopping = true;
+                run.await
+            }
+        };
         each(&report);
+        if stopping {
+            break;
+        }
         tokio::select! {
             _ = &mut stop => break,
             _ = tokio::time::sleep(interval) => {}

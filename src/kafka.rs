@@ -114,8 +114,15 @@ pub fn redacted(client: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     client
         .iter()
         .map(|(k, v)| {
-            let secret = k.contains("password") || k.contains("secret") || k.ends_with("username");
-            (k.clone(), if secret { "***".into() } else { v.clone() })
+            let secret = crate::secrets::is_secret_key(k);
+            (
+                k.clone(),
+                if secret {
+                    crate::secrets::MASK.into()
+                } else {
+                    v.clone()
+                },
+            )
         })
         .collect()
 }
@@ -124,8 +131,8 @@ pub fn redacted(client: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 fn redact(text: &str, client: &BTreeMap<String, String>) -> String {
     let mut out = text.to_string();
     for (k, v) in client {
-        if (k.contains("password") || k.contains("secret")) && !v.is_empty() {
-            out = out.replace(v.as_str(), "***");
+        if crate::secrets::is_secret_key(k) && !v.is_empty() {
+            out = out.replace(v.as_str(), crate::secrets::MASK);
         }
     }
     out

@@ -27,6 +27,7 @@ pub mod progress;
 pub mod quarantine;
 pub mod reset;
 pub mod scheduler;
+pub mod secrets;
 pub mod source;
 pub mod sql;
 pub mod stock;

@@ -18,6 +18,7 @@ use medallion::job::{self, RunOptions, RunReport};
 use medallion::lock::RUN_LOCK_WAIT;
 use medallion::progress::Progress;
 use medallion::reset::{ResetPlan, Scope};
+use medallion::secrets::mask;
 use medallion::sql;
 
 /// medallion: CSV landing files → Kafka → Bronze Delta table, exactly once, in one binary.
@@ -325,7 +326,7 @@ fn main() -> ExitCode {
     match execute(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", describe(&err));
+            eprintln!("error: {}", mask(&describe(&err)));
             ExitCode::FAILURE
         }
     }
@@ -353,7 +354,7 @@ fn init_logging() {
         });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(medallion::secrets::MaskedWriter(std::io::stderr))
         .with_target(false)
         .init();
 }
@@ -406,16 +407,23 @@ fn run_job(
     let runtime = runtime()?;
     let write_json = |report: &RunReport| -> anyhow::Result<()> {
         if let Some(path) = report_json {
-            let json = serde_json::to_vec_pretty(report)?;
-            std::fs::write(path, json)
+            let json = serde_json::to_string_pretty(report)?;
+            std::fs::write(path, mask(&json).as_bytes())
                 .with_context(|| format!("cannot write the run report to {}", path.display()))?;
         }
         Ok(())
     };
     let failed = match interval {
         Some(interval) => {
-            let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
+            // Listening from the start: Ctrl-C during the first run, or while the run
+            // connects, stops after that run instead of killing the process midway.
+            let mut interrupt = {
+                let _entered = runtime.enter();
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                    .context("cannot listen for Ctrl-C")?
+            };
+            let stop = async move {
+                interrupt.recv().await;
                 eprintln!("medallion: stopping after the run under way");
             };
             let mut failed = false;
@@ -471,15 +479,7 @@ fn deployed_settings(
         .join(&local.target)
         .join(&state.content_hash);
     let bundle_file = runtime.block_on(deployment.download(&state, &copy))?;
-    let overrides: Vec<Override> = state
-        .variables
-        .iter()
-        .map(|(name, value)| Override {
-            name: name.clone(),
-            value: value.clone(),
-            origin: format!("deployment version {}", state.version),
-        })
-        .collect();
+    let overrides = state.overrides(&|name| std::env::var(name).ok())?;
     let deployed = Bundle::load(&bundle_file)?.resolve(Some(&local.target), &overrides)?;
     Ok((deployed, state))
 }
@@ -531,17 +531,19 @@ fn print_report(settings: &Settings, report: &RunReport) -> bool {
         settings.bundle_name, report.target, report.job
     );
     for summary in &report.summaries {
-        print!("{summary}");
+        print!("{}", mask(&summary.to_string()));
     }
     if let Some(failed) = report.failure() {
         eprintln!(
             "error: task `{}` failed: {}",
             failed.task,
-            failed
-                .notes
-                .last()
-                .map(String::as_str)
-                .unwrap_or("see above")
+            mask(
+                failed
+                    .notes
+                    .last()
+                    .map(String::as_str)
+                    .unwrap_or("see above")
+            )
         );
         return true;
     }
@@ -721,7 +723,7 @@ every figure: {}",
                 },
                 jobs: &s.jobs,
             };
-            print!("{}", serde_yaml::to_string(&resolved)?);
+            print!("{}", mask(&serde_yaml::to_string(&resolved)?));
             eprintln!("bundle {} is valid for target {}", s.bundle_name, s.target);
             Ok(ExitCode::SUCCESS)
         }

@@ -4,7 +4,9 @@
 //! in its time zone. A job already running `max_concurrent_runs` times queues the new run
 //! (`queue.enabled`) or skips it. Every run, its tasks and its end are recorded in the
 //! Delta table `<catalog>.system.job_runs`, and notifications go out on start, success
-//! and failure: webhooks by HTTP POST, email through the target's SMTP server.
+//! and failure: webhooks by HTTP POST, email through the target's SMTP server. A run
+//! that panics is recorded as failed with the panic's message, and no longer counts as
+//! running.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,13 +17,15 @@ use deltalake::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::bundle::job::{JobDef, PauseStatus};
 use crate::bundle::Settings;
 use crate::catalog::TableName;
 use crate::delta::{schema, DeltaError, DeltaSink, TableSpec};
-use crate::job::{self, RunOptions, RunReport};
+use crate::job::{self, JobError, RunOptions, RunReport};
 use crate::notify;
 use crate::progress::TaskState;
 
@@ -99,7 +103,8 @@ async fn record(
         ),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.state))),
         Arc::new(StringArray::from_iter(
-            rows.iter().map(|r| r.error.as_deref()),
+            rows.iter()
+                .map(|r| r.error.as_deref().map(crate::secrets::mask)),
         )),
         Arc::new(Int64Array::from_iter_values(
             rows.iter().map(|r| r.rows_read),
@@ -153,9 +158,41 @@ fn run_rows(report: &RunReport, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec
     rows
 }
 
+/// What runs a job: [`job::run`], or a stand-in in tests.
+pub type Runner = Arc<
+    dyn Fn(Arc<Settings>, RunOptions) -> BoxFuture<'static, Result<RunReport, JobError>>
+        + Send
+        + Sync,
+>;
+
+/// The runner of real runs: [`job::run`].
+pub fn job_runner() -> Runner {
+    Arc::new(|settings, options| async move { job::run(&settings, &options).await }.boxed())
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 /// Runs one job once, with notifications and the record in `job_runs`.
 pub async fn run_once(
     settings: &Settings,
+    key: &str,
+    job: &JobDef,
+) -> Result<bool, SchedulerError> {
+    run_once_with(&job_runner(), &Arc::new(settings.clone()), key, job).await
+}
+
+/// [`run_once`] with the given runner. A panic of the run is caught and recorded as the
+/// run's failure.
+async fn run_once_with(
+    runner: &Runner,
+    settings: &Arc<Settings>,
     key: &str,
     job: &JobDef,
 ) -> Result<bool, SchedulerError> {
@@ -174,7 +211,16 @@ pub async fn run_once(
         task: None,
         interactive: false,
     };
-    let (rows, error) = match job::run(settings, &options).await {
+    let run = std::panic::AssertUnwindSafe(runner(settings.clone(), options)).catch_unwind();
+    let outcome = match run.await {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(JobError::Job(format!(
+            "the run panicked: {}",
+            panic_message(&*panic)
+        ))),
+    };
+    let settings: &Settings = settings;
+    let (rows, error) = match outcome {
         Ok(report) => {
             let rows = run_rows(&report, start, Utc::now());
             let error = rows.last().and_then(|r| r.error.clone());
@@ -265,6 +311,28 @@ pub async fn run(
     settings: Settings,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
+    run_with(job_runner(), settings, stop).await
+}
+
+/// Tells the scheduler that run of job `i` ended when dropped: when the run returns,
+/// and also when it panics, so that a job never stays counted as running.
+struct Ended {
+    done: mpsc::UnboundedSender<usize>,
+    i: usize,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = self.done.send(self.i);
+    }
+}
+
+/// [`run`] with the given runner.
+async fn run_with(
+    runner: Runner,
+    settings: Settings,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), SchedulerError> {
     let settings = Arc::new(settings);
     let mut jobs = Vec::new();
     for (key, job) in &settings.jobs {
@@ -310,12 +378,16 @@ pub async fn run(
         let settings = settings.clone();
         let key = j.key.clone();
         let job = j.job.clone();
-        let done = done_tx.clone();
+        let ended = Ended {
+            done: done_tx.clone(),
+            i,
+        };
+        let runner = runner.clone();
         tokio::spawn(async move {
-            if let Err(e) = run_once(&settings, &key, &job).await {
+            let _ended = ended;
+            if let Err(e) = run_once_with(&runner, &settings, &key, &job).await {
                 tracing::error!(job = %job.name, "cannot record the run: {e}");
             }
-            let _ = done.send(i);
         });
     };
     loop {
@@ -366,6 +438,151 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deltalake::arrow::util::display::array_value_to_string;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Settings of a bundle in `dir` with one job `j`, scheduled every second, unpaused.
+    fn settings(dir: &std::path::Path) -> Settings {
+        let yaml = r#"
+bundle: { name: b }
+variables:
+  landing_dir: { description: l, default: landing }
+  warehouse_dir: { description: w, default: warehouse }
+  state_dir: { description: s, default: state }
+  kafka_bootstrap_servers: { description: k, default: "" }
+  kafka_topic: { description: t, default: T }
+  kafka_partitions: { description: p, default: 1 }
+resources:
+  jobs:
+    j:
+      name: j
+      tasks: []
+      schedule: { quartz_cron_expression: "* * * * * ?", timezone_id: UTC, pause_status: UNPAUSED }
+targets:
+  dev: { default: true }
+"#;
+        let file = dir.join("medallion.yml");
+        std::fs::write(&file, yaml).unwrap();
+        crate::bundle::Bundle::load(&file)
+            .unwrap()
+            .resolve(None, &[])
+            .unwrap()
+    }
+
+    fn report(settings: &Settings) -> RunReport {
+        RunReport {
+            target: settings.target.clone(),
+            job: "j".into(),
+            kafka: None,
+            summaries: vec![],
+            peak_rss_bytes: None,
+        }
+    }
+
+    /// The run-level rows of `job_runs`: state and error.
+    async fn recorded(settings: &Settings) -> Vec<(String, String)> {
+        let table = crate::sql::open(&settings.warehouse, &job_runs_table().name)
+            .await
+            .unwrap();
+        let batches = crate::sql::query_table(
+            &table,
+            "SELECT state, coalesce(error, '') FROM t WHERE task IS NULL ORDER BY start",
+        )
+        .await
+        .unwrap();
+        let mut rows = Vec::new();
+        for b in batches {
+            for r in 0..b.num_rows() {
+                let cell = |c| array_value_to_string(b.column(c), r).unwrap();
+                rows.push((cell(0), cell(1)));
+            }
+        }
+        rows
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_run_is_recorded_as_failed_with_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Arc::new(settings(dir.path()));
+        let job = settings.jobs["j"].clone();
+        let runner: Runner = Arc::new(|_, _| async { panic!("boom in the run") }.boxed());
+        let ok = run_once_with(&runner, &settings, "j", &job).await.unwrap();
+        assert!(!ok);
+        assert_eq!(
+            recorded(&settings).await,
+            [(
+                "FAILED".to_string(),
+                "the run panicked: boom in the run".to_string()
+            )]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_run_is_recorded_with_its_secrets_masked() {
+        crate::secrets::register("sched-secret-1999");
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Arc::new(settings(dir.path()));
+        let job = settings.jobs["j"].clone();
+        let runner: Runner = Arc::new(|_, _| {
+            async { Err(JobError::Job("login with sched-secret-1999 refused".into())) }.boxed()
+        });
+        run_once_with(&runner, &settings, "j", &job).await.unwrap();
+        assert_eq!(
+            recorded(&settings).await,
+            [("FAILED".to_string(), "login with *** refused".to_string())]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_run_does_not_stay_counted_as_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(tokio::sync::Notify::new());
+        let runner: Runner = {
+            let (calls, done, settings) = (calls.clone(), done.clone(), settings.clone());
+            Arc::new(move |_, _| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                let (done, report) = (done.clone(), report(&settings));
+                async move {
+                    if n == 0 {
+                        panic!("the first run panics");
+                    }
+                    done.notify_one();
+                    Ok(report)
+                }
+                .boxed()
+            })
+        };
+        // max_concurrent_runs is 1 and there is no queue: a run still counted as running
+        // would have every later run skipped.
+        let second = async {
+            let _ = tokio::time::timeout(Duration::from_secs(10), done.notified()).await;
+        };
+        run_with(runner, settings.clone(), second).await.unwrap();
+        assert!(
+            calls.load(Ordering::SeqCst) >= 2,
+            "the job ran again after the panic"
+        );
+        assert_eq!(
+            recorded(&settings).await[0],
+            (
+                "FAILED".to_string(),
+                "the run panicked: the first run panics".to_string()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_that_panics_outside_the_catch_still_ends() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let _ended = Ended { done: tx, i: 7 };
+            panic!("while recording");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(rx.recv().await, Some(7));
+    }
 
     #[test]
     fn runs_beyond_max_concurrent_runs_queue_or_skip() {

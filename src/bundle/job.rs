@@ -270,6 +270,16 @@ pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
 }
 
 impl JobDef {
+    /// The URL of every webhook the job notifies.
+    pub fn webhook_urls(&self) -> impl Iterator<Item = &str> {
+        let w = &self.webhook_notifications;
+        w.on_start
+            .iter()
+            .chain(&w.on_success)
+            .chain(&w.on_failure)
+            .map(|h| h.url.as_str())
+    }
+
     /// Every problem of the job: keys, dependencies, cycles, settings, schedule.
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
@@ -329,6 +339,30 @@ impl JobDef {
                     });
                 }
             }
+        }
+        let emails = &self.email_notifications;
+        for (event, list) in [
+            ("on_start", &emails.on_start),
+            ("on_success", &emails.on_success),
+            ("on_failure", &emails.on_failure),
+        ] {
+            for (i, address) in list.iter().enumerate() {
+                if address.contains(['\r', '\n']) {
+                    problems.push(Problem {
+                        path: format!("email_notifications.{event}[{i}]"),
+                        message: format!(
+                            "the email address `{}` holds a line break (CR or LF), which could inject SMTP commands or mail headers. Remove it",
+                            address.escape_debug()
+                        ),
+                    });
+                }
+            }
+        }
+        if self.name.contains(['\r', '\n']) {
+            problems.push(Problem {
+                path: "name".into(),
+                message: "the job's name holds a line break (CR or LF); it is the subject of its emails. Remove it".into(),
+            });
         }
         if let Some(cycle) = self.cycle() {
             let i = keys[cycle[0].as_str()];
@@ -500,6 +534,17 @@ tasks:
         let p = job(&scheduled).problems();
         assert_eq!(p[0].path, "schedule.quartz_cron_expression");
         assert_eq!(p[1].path, "schedule.timezone_id");
+    }
+
+    #[test]
+    fn a_line_break_in_an_email_address_is_a_problem() {
+        let j = job(&format!(
+            "{TASKS}email_notifications:\n  on_failure: [ok@example.com, \"a@example.com\\r\\nRCPT TO:<x@evil.com>\"]\n"
+        ));
+        let p = j.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].path, "email_notifications.on_failure[1]");
+        assert!(p[0].message.contains("line break"), "{p:?}");
     }
 
     #[test]

@@ -358,6 +358,9 @@ pub struct Settings {
     pub variables: BTreeMap<String, String>,
     /// The target's SMTP relay, for email notifications.
     pub smtp: Option<SmtpDef>,
+    /// The variables set by an override (`MEDALLION_VAR_<name>`, `--var`) rather than by
+    /// the bundle's files.
+    pub overridden: std::collections::BTreeSet<String>,
 }
 
 /// The variables that name folders, relative to the bundle's folder.
@@ -608,8 +611,26 @@ impl Bundle {
             values.insert(o.name.clone(), (o.value.clone(), o.origin.clone()));
         }
         let (root_path, values) = self.interpolate_variables(&target_name, values)?;
+        for (name, (value, _)) in &values {
+            if crate::secrets::is_secret_key(name) {
+                crate::secrets::register(value);
+            }
+        }
         let user = current_user();
         let jobs = self.resolve_jobs(&target_name, target.mode, &root_path, &values, &user)?;
+        for job in jobs.values() {
+            for url in job.webhook_urls() {
+                crate::secrets::register_url(url);
+            }
+        }
+        if let Some(smtp) = &target.smtp {
+            if smtp.from.contains(['\r', '\n']) {
+                return Err(invalid(self.files[0].at(
+                    &format!("targets.{target_name}.smtp.from"),
+                    "the sender address holds a line break (CR or LF), which could inject SMTP commands or mail headers. Remove it",
+                )));
+            }
+        }
 
         let get = |name: &str| -> Result<&(String, String), BundleError> {
             values
@@ -722,6 +743,7 @@ impl Bundle {
             user,
             variables: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             smtp: target.smtp.clone(),
+            overridden: overrides.iter().map(|o| o.name.clone()).collect(),
         })
     }
 
@@ -909,8 +931,9 @@ impl Bundle {
         }
     }
 
-    /// Replaces `sasl.username_env` / `sasl.password_env` (and any `*_env` key naming a
-    /// secret) with the environment variable's value. A secret written in the file is refused.
+    /// Replaces every `<key>_env` setting (`sasl.username_env`, `sasl.password_env`, ...)
+    /// with the environment variable's value, registered as a secret. A secret-looking key
+    /// ([`crate::secrets::is_secret_key`]) written in the file is refused.
     fn resolve_secrets(
         &self,
         client: BTreeMap<String, String>,
@@ -918,19 +941,19 @@ impl Bundle {
     ) -> Result<BTreeMap<String, String>, BundleError> {
         let mut out = BTreeMap::new();
         for (key, value) in client {
-            if SECRET_KEYS.contains(&key.as_str()) {
-                return Err(BundleError::SecretInFile {
-                    file: self.file.clone(),
-                    key,
-                });
-            }
             if let Some(real) = key.strip_suffix("_env") {
                 let secret = env(&value).ok_or_else(|| BundleError::MissingSecret {
                     file: self.file.clone(),
                     key: real.into(),
                     env: value.clone(),
                 })?;
+                crate::secrets::register(&secret);
                 out.insert(real.to_string(), secret);
+            } else if crate::secrets::is_secret_key(&key) {
+                return Err(BundleError::SecretInFile {
+                    file: self.file.clone(),
+                    key,
+                });
             } else {
                 out.insert(key, value);
             }
@@ -958,15 +981,6 @@ fn invalid(problem: Located) -> BundleError {
         problems: vec![problem],
     }
 }
-
-/// librdkafka keys whose values are secrets: they may only come from the environment.
-const SECRET_KEYS: &[&str] = &[
-    "sasl.username",
-    "sasl.password",
-    "ssl.key.password",
-    "ssl.keystore.password",
-    "sasl.oauthbearer.client.secret",
-];
 
 /// librdkafka settings that load or run code, and what they do.
 const CODE_LOADING_KEYS: &[(&str, &str)] = &[
@@ -1169,5 +1183,62 @@ targets:
             .resolve_secrets(client, &|n| (n == "KAFKA_PW").then(|| "s3cret".to_string()))
             .unwrap();
         assert_eq!(ok["sasl.password"], "s3cret");
+    }
+
+    #[test]
+    fn every_secret_looking_key_is_refused_in_the_file_and_masked_from_the_environment() {
+        let b = bundle();
+        for key in ["ssl.key.pem", "sasl.oauthbearer.config", "sasl.username"] {
+            let client = BTreeMap::from([(key.to_string(), "literal-value-1".to_string())]);
+            let err = b
+                .resolve_secrets(client, &|_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`kafka.{key}_env: NAME`")), "{err}");
+        }
+        let client = BTreeMap::from([
+            ("ssl.key.pem_env".to_string(), "KEY_PEM".to_string()),
+            (
+                "sasl.oauthbearer.config_env".to_string(),
+                "OAUTH".to_string(),
+            ),
+        ]);
+        let env = |n: &str| Some(format!("{n}-value-from-env"));
+        let ok = b.resolve_secrets(client, &env).unwrap();
+        assert_eq!(ok["ssl.key.pem"], "KEY_PEM-value-from-env");
+        assert_eq!(
+            crate::secrets::mask("pem KEY_PEM-value-from-env, config OAUTH-value-from-env"),
+            "pem ***, config ***"
+        );
+    }
+
+    #[test]
+    fn secret_variables_and_webhook_urls_are_registered() {
+        let text = format!(
+            "{YAML}  vars:\n    variables:\n      api_token: tok-from-target-1\n    smtp: {{ host: h, from: \"a@b.c\\r\\nBcc: x@y.z\" }}\n"
+        )
+        .replace(
+            "  kafka_partitions: { description: partitions, default: 3 }\n",
+            "  kafka_partitions: { description: partitions, default: 3 }\n  api_token: { description: a secret, default: \"\" }\n",
+        )
+        .replace("bundle:\n  name: kafka_stream\n", "bundle:\n  name: kafka_stream\nresources:\n  jobs:\n    j:\n      name: j\n      tasks: []\n      webhook_notifications:\n        on_failure: [{ url: \"https://hooks.example.com/x/${var.api_token}\" }]\n");
+        let b = Bundle::parse(Path::new("/b/medallion.yml"), &text).unwrap();
+        let s = b
+            .resolve(
+                None,
+                &[Override::parse_cli("api_token=tok-from-cli-22").unwrap()],
+            )
+            .unwrap();
+        assert!(s.overridden.contains("api_token"));
+        assert_eq!(
+            crate::secrets::mask(
+                "token tok-from-cli-22, hook https://hooks.example.com/x/tok-from-cli-22"
+            ),
+            "token ***, hook https://hooks.example.com/***"
+        );
+        // The sender address of an SMTP relay cannot hold a line break.
+        let err = b.resolve(Some("vars"), &[]).unwrap_err().to_string();
+        assert!(err.contains("line break (CR or LF)"), "{err}");
+        assert!(crate::secrets::mask("tok-from-target-1") == "***");
     }
 }
