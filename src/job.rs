@@ -24,6 +24,9 @@ use crate::tasks::{self, TaskContext};
 /// How long a read may wait for records it knows exist.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The log target of the lines that say when a task starts and ends (debug level).
+pub const DAG_LOG: &str = "medallion::dag";
+
 /// Errors that stop a run before its tasks start.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -327,6 +330,9 @@ async fn run_dag(
                 let task = task.clone();
                 let interactive = options.interactive;
                 let handle = running.spawn(async move {
+                    // `MEDALLION_LOG=medallion::dag=debug` shows when each task starts and
+                    // ends: the crash tests kill a run between the two.
+                    tracing::debug!(target: DAG_LOG, "task `{}` started", task.task_key);
                     let progress = Arc::new(Progress::new(&task.task_key, interactive));
                     let summary = match run_task(&task, &ctx, progress.clone()).await {
                         Ok(summary) => summary,
@@ -340,6 +346,12 @@ async fn run_dag(
                         }
                     };
                     progress.finish();
+                    tracing::debug!(
+                        target: DAG_LOG,
+                        "task `{}` ended: {:?}",
+                        task.task_key,
+                        summary.state
+                    );
                     summary
                 });
                 started.insert(handle.id(), i);

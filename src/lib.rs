@@ -17,6 +17,7 @@ pub mod delta;
 pub mod deploy;
 pub mod fault;
 pub mod generate;
+pub mod gzip;
 pub mod job;
 pub mod kafka;
 pub mod kafka_server;

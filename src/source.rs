@@ -6,12 +6,10 @@
 //! [`Row::Rejected`] with the reason it can never be one. Nothing is dropped silently.
 
 use std::collections::VecDeque;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
-
-use flate2::read::MultiGzDecoder;
 
 /// The header columns every landing file must have.
 pub const REQUIRED_COLUMNS: &[&str] = &[
@@ -472,7 +470,7 @@ impl CsvRows {
             )));
         }
         let inner: Box<dyn Read + Send> = if file.name.to_lowercase().ends_with(".gz") {
-            Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f)))
+            Box::new(crate::gzip::SalvagingGzReader::new(f))
         } else {
             Box::new(f)
         };

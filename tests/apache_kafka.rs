@@ -96,3 +96,8 @@ async fn with_transactions_a_crash_leaves_nothing_for_read_committed_readers() {
     assert!(topic_count(&kafka.bootstrap, "Stocks").await > lines);
     assert_eq!(w.count(&bronze()).await, lines);
 }
+
+#[test]
+fn without_the_jars_the_suite_fails_in_ci_and_skips_locally() {
+    check_it_fails_in_ci_without_the_jars("the_pipeline_gives_the_same_tables_on_apache_kafka");
+}

@@ -4,26 +4,29 @@
 
 mod common;
 
+use common::watch::duration_of;
 use common::*;
 
-/// 3,000 good lines in two files, plus a file with two bad lines among three.
+/// Bad lines of [`land_input`]: two with too few fields, one that is not UTF-8.
+const BAD_LINES: u64 = 3;
+
+/// 3,000 good lines in two files, plus a file with [`BAD_LINES`] bad lines among four.
 fn land_input(w: &Workspace) -> u64 {
     w.generate(small(3000, 2, 11));
     w.land(
         "stocks_0003.csv",
-        b"Index,Date,Open,High,Low,Close,Adj Close,Volume\r\nNYA,2031-01-02,1,2,0.5,1.5,1.5,10\r\nNYA,2031-01-03,1\r\nNYA,2031-01-06,1,2\r\n",
+        b"Index,Date,Open,High,Low,Close,Adj Close,Volume\r\nNYA,2031-01-02,1,2,0.5,1.5,1.5,10\r\nNYA,2031-01-03,1\r\nNYA,2031-01-06,1,2\r\nNYA,2031-01-07,1,2,0.5,\xff1.5,1.5,10\r\n",
     );
     3001
 }
 
-async fn assert_exactly_once(w: &Workspace, broker: &TestBroker, good: u64) {
-    let records = topic_records(&broker.bootstrap(), "Stocks").await;
+async fn assert_exactly_once(w: &Workspace, records: &[Record], good: u64) {
     assert_eq!(
         records.len() as u64,
         good,
         "Kafka holds each good line once"
     );
-    let lines = source_lines(&records);
+    let lines = source_lines(records);
     assert_eq!(lines.len() as u64, good, "no line was sent twice");
 
     let bronze_rows = w
@@ -48,7 +51,7 @@ async fn assert_exactly_once(w: &Workspace, broker: &TestBroker, good: u64) {
     );
     assert_eq!(
         w.count(&ingest_quarantine()).await,
-        2,
+        BAD_LINES,
         "each bad line quarantined once"
     );
 }
@@ -73,11 +76,13 @@ async fn crash_then_rerun(fault: &str, resumed: &str) {
         out.contains(resumed),
         "{fault}: rerun should show `{resumed}`:\n{out}"
     );
-    assert_exactly_once(&w, &broker, good).await;
+    let records = topic_records(&broker.bootstrap(), "Stocks").await;
+    assert_exactly_once(&w, &records, good).await;
 
     // And a third run has nothing left to do.
     w.run_binary_ok(&[]).await;
-    assert_exactly_once(&w, &broker, good).await;
+    let records = topic_records(&broker.bootstrap(), "Stocks").await;
+    assert_exactly_once(&w, &records, good).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -221,88 +226,198 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Seeded trials: each kills a run, either at a random named fault point (abort) or with
-/// SIGKILL after a random delay (which can land anywhere, between a Parquet write and its
-/// Delta commit included), runs again to completion, and compares every table with an
-/// uninterrupted run of the same input. Returns how many trials really killed a run.
-async fn fault_trials(seeds: std::ops::Range<u64>) -> usize {
-    let reference_broker = TestBroker::start().await;
-    let mut reference = Workspace::with_broker(&reference_broker);
-    reference.set_var("batch_rows", "500");
-    land_input(&reference);
-    let started = std::time::Instant::now();
-    reference.run_binary_ok(&[]).await;
-    let full_run = started.elapsed();
-    let expected = refined_tables(&reference).await;
+/// Where the runs of a trial find Kafka.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum BrokerMode {
+    /// A broker of the test's own, outside the binary, as a remote Kafka would be.
+    Separate,
+    /// The default: each run starts the embedded broker inside its own process, with
+    /// sqlite storage under `state_dir`, so that a kill kills the broker too.
+    InProcess,
+}
 
-    let mut killed = 0;
+/// The workspace of one trial, and its broker unless the runs start their own.
+struct Trial {
+    w: Workspace,
+    broker: Option<TestBroker>,
+}
+
+impl Trial {
+    async fn new(mode: BrokerMode) -> Self {
+        let broker = match mode {
+            BrokerMode::Separate => Some(TestBroker::start().await),
+            BrokerMode::InProcess => None,
+        };
+        let mut w = match &broker {
+            Some(b) => Workspace::with_broker(b),
+            None => Workspace::new(),
+        };
+        w.set_var("batch_rows", "500");
+        Trial { w, broker }
+    }
+
+    /// Every record of the topic (through the workspace's own embedded broker, started
+    /// here on its storage, in [`BrokerMode::InProcess`]).
+    async fn records(&self) -> Vec<Record> {
+        match &self.broker {
+            Some(b) => topic_records(&b.bootstrap(), "Stocks").await,
+            None => {
+                let b = TestBroker::of_state_dir(&self.w).await;
+                let records = topic_records(&b.bootstrap(), "Stocks").await;
+                b.stop().await;
+                records
+            }
+        }
+    }
+}
+
+/// What a test's trials did.
+#[derive(Debug, Default)]
+struct Kills {
+    /// Trials that aborted at a named fault point.
+    named: usize,
+    /// Trials that sent SIGKILL.
+    sigkills: usize,
+    /// SIGKILLs that landed while the job was at work (a task started, the job not done).
+    landed: usize,
+}
+
+/// Seeded trials: each kills a run, either at a random named fault point (abort) or with
+/// SIGKILL at a random instant of its work (which can land anywhere, between a Parquet
+/// write and its Delta commit included), runs again to completion, and compares every
+/// table (bronze and quarantine.ingest on content) and the topic with an uninterrupted
+/// run of the same input.
+///
+/// A SIGKILL trial draws a task and a fraction, waits until the run reports that the task
+/// started, and kills it that fraction of the task's time later (the time it took in the
+/// uninterrupted run, scaled by how fast the first task went in this run compared with
+/// that one, as machine load varies). Whether the kill landed during the work is read
+/// from what the run reported before it died.
+async fn fault_trials(seeds: std::ops::Range<u64>) -> Kills {
+    let mode = mode_of(seeds.start);
+    assert!(seeds.clone().all(|s| mode_of(s) == mode), "{seeds:?}");
+    let reference = Trial::new(mode).await;
+    land_input(&reference.w);
+    let done = reference.w.spawn_watched(&[]).wait().await;
+    assert!(done.status.success(), "{}", done.stderr);
+    let durations = done.durations();
+    let tasks = done.ended();
+    assert_eq!(tasks.len(), 7, "every task ran: {tasks:?}");
+    let expected = refined_tables(&reference.w).await;
+    let expected_ingested = ingested_tables(&reference.w).await;
+    assert!(
+        expected_ingested.iter().all(|(_, rows)| !rows.is_empty()),
+        "{expected_ingested:?}"
+    );
+
+    let mut kills = Kills::default();
     for seed in seeds {
         let mut rng = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xA5A5;
-        let broker = TestBroker::start().await;
-        let mut w = Workspace::with_broker(&broker);
-        w.set_var("batch_rows", "500");
-        let good = land_input(&w);
+        let t = Trial::new(mode).await;
+        let good = land_input(&t.w);
         let how = if seed % 2 == 0 {
             // Named trials go round the points, so that every task is hit.
             let (point, hits) = FAULT_POINTS[fault_point_of(seed)];
             let hit = 1 + splitmix(&mut rng) % hits;
             let fault = format!("{point}@{hit}");
-            let out = w.run_binary(&[], &[("MEDALLION_FAULT", &fault)]).await;
+            let out =
+                t.w.spawn_watched(&[("MEDALLION_FAULT", &fault)])
+                    .wait()
+                    .await;
             assert!(
-                !out.status.success(),
-                "seed {seed}: {fault} did not kill the run"
+                !out.status.success() && out.stderr.contains("fault injected"),
+                "seed {seed}: {fault} did not kill the run: {}",
+                out.stderr
             );
-            killed += 1;
-            fault
+            kills.named += 1;
+            format!("{fault}, in {:?}", out.running())
         } else {
-            let delay = std::time::Duration::from_millis(
-                100 + splitmix(&mut rng) % full_run.as_millis().max(200) as u64,
-            );
-            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_medallion"));
-            cmd.current_dir(w.root()).arg("run");
-            for (n, v) in &w.vars {
-                cmd.arg("--var").arg(format!("{n}={v}"));
-            }
-            let mut child = cmd
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap();
-            tokio::time::sleep(delay).await;
-            if child.try_wait().unwrap().is_none() {
-                child.start_kill().unwrap(); // SIGKILL
-                killed += 1;
-            }
-            child.wait().await.unwrap();
-            format!("SIGKILL after {delay:?}")
+            let (task, took) = &durations[(splitmix(&mut rng) % durations.len() as u64) as usize];
+            let fraction = (splitmix(&mut rng) % 1000) as f64 / 1000.0;
+            let mut run = t.w.spawn_watched(&[]);
+            let started = run.started(task).await;
+            let (first, first_took) = &durations[0];
+            let speed = duration_of(&run.events(), first)
+                .map_or(1.0, |d| d.as_secs_f64() / first_took.as_secs_f64());
+            let delay = took.mul_f64(fraction * speed);
+            let out = run.kill_at(started + delay).await;
+            let landed = out.killed_during_work(&tasks);
+            kills.sigkills += 1;
+            kills.landed += usize::from(landed);
+            format!(
+                "SIGKILL {delay:?} after {task} started, in {:?}, {}",
+                out.running(),
+                if landed {
+                    "during the work"
+                } else {
+                    "NOT during the work"
+                }
+            )
         };
-        w.run_binary_ok(&[]).await;
-        assert_exactly_once(&w, &broker, good).await;
-        assert_eq!(refined_tables(&w).await, expected, "seed {seed} ({how})");
-        eprintln!("seed {seed}: {how}: tables identical");
+        t.w.run_binary_ok(&[]).await;
+        assert_eq!(
+            ingested_tables(&t.w).await,
+            expected_ingested,
+            "seed {seed} ({how})"
+        );
+        assert_eq!(refined_tables(&t.w).await, expected, "seed {seed} ({how})");
+        assert_exactly_once(&t.w, &t.records().await, good).await;
+        eprintln!("seed {seed} ({mode:?}): {how}: tables identical");
     }
-    killed
+    eprintln!("{kills:?}");
+    kills
+}
+
+/// Runs the 8 trials of `seeds` and checks that they really killed runs at work: every
+/// named trial aborted (checked per trial), and at least 3 of the 4 SIGKILLs landed while
+/// the job was at work (one drawn near the end of the last task may find the run done).
+async fn fault_harness(seeds: std::ops::Range<u64>) {
+    let kills = fault_trials(seeds).await;
+    assert_eq!((kills.named, kills.sigkills), (4, 4));
+    assert!(
+        kills.landed >= 3,
+        "too few SIGKILLs landed while the job was at work: {kills:?}"
+    );
+}
+
+/// Trials 0..24 use a broker of the test's own; 24..48 the default, the broker inside
+/// the killed process.
+fn mode_of(seed: u64) -> BrokerMode {
+    if seed < 24 {
+        BrokerMode::Separate
+    } else {
+        BrokerMode::InProcess
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fault_harness_trials_0_to_7() {
-    assert!(fault_trials(0..8).await >= 4);
+    fault_harness(0..8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fault_harness_trials_8_to_15() {
-    assert!(fault_trials(8..16).await >= 4);
+    fault_harness(8..16).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fault_harness_trials_16_to_23() {
-    assert!(fault_trials(16..24).await >= 4);
+    fault_harness(16..24).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fault_harness_trials_24_to_31() {
-    assert!(fault_trials(24..32).await >= 4);
+async fn fault_harness_trials_24_to_31_broker_in_process() {
+    fault_harness(24..32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_harness_trials_32_to_39_broker_in_process() {
+    fault_harness(32..40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_harness_trials_40_to_47_broker_in_process() {
+    fault_harness(40..48).await;
 }
 
 /// The named fault point of an even seed's trial.
@@ -311,11 +426,13 @@ fn fault_point_of(seed: u64) -> usize {
 }
 
 #[test]
-fn the_harness_hits_every_named_fault_point() {
-    // The seeds of the four harness tests: every named point gets a trial.
-    let chosen: std::collections::BTreeSet<usize> = (0..32u64)
-        .filter(|s| s % 2 == 0)
-        .map(fault_point_of)
-        .collect();
-    assert_eq!(chosen.len(), FAULT_POINTS.len());
+fn the_harness_hits_every_named_fault_point_in_both_broker_modes() {
+    // The seeds of the harness tests: every named point gets a trial in each mode.
+    for mode in [BrokerMode::Separate, BrokerMode::InProcess] {
+        let chosen: std::collections::BTreeSet<usize> = (0..48u64)
+            .filter(|s| s % 2 == 0 && mode_of(*s) == mode)
+            .map(fault_point_of)
+            .collect();
+        assert_eq!(chosen.len(), FAULT_POINTS.len(), "{mode:?}");
+    }
 }

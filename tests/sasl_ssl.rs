@@ -220,3 +220,8 @@ async fn the_embedded_broker_authenticates_with_scram() {
         "{err}"
     );
 }
+
+#[test]
+fn without_the_jars_the_suite_fails_in_ci_and_skips_locally() {
+    check_it_fails_in_ci_without_the_jars("sasl_ssl_with_scram_as_a_hosted_kafka");
+}

@@ -2,6 +2,8 @@
 //! folder and warehouse, a real broker, and ways to look at what landed in Kafka and Delta.
 #![allow(dead_code)]
 
+pub mod watch;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -391,6 +393,14 @@ impl TestBroker {
         TestBroker { broker, _dir: dir }
     }
 
+    /// The embedded broker of a workspace whose runs start their own (the default), on
+    /// the storage they left under its `state_dir`: to look at the topic between runs.
+    pub async fn of_state_dir(w: &Workspace) -> EmbeddedBroker {
+        EmbeddedBroker::start(BrokerStorage::in_state_dir(&w.settings().state_dir))
+            .await
+            .expect("the workspace's embedded broker starts")
+    }
+
     /// Starts a broker on the data of a stopped one (on another port).
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
         let broker = EmbeddedBroker::start(BrokerStorage::Sqlite(dir.path().join("tansu.db")))
@@ -479,6 +489,29 @@ pub async fn refined_tables(w: &Workspace) -> Vec<(String, Vec<Vec<String>>)> {
     out
 }
 
+/// Bronze and `<catalog>.quarantine.ingest` of a workspace as text rows, sorted: what
+/// ingest and bronze must leave the same however the runs went. Bronze is compared on
+/// content, as the multiset of (key, value), since offsets and timestamps may differ
+/// between runs; quarantine.ingest on the columns named here, so that a column added
+/// later does not change the comparison.
+pub async fn ingested_tables(w: &Workspace) -> Vec<(String, Vec<Vec<String>>)> {
+    vec![
+        (
+            bronze().to_string(),
+            w.query(&bronze(), "SELECT key, value FROM t ORDER BY key, value")
+                .await,
+        ),
+        (
+            ingest_quarantine().to_string(),
+            w.query(
+                &ingest_quarantine(),
+                "SELECT file, line, raw, reason, lines FROM t ORDER BY file, line",
+            )
+            .await,
+        ),
+    ]
+}
+
 /// A program of the Python venv that `.ci/run` makes (next to `$MEDALLION_PYTHON`, or in
 /// `.venv/bin`). Without it a test is skipped locally and fails in CI.
 pub fn venv_tool(name: &str) -> Option<PathBuf> {
@@ -490,16 +523,57 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
     if tool.exists() {
         return Some(tool);
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run this test: {} is missing; run .ci/run, which makes the venv",
-        tool.display()
-    );
-    eprintln!(
-        "skipped: {} is missing (run .ci/run to make the venv)",
-        tool.display()
+    skip_outside_ci(
+        &format!("{} is missing", tool.display()),
+        "run .ci/run, which makes the venv",
     );
     None
+}
+
+/// For a test that CI must run but that needs something missing here (`what`): fails
+/// under CI (`CI` is set, as `.ci/run` and GitHub Actions do), and otherwise prints a
+/// note saying how to get it (`fix`), for the test to return.
+pub fn skip_outside_ci(what: &str, fix: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run this test, but {what}; {fix}"
+    );
+    eprintln!("skipped: {what} ({fix})");
+}
+
+/// Runs the test `name` of this test binary again, alone, in a child process with the
+/// Apache Kafka jars missing (`MEDALLION_KAFKA_JARS` an empty folder), and checks that it
+/// fails under CI and is skipped, with a note, outside CI.
+pub fn check_it_fails_in_ci_without_the_jars(name: &str) {
+    let empty = tempfile::tempdir().unwrap();
+    let run = |ci: bool| {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .env("MEDALLION_KAFKA_JARS", empty.path());
+        if ci {
+            cmd.env("CI", "true");
+        } else {
+            cmd.env_remove("CI");
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (passed, text) = run(true);
+    assert!(!passed, "under CI, {name} passed without the jars:\n{text}");
+    assert!(text.contains("CI must run this test"), "{text}");
+    assert!(text.contains("1 failed"), "{text}");
+    let (passed, text) = run(false);
+    assert!(
+        passed,
+        "outside CI, {name} failed without the jars:\n{text}"
+    );
+    assert!(text.contains("skipped: no Apache Kafka jars"), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
 }
 
 /// A real Apache Kafka broker of one test's own: a single KRaft node on free loopback
@@ -653,14 +727,9 @@ impl ApacheKafka {
         use medallion::kafka_server::{KafkaServer, SaslSsl};
         let jars = KafkaServer::default_jars();
         if !KafkaServer::jars_present(&jars) {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run this test: the Apache Kafka jars are missing from {}; run .ci/run",
-                jars.display()
-            );
-            eprintln!(
-                "skipped: no Apache Kafka jars in {} (run .ci/run)",
-                jars.display()
+            skip_outside_ci(
+                &format!("no Apache Kafka jars in {}", jars.display()),
+                "run .ci/run, which fetches them into $MEDALLION_KAFKA_JARS",
             );
             return None;
         }
