@@ -831,3 +831,71 @@ async fn flush(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_versions_order_files_then_lines() {
+        assert!(quarantine_version(2, 10) > quarantine_version(1, u64::MAX));
+        assert_eq!(quarantined_through(None, 3), None);
+        // Rows of file 3 up to line 500 are in; a later file's commit means all of them.
+        assert_eq!(
+            quarantined_through(Some(quarantine_version(3, 500)), 3),
+            Some(500)
+        );
+        assert_eq!(
+            quarantined_through(Some(quarantine_version(4, 0)), 3),
+            Some(u64::MAX)
+        );
+        assert_eq!(quarantined_through(Some(quarantine_version(2, 9)), 3), None);
+        // Whole-file versions of earlier releases.
+        assert_eq!(quarantined_through(Some(3), 3), Some(u64::MAX));
+        assert_eq!(quarantined_through(Some(2), 3), None);
+    }
+
+    /// A file that cannot be opened (here: a link put where the listed file was) is one
+    /// quarantine row with the reason, and nothing is sent.
+    #[test]
+    fn a_file_that_cannot_be_opened_is_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("secret.txt");
+        std::fs::write(&outside, "TOP-SECRET").unwrap();
+        let path = dir.path().join("x.csv");
+        std::os::unix::fs::symlink(&outside, &path).unwrap();
+        let file = LandingFile {
+            path,
+            name: "x.csv".into(),
+            size: 10,
+            modified_ms: 0,
+        };
+        let producer: ThreadedProducer<Deliveries> = ThreadedProducer::from_config_and_context(
+            &crate::kafka::KafkaEndpoint::new("127.0.0.1:1", BTreeMap::new()).producer_config(),
+            Deliveries::default(),
+        )
+        .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let mut rejects = RejectChunks::new(tx);
+        let outcome = send_file(
+            &producer,
+            "T",
+            &file,
+            &HashSet::new(),
+            (LineLimits::default(), 1 << 20),
+            &Progress::new("ingest", false),
+            &mut rejects,
+        );
+        assert!(rejects.flush());
+        drop(rejects);
+        assert_eq!((outcome.sent, outcome.quarantined), (0, 0));
+        let rows = rx.blocking_recv().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].file.as_str(), rows[0].line), ("x.csv", 0));
+        assert!(
+            rows[0].reason.starts_with("the file cannot be read"),
+            "{rows:?}"
+        );
+        assert!(!rows[0].raw.contains("TOP-SECRET"));
+    }
+}
