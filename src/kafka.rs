@@ -855,6 +855,8 @@ mod tests {
             ("fetch.wait.max.ms", "5"),
             ("linger.ms", "50"),
             ("enable.auto.commit", "true"),
+            ("isolation.level", "read_uncommitted"),
+            ("auto.offset.reset", "earliest"),
             ("enable.idempotence", "false"),
             ("acks", "1"),
             ("sasl.password", "hunter2"),
@@ -871,6 +873,9 @@ mod tests {
         assert_eq!(consumer.get("fetch.wait.max.ms"), Some("5"));
         assert_eq!(consumer.get("fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        // Never records of aborted transactions, never a silent jump past lost ones.
+        assert_eq!(consumer.get("isolation.level"), Some("read_committed"));
+        assert_eq!(consumer.get("auto.offset.reset"), Some("error"));
         assert_eq!(consumer.get("group.id"), Some("medallion-bronze"));
         // The secret itself, not a masked copy of it.
         assert_eq!(consumer.get("sasl.password"), Some("hunter2"));
