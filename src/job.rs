@@ -71,8 +71,31 @@ async fn run_task(
         TaskKind::GoldRebuild(s) => tasks::updated_stocks::run(ctx, s, progress)
             .await
             .map_err(text),
+        TaskKind::PipelineTask(t) => run_pipeline(ctx, t, &task.task_key, progress).await,
     }?;
     summary.task = task.task_key.clone();
+    Ok(summary)
+}
+
+/// A `pipeline_task`: an update of the pipeline, as one task's summary. A failed flow
+/// fails the task.
+async fn run_pipeline(
+    ctx: &TaskContext,
+    task: &crate::bundle::job::PipelineTask,
+    key: &str,
+    progress: Arc<Progress>,
+) -> Result<TaskSummary, String> {
+    let spec = crate::pipeline::select(&ctx.settings, Some(&task.pipeline_id))
+        .map_err(|e| e.to_string())?;
+    let selection = crate::pipeline::Selection {
+        full_refresh_all: task.full_refresh,
+        ..Default::default()
+    };
+    let report = crate::pipeline::update(&ctx.settings, spec, &selection)
+        .await
+        .map_err(|e| e.to_string())?;
+    let summary = report.summary(key, progress.elapsed());
+    progress.add_rows(summary.rows_read);
     Ok(summary)
 }
 

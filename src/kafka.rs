@@ -91,7 +91,8 @@ pub enum KafkaClientError {
 pub struct KafkaSettings {
     /// `None` means: start the embedded broker.
     pub bootstrap_servers: Option<String>,
-    pub topic: String,
+    /// The bundle's `kafka_topic` variable, when it declares one.
+    pub topic: Option<String>,
     pub partitions: i32,
     /// librdkafka settings (`security.protocol`, `sasl.mechanism`, ...), secrets resolved.
     pub client: BTreeMap<String, String>,
@@ -836,7 +837,7 @@ mod tests {
         let e = KafkaEndpoint::new("k:9092", client.clone());
         let s = KafkaSettings {
             bootstrap_servers: None,
-            topic: "t".into(),
+            topic: Some("t".into()),
             partitions: 1,
             client,
         };

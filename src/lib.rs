@@ -2,7 +2,8 @@
 //!
 //! CSV landing files are streamed into Kafka ([`tasks::ingest`]), Kafka into a Bronze
 //! Delta table ([`tasks::bronze`]), exactly once on every hop. A run is configured by a
-//! bundle file ([`bundle`]) and driven by [`job::run`].
+//! bundle file ([`bundle`]) and driven by [`job::run`]. Declarative pipelines of
+//! streaming tables and materialized views, in SQL, run through [`pipeline`].
 
 // Errors carry librdkafka and delta-rs errors by value, with the context a user needs;
 // they are returned once per task, never on a per-row path, so their size is no cost.
@@ -23,6 +24,7 @@ pub mod kafka;
 pub mod kafka_server;
 pub mod lock;
 pub mod notify;
+pub mod pipeline;
 pub mod private;
 pub mod progress;
 pub mod quarantine;

@@ -165,7 +165,13 @@ enum Command {
         #[arg(short, long)]
         target: Option<String>,
     },
-    /// List the recent runs recorded by the scheduler.
+    /// Declarative pipelines (resources.pipelines): run an update, check the SQL, show the
+    /// graph or the event log.
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
+    /// List the recent runs: of jobs and pipelines, whichever command started them.
     Runs {
         #[arg(short, long)]
         target: Option<String>,
@@ -200,6 +206,73 @@ enum Command {
         #[arg(long, default_value = "stocks")]
         prefix: String,
     },
+}
+
+/// The options every `pipeline` command takes.
+#[derive(clap::Args, Debug)]
+struct PipelineArgs {
+    /// The pipeline's key under resources.pipelines; needed when the bundle has several.
+    key: Option<String>,
+    #[arg(short, long)]
+    target: Option<String>,
+    /// Override a bundle variable: --var name=value (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PipelineCommand {
+    /// Run an update: every flow in graph order, on what is new, exactly once.
+    ///
+    /// Streaming tables append the new rows of their STREAM sources; materialized views
+    /// are recomputed when an input changed. Rows failing a DROP ROW expectation, and lines
+    /// that do not parse, go to <catalog>.quarantine.<table>. Every update is recorded in
+    /// <catalog>.system.events and system.job_runs. Exits non-zero if a flow failed.
+    Run {
+        #[command(flatten)]
+        args: PipelineArgs,
+        /// Run only the flows of these datasets (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "T,...")]
+        refresh: Vec<String>,
+        /// Empty these datasets, forget their progress and recompute them from their
+        /// sources; alone, every dataset of the pipeline.
+        #[arg(long, value_delimiter = ',', num_args = 0.., value_name = "T,...")]
+        full_refresh: Option<Vec<String>>,
+        /// Keep running: an update every --interval until Ctrl-C.
+        #[arg(long)]
+        continuous: bool,
+        /// Time between updates with --continuous, e.g. 200ms, 5s, 1m.
+        #[arg(long, default_value = "5s", value_parser = parse_interval)]
+        interval: Duration,
+    },
+    /// Parse the SQL, resolve every name, plan every query against the schemas and find
+    /// cycles, without reading a row or writing anything.
+    DryRun {
+        #[command(flatten)]
+        args: PipelineArgs,
+    },
+    /// Print the dataflow graph.
+    Graph {
+        #[command(flatten)]
+        args: PipelineArgs,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// Show the events of the pipeline's last update (or of --update ID).
+    Events {
+        #[command(flatten)]
+        args: PipelineArgs,
+        /// An update id from `medallion runs` or an earlier `events`.
+        #[arg(long)]
+        update: Option<String>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum GraphFormat {
+    Text,
+    Mermaid,
+    Dot,
 }
 
 #[derive(Subcommand, Debug)]
@@ -264,17 +337,21 @@ struct Resolved<'a> {
     target: &'a str,
     mode: medallion::bundle::Mode,
     root_path: &'a str,
-    landing_dir: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    landing_dir: Option<String>,
     warehouse: String,
     state_dir: String,
     kafka: ResolvedKafka<'a>,
     jobs: &'a std::collections::BTreeMap<String, medallion::bundle::JobDef>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pipelines: &'a std::collections::BTreeMap<String, medallion::bundle::PipelineSpec>,
 }
 
 #[derive(serde::Serialize)]
 struct ResolvedKafka<'a> {
     bootstrap_servers: &'a str,
-    topic: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
     partitions: i32,
     settings: std::collections::BTreeMap<String, String>,
 }
@@ -434,6 +511,7 @@ fn run_job(
                 interval,
                 stop,
                 |report| {
+                    record_continuous(settings, report);
                     let busy = report.failure().is_some()
                         || report
                             .summaries
@@ -451,7 +529,9 @@ fn run_job(
             failed
         }
         None => {
+            let start = chrono::Utc::now();
             let report = runtime.block_on(job::run(settings, options))?;
+            record(&runtime, settings, &report, start);
             write_json(&report)?;
             print_report(settings, &report)
         }
@@ -461,6 +541,52 @@ fn run_job(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Records a run in `system.job_runs`; a failure to record is reported, not fatal.
+fn record(
+    runtime: &tokio::runtime::Runtime,
+    settings: &Settings,
+    report: &RunReport,
+    start: chrono::DateTime<chrono::Utc>,
+) {
+    if let Err(e) = runtime.block_on(medallion::scheduler::record_report(settings, report, start)) {
+        eprintln!(
+            "warning: the run could not be recorded in system.job_runs: {}",
+            mask(&e.to_string())
+        );
+    }
+}
+
+/// [`record`] from inside the runtime, for each run of a continuous job. The time each
+/// run started is not kept by the loop: its tasks' time is taken back from its end.
+fn record_continuous(settings: &Settings, report: &RunReport) {
+    let busy = report.failure().is_some()
+        || report
+            .summaries
+            .iter()
+            .any(|s| s.rows_read > 0 || s.rows_written > 0);
+    if !busy {
+        return;
+    }
+    let longest = report
+        .summaries
+        .iter()
+        .map(|s| s.elapsed)
+        .max()
+        .unwrap_or_default();
+    let start = chrono::Utc::now() - chrono::Duration::from_std(longest).unwrap_or_default();
+    // Inside the runtime: this thread waits while the record is written.
+    let recorded = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current()
+            .block_on(medallion::scheduler::record_report(settings, report, start))
+    });
+    if let Err(e) = recorded {
+        eprintln!(
+            "warning: the run could not be recorded in system.job_runs: {}",
+            mask(&e.to_string())
+        );
+    }
 }
 
 /// The settings of a target's deployed copy of the bundle, downloaded under the local
@@ -550,6 +676,162 @@ fn print_report(settings: &Settings, report: &RunReport) -> bool {
     false
 }
 
+/// `medallion pipeline ...`.
+fn pipeline_command(
+    bundle: &std::path::Path,
+    command: PipelineCommand,
+) -> anyhow::Result<ExitCode> {
+    use medallion::pipeline;
+    let args = match &command {
+        PipelineCommand::Run { args, .. }
+        | PipelineCommand::DryRun { args }
+        | PipelineCommand::Graph { args, .. }
+        | PipelineCommand::Events { args, .. } => args,
+    };
+    let s = settings(bundle, args.target.as_deref(), &args.vars)?;
+    let spec = pipeline::select(&s, args.key.as_deref())?.clone();
+    match command {
+        PipelineCommand::DryRun { .. } => {
+            let graph = pipeline::load(&spec)?;
+            let prepared = runtime()?.block_on(pipeline::run::prepare(&graph, &s))?;
+            for d in graph.dataset_order() {
+                let columns = prepared
+                    .schemas
+                    .get(&d.name)
+                    .map(|sc| {
+                        sc.fields()
+                            .iter()
+                            .map(|f| format!("{} {}", f.name(), f.data_type()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_else(|| "(planned into the queries that read it)".into());
+                println!("{} ({}): {columns}", d.name, d.kind.label());
+            }
+            eprintln!(
+                "pipeline {} is valid: {} datasets, {} flows, planned without reading data",
+                spec.name,
+                graph.datasets.len(),
+                graph.flows.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PipelineCommand::Graph { format, .. } => {
+            let graph = pipeline::load(&spec)?;
+            print!(
+                "{}",
+                match format {
+                    GraphFormat::Text => graph.render_text(),
+                    GraphFormat::Mermaid => graph.render_mermaid(),
+                    GraphFormat::Dot => graph.render_dot(),
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PipelineCommand::Events { update, .. } => {
+            let name = pipeline::events::table().name;
+            let warehouse = medallion::catalog::Warehouse::new(
+                s.warehouse
+                    .catalog_path()
+                    .parent()
+                    .unwrap_or(std::path::Path::new(".")),
+                &spec.catalog,
+            );
+            if !warehouse.path(&name).join("_delta_log").is_dir() {
+                println!(
+                    "pipeline {} has no events yet: run `medallion pipeline run` first",
+                    spec.name
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rt = runtime()?;
+            let rows = rt.block_on(pipeline::events::last_update(
+                &warehouse,
+                &spec.key,
+                update.as_deref(),
+            ))?;
+            print!("{}", mask(&rows));
+            Ok(ExitCode::SUCCESS)
+        }
+        PipelineCommand::Run {
+            refresh,
+            full_refresh,
+            continuous,
+            interval,
+            ..
+        } => {
+            let selection = pipeline::Selection {
+                refresh,
+                full_refresh_all: full_refresh.as_ref().is_some_and(|f| f.is_empty()),
+                full_refresh: full_refresh.unwrap_or_default(),
+            };
+            let rt = runtime()?;
+            let once = |selection: &pipeline::Selection| -> anyhow::Result<bool> {
+                let start = chrono::Utc::now();
+                let report = rt.block_on(pipeline::run_locked(&s, &spec, selection))?;
+                let summary = report.summary(
+                    &format!("pipeline {}", spec.key),
+                    (chrono::Utc::now() - start).to_std().unwrap_or_default(),
+                );
+                let run = RunReport {
+                    target: s.target.clone(),
+                    job: format!("pipeline {}", spec.name),
+                    kafka: None,
+                    summaries: vec![summary],
+                    peak_rss_bytes: medallion::job::peak_rss(),
+                };
+                rt.block_on(medallion::scheduler::record_report(&s, &run, start))?;
+                println!(
+                    "medallion pipeline run · bundle {} · target {} · pipeline {} · update {}",
+                    s.bundle_name, s.target, spec.name, report.update_id
+                );
+                for summary in &run.summaries {
+                    print!("{}", mask(&summary.to_string()));
+                }
+                if let Some(f) = report.failed() {
+                    eprintln!(
+                        "error: flow `{}` failed: {}",
+                        f.flow,
+                        mask(f.error.as_deref().unwrap_or(""))
+                    );
+                    return Ok(true);
+                }
+                Ok(false)
+            };
+            let mut failed = once(&selection)?;
+            if continuous || spec.continuous {
+                // Later updates process what is new; a full refresh is done once.
+                let again = pipeline::Selection {
+                    refresh: selection.refresh.clone(),
+                    ..Default::default()
+                };
+                let mut interrupt = {
+                    let _entered = rt.enter();
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                        .context("cannot listen for Ctrl-C")?
+                };
+                loop {
+                    let stop = rt.block_on(async {
+                        tokio::select! {
+                            _ = interrupt.recv() => true,
+                            _ = tokio::time::sleep(interval) => false,
+                        }
+                    });
+                    if stop {
+                        break;
+                    }
+                    failed |= once(&again)?;
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run {
@@ -614,6 +896,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(medallion::scheduler::run(s, stop))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Pipeline { command } => pipeline_command(&cli.bundle, command),
         Command::Runs { target, limit } => {
             let s = settings(&cli.bundle, target.as_deref(), &[])?;
             let name = medallion::scheduler::job_runs_table().name;
@@ -712,16 +995,17 @@ every figure: {}",
                 target: &s.target,
                 mode: s.mode,
                 root_path: &s.root_path,
-                landing_dir: s.landing_dir.display().to_string(),
+                landing_dir: s.landing_dir.as_ref().map(|d| d.display().to_string()),
                 warehouse: s.warehouse.catalog_path().display().to_string(),
                 state_dir: s.state_dir.display().to_string(),
                 kafka: ResolvedKafka {
                     bootstrap_servers: s.kafka.bootstrap_servers.as_deref().unwrap_or("(embedded)"),
-                    topic: &s.kafka.topic,
+                    topic: s.kafka.topic.as_deref(),
                     partitions: s.kafka.partitions,
                     settings: medallion::kafka::redacted(&s.kafka.client),
                 },
                 jobs: &s.jobs,
+                pipelines: &s.pipelines,
             };
             print!("{}", mask(&serde_yaml::to_string(&resolved)?));
             eprintln!("bundle {} is valid for target {}", s.bundle_name, s.target);

@@ -19,6 +19,17 @@ use crate::tasks::bronze::BronzeRecord;
 /// whole length.
 pub const RAW_KEEP_BYTES: usize = 16 * 1024;
 
+/// Cuts a quarantined row's text to [`RAW_KEEP_BYTES`], at a character boundary.
+pub fn cut_raw(raw: &mut String) {
+    if raw.len() > RAW_KEEP_BYTES {
+        let cut = (0..=RAW_KEEP_BYTES)
+            .rev()
+            .find(|&i| raw.is_char_boundary(i))
+            .unwrap_or(0);
+        raw.truncate(cut);
+    }
+}
+
 /// A landing-file row that never reached Kafka.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestReject {
@@ -44,13 +55,7 @@ impl IngestReject {
         reason: String,
         lines: u64,
     ) -> Self {
-        if raw.len() > RAW_KEEP_BYTES {
-            let cut = (0..=RAW_KEEP_BYTES)
-                .rev()
-                .find(|&i| raw.is_char_boundary(i))
-                .unwrap_or(0);
-            raw.truncate(cut);
-        }
+        cut_raw(&mut raw);
         IngestReject {
             file: file.to_string(),
             line,
@@ -103,6 +108,83 @@ fn quarantine_batch<'a>(
     origin.push(Arc::new(at));
     origin.extend(added);
     RecordBatch::try_new(spec.schema, origin).expect("columns match the quarantine table")
+}
+
+/// A row a pipeline flow did not write: where it came from, its text, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineReject {
+    pub flow: String,
+    /// The source: `schema.table`, or `read_files:<path>`.
+    pub source: String,
+    /// The file and line of a row read from files.
+    pub file: Option<String>,
+    pub line: Option<u64>,
+    /// The source table's version that brought the row.
+    pub source_version: Option<i64>,
+    /// The row's text (for files), or the row as JSON, cut to [`RAW_KEEP_BYTES`].
+    pub raw: String,
+    pub raw_bytes: u64,
+    pub reason: String,
+    /// The expectations it failed, when an expectation dropped it.
+    pub expectations: Option<String>,
+}
+
+impl PipelineReject {
+    /// Cuts `raw` to [`RAW_KEEP_BYTES`] at a character boundary, keeping its length.
+    pub fn cut(mut self) -> Self {
+        self.raw_bytes = self.raw_bytes.max(self.raw.len() as u64);
+        cut_raw(&mut self.raw);
+        self
+    }
+}
+
+/// `<catalog>.quarantine.<table>`: the rows that a pipeline's flows into `table` did not
+/// write (a line that does not parse, a row that failed a DROP ROW expectation).
+pub fn pipeline_table(name: TableName) -> TableSpec {
+    let mut spec = quarantine_table(
+        &name.table,
+        vec![
+            Field::new("flow", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("file", DataType::Utf8, true),
+            Field::new("line", DataType::Int64, true),
+            Field::new("source_version", DataType::Int64, true),
+            Field::new("raw", DataType::Utf8, false),
+            Field::new("raw_bytes", DataType::Int64, false),
+        ],
+        vec![Field::new("expectations", DataType::Utf8, true)],
+    );
+    spec.name = name;
+    spec
+}
+
+/// A batch of pipeline rejects for `spec` (a [`pipeline_table`]).
+pub fn pipeline_batch(spec: TableSpec, rows: &[PipelineReject]) -> RecordBatch {
+    let origin: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.flow.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.source.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.file.as_deref()),
+        )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|r| r.line.map(|l| l as i64)),
+        )),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.source_version))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.raw.as_str()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.raw_bytes as i64),
+        )),
+    ];
+    let added: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter(
+        rows.iter().map(|r| r.expectations.as_deref()),
+    ))];
+    quarantine_batch(spec, origin, rows.iter().map(|r| r.reason.as_str()), added)
 }
 
 /// `<catalog>.quarantine.ingest`: landing-file rows that never reached Kafka.

@@ -158,6 +158,23 @@ fn run_rows(report: &RunReport, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec
     rows
 }
 
+/// Records a run that a command started (`run`, `bundle run`, `pipeline run`) in
+/// `job_runs`, as the scheduler records its own: one row per task and one for the run.
+pub async fn record_report(
+    settings: &Settings,
+    report: &RunReport,
+    start: DateTime<Utc>,
+) -> Result<(), DeltaError> {
+    let rows = run_rows(report, start, Utc::now());
+    record(
+        settings,
+        &uuid::Uuid::now_v7().to_string(),
+        &report.job,
+        &rows,
+    )
+    .await
+}
+
 /// What runs a job: [`job::run`], or a stand-in in tests.
 pub type Runner = Arc<
     dyn Fn(Arc<Settings>, RunOptions) -> BoxFuture<'static, Result<RunReport, JobError>>

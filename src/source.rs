@@ -32,6 +32,15 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// starts: a header `ï»¿Index` still means `Index`.
 const MOJIBAKE_BOM: &[u8] = b"\xC3\xAF\xC2\xBB\xC2\xBF";
 
+/// `field` without a leading byte-order mark (UTF-8, or UTF-8 read as Latin-1 and encoded
+/// again), if it has one.
+pub fn strip_bom(field: &[u8]) -> &[u8] {
+    field
+        .strip_prefix(BOM)
+        .or_else(|| field.strip_prefix(MOJIBAKE_BOM))
+        .unwrap_or(field)
+}
+
 /// Errors listing or opening landing files.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -72,6 +81,19 @@ pub struct Discovery {
 /// An entry that cannot be listed (an unreadable folder, say) is skipped with a warning
 /// too, and the listing goes on.
 pub fn discover(dir: &Path) -> Result<Discovery, SourceError> {
+    discover_matching(dir, |name| {
+        let lower = name.to_lowercase();
+        lower.ends_with(".csv") || lower.ends_with(".csv.gz")
+    })
+}
+
+/// Lists, as [`discover`] does, the regular files under `dir` whose file name (the last
+/// component, as it is spelled) `accept` takes: hidden entries skipped, links never
+/// followed, what cannot be listed skipped with a note, sorted by relative path.
+pub fn discover_matching(
+    dir: &Path,
+    accept: impl Fn(&str) -> bool,
+) -> Result<Discovery, SourceError> {
     if !dir.is_dir() {
         return Err(SourceError::Missing { path: dir.into() });
     }
@@ -116,8 +138,7 @@ pub fn discover(dir: &Path) -> Result<Discovery, SourceError> {
             ));
             continue;
         }
-        let lower = entry.file_name().to_string_lossy().to_lowercase();
-        if !(lower.ends_with(".csv") || lower.ends_with(".csv.gz")) {
+        if !accept(&entry.file_name().to_string_lossy()) {
             continue;
         }
         let meta = match entry.metadata() {
@@ -211,8 +232,8 @@ pub const DEFAULT_MAX_FIELDS: u64 = 4096;
 pub const MIN_MAX_LINE_BYTES: u64 = 64;
 pub const MIN_MAX_FIELDS: u64 = 2;
 
-/// Where [`LineGuard`] is within a record, as csv-core parses it (`,` delimiter, `"`
-/// quotes with doubled-quote escapes, `\r`, `\n` or `\r\n` ending a record).
+/// Where [`LineGuard`] is within a record, as csv-core parses it (`,` or another
+/// delimiter, `"` quotes with doubled-quote escapes, `\r`, `\n` or `\r\n` ending a record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lex {
     /// Between records: a line break here is a blank line.
@@ -258,6 +279,7 @@ struct Guarded {
 struct LineGuard<R> {
     inner: R,
     limits: LineLimits,
+    delimiter: u8,
     lex: Lex,
     /// Bytes passed on so far: the offset of the next one.
     out: u64,
@@ -278,10 +300,11 @@ struct LineGuard<R> {
 }
 
 impl<R: Read> LineGuard<R> {
-    fn new(inner: R, limits: LineLimits, shared: Arc<Mutex<Guarded>>) -> Self {
+    fn new(inner: R, limits: LineLimits, delimiter: u8, shared: Arc<Mutex<Guarded>>) -> Self {
         LineGuard {
             inner,
             limits,
+            delimiter,
             lex: Lex::RecordStart,
             out: 0,
             record_bytes: 0,
@@ -378,7 +401,7 @@ impl<R: Read> Read for LineGuard<R> {
                 (_, _) if line_break => (Lex::RecordStart, true),
                 (Lex::RecordStart | Lex::FieldStart, b'"') => (Lex::Quoted, false),
                 (Lex::QuoteInQuoted, b'"') => (Lex::Quoted, false),
-                (_, b',') => (Lex::FieldStart, false),
+                (_, d) if d == self.delimiter => (Lex::FieldStart, false),
                 _ => (Lex::Unquoted, false),
             };
             if self.lex == Lex::RecordStart {
@@ -404,7 +427,7 @@ impl<R: Read> Read for LineGuard<R> {
                 continue;
             }
             self.record_bytes += 1;
-            if b == b',' && self.lex != Lex::Quoted {
+            if b == self.delimiter && self.lex != Lex::Quoted {
                 self.record_fields += 1;
             }
             if !self.cutting
@@ -448,42 +471,120 @@ pub struct CsvRows {
     /// A row to return before reading on (the header could not be read).
     pending: Option<Row>,
     done: bool,
+    /// Whether no data record has been read yet.
+    first: bool,
+    format: CsvFormat,
+}
+
+/// Opens a listed file for reading: never through a link that replaced it since it was
+/// listed (`O_NOFOLLOW`), and only if it is still a regular file.
+pub fn open_file(file: &LandingFile) -> Result<std::fs::File, SourceError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open_error = |source| SourceError::Open {
+        path: file.path.clone(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&file.path)
+        .map_err(open_error)?;
+    if !f.metadata().map_err(open_error)?.is_file() {
+        return Err(open_error(std::io::Error::other(
+            "it is not a regular file",
+        )));
+    }
+    Ok(f)
+}
+
+/// Opens a listed file as [`open_file`] does, as its bytes: a `*.gz` file decompressed
+/// (salvaging what precedes a break, see [`crate::gzip`]).
+pub fn open_text(file: &LandingFile) -> Result<Box<dyn Read + Send>, SourceError> {
+    let f = open_file(file)?;
+    Ok(if file.name.to_lowercase().ends_with(".gz") {
+        Box::new(crate::gzip::SalvagingGzReader::new(f))
+    } else {
+        Box::new(f)
+    })
+}
+
+/// How [`CsvRows`] reads a file: its delimiter, whether its first line is a header, the
+/// header columns it must have, and the column whose value is a record's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvFormat {
+    /// The field delimiter (`,` for the landing files).
+    pub delimiter: u8,
+    /// Whether the first line is a header. Without one, rows are not checked against a
+    /// header's width and [`CsvRows::next_row`] must not be used (use
+    /// [`CsvRows::next_fields`]).
+    pub has_header: bool,
+    /// The header columns a file must have; a file without them is rejected whole.
+    pub required: Vec<String>,
+    /// The column whose value becomes [`Row::Record`]'s key.
+    pub key: Option<String>,
+}
+
+impl CsvFormat {
+    /// The landing files of the ingest: `,`, a header with [`REQUIRED_COLUMNS`], keyed by
+    /// [`KEY_COLUMN`].
+    pub fn landing() -> Self {
+        CsvFormat {
+            delimiter: b',',
+            has_header: true,
+            required: REQUIRED_COLUMNS.iter().map(|c| c.to_string()).collect(),
+            key: Some(KEY_COLUMN.to_string()),
+        }
+    }
+}
+
+/// One data record read by [`CsvRows::next_fields`].
+#[derive(Debug)]
+pub enum Fields<'a> {
+    /// A record within the limits (and as wide as the header, if there is one).
+    Record {
+        /// Its first line in the file.
+        line: u64,
+        /// Its fields, unquoted (the byte-order mark removed from a headerless file's
+        /// first field).
+        fields: &'a csv::ByteRecord,
+    },
+    /// A record, or what is left of the file, rejected as [`Row::Rejected`].
+    Rejected(Row),
 }
 
 impl CsvRows {
     /// Opens a `.csv` or `.csv.gz` file and reads its header.
     pub fn open(file: &LandingFile, limits: LineLimits) -> Result<Self, SourceError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let open_error = |source| SourceError::Open {
-            path: file.path.clone(),
-            source,
-        };
-        // Never through a link that replaced the file since it was listed.
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&file.path)
-            .map_err(open_error)?;
-        if !f.metadata().map_err(open_error)?.is_file() {
-            return Err(open_error(std::io::Error::other(
-                "it is not a regular file",
-            )));
-        }
-        let inner: Box<dyn Read + Send> = if file.name.to_lowercase().ends_with(".gz") {
-            Box::new(crate::gzip::SalvagingGzReader::new(f))
-        } else {
-            Box::new(f)
-        };
-        Ok(Self::from_reader(inner, limits))
+        Self::open_with(file, limits, CsvFormat::landing())
+    }
+
+    /// Opens a file (`*.gz` decompressed) read as `format` says, and reads its header.
+    pub fn open_with(
+        file: &LandingFile,
+        limits: LineLimits,
+        format: CsvFormat,
+    ) -> Result<Self, SourceError> {
+        Ok(Self::with_format(open_text(file)?, limits, format))
     }
 
     /// Reads rows from any byte stream (used by tests and by [`CsvRows::open`]).
     pub fn from_reader(inner: Box<dyn Read + Send>, limits: LineLimits) -> Self {
+        Self::with_format(inner, limits, CsvFormat::landing())
+    }
+
+    /// Reads rows from any byte stream as `format` says.
+    pub fn with_format(inner: Box<dyn Read + Send>, limits: LineLimits, format: CsvFormat) -> Self {
         let guarded = Arc::new(Mutex::new(Guarded::default()));
-        let inner: Box<dyn Read + Send> = Box::new(LineGuard::new(inner, limits, guarded.clone()));
+        let inner: Box<dyn Read + Send> = Box::new(LineGuard::new(
+            inner,
+            limits,
+            format.delimiter,
+            guarded.clone(),
+        ));
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
+            .delimiter(format.delimiter)
             .buffer_capacity(1 << 20)
             .from_reader(inner);
         let mut rows = CsvRows {
@@ -498,8 +599,12 @@ impl CsvRows {
             record: csv::ByteRecord::new(),
             pending: None,
             done: false,
+            first: true,
+            format,
         };
-        rows.read_header();
+        if rows.format.has_header {
+            rows.read_header();
+        }
         rows
     }
 
@@ -531,14 +636,7 @@ impl CsvRows {
         }
         let mut names = Vec::with_capacity(header.len());
         for (i, field) in header.iter().enumerate() {
-            let field = if i == 0 {
-                field
-                    .strip_prefix(BOM)
-                    .or_else(|| field.strip_prefix(MOJIBAKE_BOM))
-                    .unwrap_or(field)
-            } else {
-                field
-            };
+            let field = if i == 0 { strip_bom(field) } else { field };
             match std::str::from_utf8(field) {
                 Ok(name) => names.push(name.trim().to_string()),
                 Err(_) => {
@@ -547,9 +645,11 @@ impl CsvRows {
                 }
             }
         }
-        let missing: Vec<&str> = REQUIRED_COLUMNS
+        let missing: Vec<&str> = self
+            .format
+            .required
             .iter()
-            .copied()
+            .map(String::as_str)
             .filter(|c| !names.iter().any(|n| n == c))
             .collect();
         let mut seen = std::collections::BTreeSet::new();
@@ -570,7 +670,8 @@ impl CsvRows {
                 duplicated.join(", ")
             ));
         }
-        self.key_index = names.iter().position(|n| n == KEY_COLUMN);
+        self.key_index =
+            (self.format.key.as_ref()).and_then(|key| names.iter().position(|n| n == key));
         self.header = Some(names);
     }
 
@@ -579,16 +680,35 @@ impl CsvRows {
         self.header.as_deref()
     }
 
+    /// Why the whole file is rejected, if its header (or first line) already told: a
+    /// header past the limits, not UTF-8 or missing columns, or a file that cannot be read.
+    pub fn rejected_because(&self) -> Option<&str> {
+        match &self.pending {
+            Some(Row::Rejected { reason, .. }) => Some(reason),
+            _ => self.file_reason.as_deref(),
+        }
+    }
+
     /// The next data row, or `None` at the end of the file.
     pub fn next_row(&mut self) -> Option<Row> {
+        match self.next_fields()? {
+            Fields::Record { line, .. } => Some(self.classify(line)),
+            Fields::Rejected(row) => Some(row),
+        }
+    }
+
+    /// The next data record as fields, or `None` at the end of the file. A record past
+    /// the limits, one whose width is not the header's, and a file that cannot be read
+    /// on are [`Fields::Rejected`] with the reason, as in [`CsvRows::next_row`].
+    pub fn next_fields(&mut self) -> Option<Fields<'_>> {
         if let Some(row) = self.pending.take() {
-            return Some(row);
+            return Some(Fields::Rejected(row));
         }
         if self.done {
             return None;
         }
         if let Some(reason) = self.file_reason.take() {
-            return Some(self.reject_file(reason));
+            return Some(Fields::Rejected(self.reject_file(reason)));
         }
         match self.reader.read_byte_record(&mut self.record) {
             Ok(false) => {
@@ -604,25 +724,52 @@ impl CsvRows {
                     .map(|p| p.byte())
                     .unwrap_or_else(|| self.reader.position().byte());
                 let line = self.line_at(start);
-                Some(Row::reject(
+                Some(Fields::Rejected(Row::reject(
                     line,
                     String::new(),
                     format!("file unreadable from this line on: {e}"),
-                ))
+                )))
             }
             Ok(true) => {
                 let start = self.record.position().map_or(0, |p| p.byte());
                 let line = self.line_at(start);
+                let first = std::mem::replace(&mut self.first, false);
                 if let Some(cut) = self.take_cut(start) {
-                    return Some(Row::Rejected {
+                    return Some(Fields::Rejected(Row::Rejected {
                         line,
                         raw: raw_text(&self.record),
                         raw_bytes: cut.bytes,
                         reason: format!("the line {}", self.too_long(&cut)),
                         lines: 1,
-                    });
+                    }));
                 }
-                Some(self.classify(line))
+                if let Some(header) = &self.header {
+                    if self.record.len() != header.len() {
+                        return Some(Fields::Rejected(Row::reject(
+                            line,
+                            raw_text(&self.record),
+                            format!(
+                                "expected {} fields, found {}",
+                                header.len(),
+                                self.record.len()
+                            ),
+                        )));
+                    }
+                } else if first
+                    && !self.format.has_header
+                    && self.record.get(0).is_some_and(|f| strip_bom(f) != f)
+                {
+                    let mut fields = self.record.iter();
+                    let mut stripped = csv::ByteRecord::new();
+                    stripped.push_field(fields.next().map(strip_bom).unwrap_or_default());
+                    stripped.extend(fields);
+                    stripped.set_position(self.record.position().cloned());
+                    self.record = stripped;
+                }
+                Some(Fields::Record {
+                    line,
+                    fields: &self.record,
+                })
             }
         }
     }
@@ -707,14 +854,9 @@ impl CsvRows {
     fn classify(&self, line: u64) -> Row {
         let record = &self.record;
         let reject = |reason: String| Row::reject(line, raw_text(record), reason);
-        let header = self.header.as_ref().expect("header read before rows");
-        if record.len() != header.len() {
-            return reject(format!(
-                "expected {} fields, found {}",
-                header.len(),
-                record.len()
-            ));
-        }
+        let Some(header) = self.header.as_ref() else {
+            return reject("the file has no header".into());
+        };
         let mut value = String::with_capacity(record.as_slice().len() + 16 * header.len());
         value.push('{');
         let mut key = None;
@@ -756,7 +898,7 @@ fn push_json_string(out: &mut String, s: &str) {
 }
 
 /// The row as CSV text again (quoted where needed), for the quarantine table.
-fn raw_text(record: &csv::ByteRecord) -> String {
+pub fn raw_text(record: &csv::ByteRecord) -> String {
     let mut writer = csv::WriterBuilder::new()
         .flexible(true)
         .terminator(csv::Terminator::Any(b'\n'))

@@ -147,7 +147,12 @@ fn the_json_schema_accepts_the_shipped_bundle_and_rejects_typos() {
     let schema: serde_json::Value = serde_json::from_str(&printed).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for file in ["medallion.yml", JOB_FILE] {
+    for file in [
+        "medallion.yml",
+        JOB_FILE,
+        "examples/weather/medallion.yml",
+        "examples/weather/resources/weather_pipeline.yml",
+    ] {
         let doc = yaml_as_json(&root.join(file));
         let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{file}: {errors:?}");
@@ -155,4 +160,10 @@ fn the_json_schema_accepts_the_shipped_bundle_and_rejects_typos() {
     let mut doc = yaml_as_json(&root.join(JOB_FILE));
     doc["resources"]["jobs"]["kafka_stream_job"]["max_concurent_runs"] = 2.into();
     assert!(!validator.is_valid(&doc), "a misspelt key is rejected");
+    let mut doc = yaml_as_json(&root.join("examples/weather/resources/weather_pipeline.yml"));
+    doc["resources"]["pipelines"]["weather"]["librairies"] = serde_json::json!([]);
+    assert!(
+        !validator.is_valid(&doc),
+        "a misspelt pipeline key is rejected"
+    );
 }

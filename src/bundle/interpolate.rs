@@ -1,6 +1,7 @@
 //! `${...}` references in bundle values: `${var.<name>}`, `${bundle.name}`,
-//! `${bundle.target}` and `${workspace.root_path}`. A reference to anything else is an
-//! error, never an empty string.
+//! `${bundle.target}`, `${workspace.root_path}` and `${resources.pipelines.<key>.id}` (a
+//! pipeline's id is its key). A reference to anything else is an error, never an empty
+//! string.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,8 @@ pub struct Refs<'a> {
     pub target: &'a str,
     /// `None` while `root_path` itself is being resolved.
     pub root_path: Option<&'a str>,
+    /// The keys of `resources.pipelines`.
+    pub pipelines: &'a [String],
 }
 
 impl Refs<'_> {
@@ -22,12 +25,18 @@ impl Refs<'_> {
             Some(("bundle", "name")) => Some(self.bundle_name.to_string()),
             Some(("bundle", "target")) => Some(self.target.to_string()),
             Some(("workspace", "root_path")) => self.root_path.map(str::to_string),
+            Some(("resources", rest)) => rest
+                .strip_prefix("pipelines.")
+                .and_then(|r| r.strip_suffix(".id"))
+                .filter(|key| self.pipelines.iter().any(|p| p == key))
+                .map(str::to_string),
             _ => None,
         };
         value.ok_or_else(|| {
             format!(
-                "unknown reference `${{{name}}}`. References are ${{var.NAME}} (variables: {}), ${{bundle.name}}, ${{bundle.target}} and ${{workspace.root_path}}",
-                self.vars.keys().cloned().collect::<Vec<_>>().join(", ")
+                "unknown reference `${{{name}}}`. References are ${{var.NAME}} (variables: {}), ${{bundle.name}}, ${{bundle.target}}, ${{workspace.root_path}} and ${{resources.pipelines.KEY.id}} (pipelines: {})",
+                self.vars.keys().cloned().collect::<Vec<_>>().join(", "),
+                self.pipelines.join(", ")
             )
         })
     }
@@ -89,6 +98,7 @@ mod tests {
             bundle_name: "b",
             target: "dev",
             root_path: Some("/r"),
+            pipelines: &["stocks".to_string()],
         };
         assert_eq!(
             r.string("${var.topic}-${bundle.name}/${bundle.target}@${workspace.root_path}")
@@ -102,6 +112,11 @@ mod tests {
             "{err}"
         );
         assert!(r.string("${bundle.owner}").is_err());
+        assert_eq!(
+            r.string("${resources.pipelines.stocks.id}").unwrap(),
+            "stocks"
+        );
+        assert!(r.string("${resources.pipelines.other.id}").is_err());
         assert!(r.string("${var.topic").is_err());
 
         let mut v: Value = serde_yaml::from_str("a: [x, '${var.bad}']").unwrap();

@@ -63,6 +63,19 @@ pub enum TaskKind {
     StreamStaticJoin(StreamStaticJoin),
     /// A Gold rebuild with `Close_Diff`.
     GoldRebuild(SourceTable),
+    /// An update of a pipeline of the bundle (`resources.pipelines.<key>`).
+    PipelineTask(PipelineTask),
+}
+
+/// `pipeline_task`: runs an update of a pipeline, as in Databricks Asset Bundles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineTask {
+    /// `${resources.pipelines.<key>.id}`: the pipeline's key.
+    pub pipeline_id: String,
+    /// Empty every table of the pipeline and recompute it from its sources.
+    #[serde(default)]
+    pub full_refresh: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +228,7 @@ impl TaskKind {
             TaskKind::CurrentClose(_) => "current_close",
             TaskKind::StreamStaticJoin(_) => "stream_static_join",
             TaskKind::GoldRebuild(_) => "gold_rebuild",
+            TaskKind::PipelineTask(_) => "pipeline_task",
         }
     }
 
@@ -241,6 +255,7 @@ impl TaskKind {
                 ("static", &s.static_table),
                 ("table", &s.table),
             ],
+            TaskKind::PipelineTask(_) => vec![],
         }
     }
 }

@@ -18,10 +18,12 @@ use crate::kafka::KafkaSettings;
 
 mod interpolate;
 pub mod job;
+pub mod pipeline;
 mod position;
 pub mod schema;
 
 pub use job::JobDef;
+pub use pipeline::PipelineSpec;
 use position::Positions;
 
 /// The file name `medallion` looks for when no `--bundle` is given.
@@ -258,6 +260,8 @@ struct IncludedFile {
 struct Resources {
     #[serde(default)]
     jobs: BTreeMap<String, Value>,
+    #[serde(default)]
+    pipelines: BTreeMap<String, Value>,
 }
 
 /// A job as written: the YAML, and the file it is in.
@@ -281,6 +285,7 @@ pub struct Bundle {
     /// The bundle file first, then the included files.
     files: Vec<SourceFile>,
     jobs: BTreeMap<String, JobSource>,
+    pipelines: BTreeMap<String, JobSource>,
 }
 
 /// Where a variable override came from, so that errors can say so.
@@ -339,7 +344,9 @@ pub struct Settings {
     /// The target's name, which is also the catalog of its tables.
     pub target: String,
     pub mode: Mode,
-    pub landing_dir: PathBuf,
+    /// The folder of landing files (variable `landing_dir`), for bundles whose jobs
+    /// ingest them.
+    pub landing_dir: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub warehouse: Warehouse,
     pub kafka: KafkaSettings,
@@ -352,6 +359,8 @@ pub struct Settings {
     pub root_path: String,
     /// The jobs, references resolved, validated, named and paused for the target's mode.
     pub jobs: BTreeMap<String, JobDef>,
+    /// The pipelines, references resolved and validated.
+    pub pipelines: BTreeMap<String, PipelineSpec>,
     /// Who is running, for development-mode job names.
     pub user: String,
     /// Every variable as resolved (references replaced).
@@ -393,6 +402,12 @@ pub const DEFAULT_BATCH_ROWS: usize = 100_000;
 /// How long a landing file must be unchanged before it is read, by default.
 pub const DEFAULT_LANDING_STABLE_MS: u64 = 500;
 
+/// Where tables live when the bundle does not declare `warehouse_dir`.
+pub const DEFAULT_WAREHOUSE_DIR: &str = ".medallion/warehouse";
+
+/// Where state lives when the bundle does not declare `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = ".medallion/state";
+
 impl Bundle {
     /// Loads and parses a bundle file.
     pub fn load(file: &Path) -> Result<Self, BundleError> {
@@ -424,6 +439,7 @@ impl Bundle {
                 positions: Positions::index(text),
             }],
             jobs: BTreeMap::new(),
+            pipelines: BTreeMap::new(),
         };
         let mut problems = Vec::new();
         bundle.reject_code_loading_kafka_settings(&mut problems);
@@ -476,7 +492,18 @@ impl Bundle {
     }
 
     fn add_jobs(&mut self, resources: Option<Resources>, file: usize, problems: &mut Vec<Located>) {
-        for (key, yaml) in resources.unwrap_or_default().jobs {
+        let resources = resources.unwrap_or_default();
+        for (key, yaml) in resources.pipelines {
+            if self.pipelines.contains_key(&key) {
+                problems.push(self.files[file].at(
+                    &format!("resources.pipelines.{key}"),
+                    format!("pipeline `{key}` is defined twice"),
+                ));
+                continue;
+            }
+            self.pipelines.insert(key, JobSource { yaml, file });
+        }
+        for (key, yaml) in resources.jobs {
             if self.jobs.contains_key(&key) {
                 problems.push(self.files[file].at(
                     &format!("resources.jobs.{key}"),
@@ -617,7 +644,8 @@ impl Bundle {
             }
         }
         let user = current_user();
-        let jobs = self.resolve_jobs(&target_name, target.mode, &root_path, &values, &user)?;
+        let (jobs, pipelines) =
+            self.resolve_jobs(&target_name, target.mode, &root_path, &values, &user)?;
         for job in jobs.values() {
             for url in job.webhook_urls() {
                 crate::secrets::register_url(url);
@@ -653,35 +681,79 @@ impl Bundle {
             Ok(self.root.join(value))
         };
 
-        let landing_dir = path("landing_dir")?;
-        let state_dir = path("state_dir")?;
-        let warehouse = Warehouse::new(path("warehouse_dir")?, target_name.clone());
-
-        let (topic, origin) = get("kafka_topic")?;
-        if !valid_topic(topic) {
-            return Err(self.invalid(
-                "kafka_topic",
-                topic,
-                origin,
-                "a Kafka topic name is 1-249 characters of letters, digits, `.`, `_` and `-`",
-            ));
+        // Only `warehouse_dir` and `state_dir` concern every bundle, and they have
+        // defaults; the others belong to bundles whose jobs use landing files or Kafka.
+        let path_or = |name: &str, default: &str| -> Result<PathBuf, BundleError> {
+            match values.get(name) {
+                Some(_) => path(name),
+                None => Ok(self.root.join(default)),
+            }
+        };
+        let landing_dir = match values.get("landing_dir") {
+            Some(_) => Some(path("landing_dir")?),
+            None => None,
+        };
+        if landing_dir.is_none()
+            && jobs.values().any(|j| {
+                j.tasks
+                    .iter()
+                    .any(|t| matches!(t.kind, job::TaskKind::CsvToKafka(_)))
+            })
+        {
+            return Err(BundleError::UnknownVariable {
+                file: self.file.clone(),
+                origin: "a csv_to_kafka task".into(),
+                name: "landing_dir".into(),
+                known: format!(
+                    "{} (a csv_to_kafka task reads the folder `landing_dir` names; declare it with a description and a default)",
+                    self.variables.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
         }
-        let (partitions, origin) = get("kafka_partitions")?;
-        let partitions: i32 = partitions
-            .trim()
-            .parse()
-            .ok()
-            .filter(|p| *p >= 1)
-            .ok_or_else(|| {
-                self.invalid(
-                    "kafka_partitions",
-                    partitions,
-                    origin,
-                    "it must be a whole number of at least 1",
-                )
-            })?;
-        let (bootstrap, bootstrap_origin) = get("kafka_bootstrap_servers")?;
-        if target.mode == Mode::Production {
+        let state_dir = path_or("state_dir", DEFAULT_STATE_DIR)?;
+        let warehouse = Warehouse::new(
+            path_or("warehouse_dir", DEFAULT_WAREHOUSE_DIR)?,
+            target_name.clone(),
+        );
+
+        let topic = match values.get("kafka_topic") {
+            None => None,
+            Some((topic, origin)) => {
+                if !valid_topic(topic) {
+                    return Err(self.invalid(
+                        "kafka_topic",
+                        topic,
+                        origin,
+                        "a Kafka topic name is 1-249 characters of letters, digits, `.`, `_` and `-`",
+                    ));
+                }
+                Some(topic.clone())
+            }
+        };
+        let partitions: i32 = match values.get("kafka_partitions") {
+            None => 1,
+            Some((partitions, origin)) => partitions
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| *p >= 1)
+                .ok_or_else(|| {
+                    self.invalid(
+                        "kafka_partitions",
+                        partitions,
+                        origin,
+                        "it must be a whole number of at least 1",
+                    )
+                })?,
+        };
+        let empty = (String::new(), "default".to_string());
+        let (bootstrap, bootstrap_origin) = values.get("kafka_bootstrap_servers").unwrap_or(&empty);
+        // A bundle that declares a broker, or whose jobs talk to Kafka, uses Kafka.
+        let uses_kafka = values.contains_key("kafka_bootstrap_servers")
+            || jobs
+                .values()
+                .any(|j| j.tasks.iter().any(|t| t.kind.uses_kafka()));
+        if target.mode == Mode::Production && uses_kafka {
             self.reject_development_settings(&target_name, bootstrap, bootstrap_origin)?;
         }
         let landing_stable = match values.get("landing_stable_ms") {
@@ -732,7 +804,7 @@ impl Bundle {
             warehouse,
             kafka: KafkaSettings {
                 bootstrap_servers: Some(bootstrap.trim().to_string()).filter(|b| !b.is_empty()),
-                topic: topic.clone(),
+                topic,
                 partitions,
                 client,
             },
@@ -740,6 +812,7 @@ impl Bundle {
             landing_stable,
             root_path,
             jobs,
+            pipelines,
             user,
             variables: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             smtp: target.smtp.clone(),
@@ -818,11 +891,13 @@ impl Bundle {
             .iter()
             .map(|(k, (v, _))| (k.clone(), v.clone()))
             .collect();
+        let pipelines: Vec<String> = self.pipelines.keys().cloned().collect();
         let mut refs = interpolate::Refs {
             vars: &raw,
             bundle_name: &self.name,
             target,
             root_path: None,
+            pipelines: &pipelines,
         };
         let def = &self.targets[target];
         let configured = def.workspace.as_ref().and_then(|w| w.root_path.clone());
@@ -864,6 +939,7 @@ impl Bundle {
 
     /// The jobs for a target: references resolved, then checked; in development mode
     /// named `[dev <user>] <name>` and paused unless `pause_status: UNPAUSED` is explicit.
+    #[allow(clippy::type_complexity)]
     fn resolve_jobs(
         &self,
         target: &str,
@@ -871,18 +947,51 @@ impl Bundle {
         root_path: &str,
         values: &BTreeMap<String, (String, String)>,
         user: &str,
-    ) -> Result<BTreeMap<String, JobDef>, BundleError> {
+    ) -> Result<(BTreeMap<String, JobDef>, BTreeMap<String, PipelineSpec>), BundleError> {
         let vars: BTreeMap<String, String> = values
             .iter()
             .map(|(k, (v, _))| (k.clone(), v.clone()))
             .collect();
+        let pipelines: Vec<String> = self.pipelines.keys().cloned().collect();
         let refs = interpolate::Refs {
             vars: &vars,
             bundle_name: &self.name,
             target,
             root_path: Some(root_path),
+            pipelines: &pipelines,
         };
         let mut problems = Vec::new();
+        let mut pipelines = BTreeMap::new();
+        for (key, source) in &self.pipelines {
+            let file = &self.files[source.file];
+            let base = format!("resources.pipelines.{key}");
+            let mut yaml = source.yaml.clone();
+            let mut found = Vec::new();
+            refs.value(&mut yaml, &base, &mut found);
+            problems.extend(found.into_iter().map(|(path, m)| file.at(&path, m)));
+            let def: pipeline::PipelineDef = match serde_yaml::from_value(yaml) {
+                Ok(def) => def,
+                Err(e) => {
+                    problems.push(file.at(&base, format!("pipeline `{key}`: {e}")));
+                    continue;
+                }
+            };
+            let dir = file
+                .path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            match def.resolve(key, target, &file.path, dir) {
+                Ok(spec) => {
+                    pipelines.insert(key.clone(), spec);
+                }
+                Err(found) => problems.extend(
+                    found
+                        .into_iter()
+                        .map(|p| file.at(&format!("{base}.{}", p.path), p.message)),
+                ),
+            }
+        }
         let mut jobs = BTreeMap::new();
         for (key, source) in &self.jobs {
             let file = &self.files[source.file];
@@ -901,6 +1010,20 @@ impl Bundle {
             for p in job.problems() {
                 problems.push(file.at(&format!("{base}.{}", p.path), p.message));
             }
+            for (i, task) in job.tasks.iter().enumerate() {
+                if let job::TaskKind::PipelineTask(t) = &task.kind {
+                    if !self.pipelines.contains_key(&t.pipeline_id) {
+                        problems.push(file.at(
+                            &format!("{base}.tasks[{i}].pipeline_task.pipeline_id"),
+                            format!(
+                                "`{}` is not a pipeline of this bundle; write ${{resources.pipelines.KEY.id}} with one of: {}",
+                                t.pipeline_id,
+                                self.pipelines.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
             if mode == Mode::Development {
                 job.name = format!("[dev {user}] {}", job.name);
                 if let Some(schedule) = &mut job.schedule {
@@ -918,7 +1041,7 @@ impl Bundle {
         if !problems.is_empty() {
             return Err(BundleError::Invalid { problems });
         }
-        Ok(jobs)
+        Ok((jobs, pipelines))
     }
 
     fn invalid(&self, name: &str, value: &str, origin: &str, expected: &str) -> BundleError {
@@ -1040,8 +1163,8 @@ targets:
     fn resolves_defaults_relative_to_the_bundle_folder() {
         let s = bundle().resolve(None, &[]).unwrap();
         assert_eq!(s.target, "dev");
-        assert_eq!(s.landing_dir, PathBuf::from("/b/data/landing"));
-        assert_eq!(s.kafka.topic, "Stocks");
+        assert_eq!(s.landing_dir, Some(PathBuf::from("/b/data/landing")));
+        assert_eq!(s.kafka.topic.as_deref(), Some("Stocks"));
         assert_eq!(s.kafka.partitions, 3);
         assert_eq!(s.kafka.bootstrap_servers, None);
         assert_eq!(s.warehouse.catalog(), "dev");
@@ -1059,9 +1182,9 @@ targets:
         ]);
         let cli = Override::parse_cli("kafka_topic=T2").unwrap();
         let s = b.resolve(Some("prod"), &[env[0].clone()]).unwrap();
-        assert_eq!(s.kafka.topic, "T1");
+        assert_eq!(s.kafka.topic.as_deref(), Some("T1"));
         let s = b.resolve(Some("prod"), &[env[0].clone(), cli]).unwrap();
-        assert_eq!(s.kafka.topic, "T2");
+        assert_eq!(s.kafka.topic.as_deref(), Some("T2"));
     }
 
     #[test]

@@ -105,6 +105,14 @@ pub fn json_schema() -> Value {
                     json!({ "stream": table(""), "static": table(""), "table": table("") }),
                     &["stream", "static", "table"],
                 ),
+                "pipeline_task": task_type(
+                    "An update of a pipeline of the bundle.",
+                    json!({
+                        "pipeline_id": string("${resources.pipelines.<key>.id}"),
+                        "full_refresh": { "type": "boolean", "description": "Empty every table of the pipeline and recompute it from its sources (default false)." },
+                    }),
+                    &["pipeline_id"],
+                ),
                 "gold_rebuild": task_type(
                     "A Gold rebuild with Close_Diff = Latest_Close - Close.",
                     json!({ "source": table(""), "table": table("") }),
@@ -138,6 +146,42 @@ pub fn json_schema() -> Value {
         }),
         &["name", "tasks"],
     );
+    let scalar_map = json!({ "type": "object", "additionalProperties": scalar });
+    let pipeline = object(
+        "A declarative pipeline: SQL files of streaming tables, materialized views, views and flows.",
+        json!({
+            "name": string("The pipeline's name."),
+            "catalog": string("The catalog of its tables (default: the target's name)."),
+            "schema": string("The schema of unqualified table names (default: default)."),
+            "libraries": {
+                "type": "array",
+                "description": "The SQL files, relative to the file that declares the pipeline.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "glob": object("Files matching a glob.", json!({ "include": string("Such as ../transformations/**/*.sql.") }), &["include"]),
+                        "file": object("One file.", json!({ "path": string("") }), &["path"]),
+                    },
+                    "additionalProperties": false,
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                },
+            },
+            "configuration": json!({ "type": "object", "description": "`${key}` in the SQL is replaced by the value.", "additionalProperties": scalar }),
+            "sinks": {
+                "type": "object",
+                "description": "External targets of flows.",
+                "additionalProperties": object(
+                    "A sink.",
+                    json!({ "format": { "enum": ["kafka", "delta"] }, "options": scalar_map }),
+                    &["format"],
+                ),
+            },
+            "continuous": { "type": "boolean", "description": "Keep running, as --continuous." },
+            "development": { "type": "boolean", "description": "Accepted for Databricks compatibility." },
+        }),
+        &["name", "libraries"],
+    );
     let target = object(
         "A deployment target; its name is the catalog of its tables.",
         json!({
@@ -167,7 +211,10 @@ pub fn json_schema() -> Value {
             "targets": { "type": "object", "additionalProperties": target },
             "resources": object(
                 "Resources of the bundle.",
-                json!({ "jobs": { "type": "object", "additionalProperties": job } }),
+                json!({
+                    "jobs": { "type": "object", "additionalProperties": job },
+                    "pipelines": { "type": "object", "additionalProperties": pipeline },
+                }),
                 &[],
             ),
         },

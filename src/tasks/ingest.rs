@@ -119,6 +119,8 @@ pub enum IngestError {
         recorded: String,
         found: String,
     },
+    #[error("the bundle declares no `landing_dir` variable, the folder a csv_to_kafka task reads. Declare it under `variables:` with a description and a default")]
+    NoLandingDir,
     #[error("the topic `{topic}` has no partitions on {bootstrap}")]
     NoPartitions { topic: String, bootstrap: String },
 }
@@ -356,7 +358,11 @@ pub async fn run(
         }
     }
     checkpoint.set_topic_id(topic_id);
-    let found = source::discover(&settings.landing_dir)?;
+    let landing_dir = settings
+        .landing_dir
+        .as_deref()
+        .ok_or(IngestError::NoLandingDir)?;
+    let found = source::discover(landing_dir)?;
     summary.notes.extend(found.skipped);
     let mut pending = Vec::new();
     for file in found.files {

@@ -2,6 +2,7 @@
 //! folder and warehouse, a real broker, and ways to look at what landed in Kafka and Delta.
 #![allow(dead_code)]
 
+pub mod pipelines;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -168,12 +169,7 @@ impl Workspace {
 
     /// Runs `medallion ARGS` here and waits, with extra environment variables.
     pub fn medallion(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
-            .current_dir(self.root())
-            .args(args)
-            .envs(env.iter().copied())
-            .output()
-            .expect("medallion runs")
+        medallion_in(self.root(), args, env)
     }
 
     /// Runs `medallion ARGS` here, expects success, and returns what it printed.
@@ -210,6 +206,16 @@ impl Workspace {
             .await;
         rows[0][0].parse().unwrap()
     }
+}
+
+/// Runs `medallion ARGS` in `dir` and waits, with extra environment variables.
+pub fn medallion_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .current_dir(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("medallion runs")
 }
 
 /// Runs `sql` against the Delta table at `path`, registered as `t`; every value as text.

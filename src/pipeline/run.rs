@@ -1,0 +1,1646 @@
+//! Running a pipeline update: every flow in graph order, each exactly once.
+//!
+//! A streaming table's flow reads, for each stream it has, what is new since the version
+//! (or the file position) recorded in the target, in pieces of `batch_rows` rows. Each
+//! piece is run through the flow's query with its static inputs read as they stand, then
+//! through the dataset's expectations; the rows and the progress (a `txn` per source,
+//! app id `<flow>/<source>`) go into one Delta commit. Quarantined rows are committed just
+//! before, with the same `txn`, so that a rerun after a crash between the two skips them.
+//!
+//! A materialized view is rewritten, in one overwrite commit that records the version of
+//! each input, when any input has changed since; otherwise it is left alone.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use deltalake::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::row::{RowConverter, SortField};
+use deltalake::datafusion::common::ScalarValue;
+use deltalake::datafusion::logical_expr::{col, lit, Expr};
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::Transaction;
+use deltalake::DeltaTable;
+use serde::Serialize;
+
+use super::expect::{self, Metric};
+use super::files_progress::{FilesProgress, Step, COMMIT_INFO_KEY};
+use super::graph::{Dataset, DatasetKind, Flow, FlowKind, FullName, Graph, Input, InputSource};
+use super::parse::{Loc, QueryDef, TableDef};
+use super::plan::{self, InputData, PlanError};
+use super::read_files::{self, FileReader, ReadFilesOptions};
+use super::PipelineError;
+use crate::bundle::Settings;
+use crate::delta::{DeltaSink, TableSpec};
+use crate::quarantine::{self, PipelineReject};
+
+/// What the run of one flow did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowReport {
+    pub flow: String,
+    pub dataset: String,
+    /// `COMPLETED`, `FAILED`, `SKIPPED` (not selected, or an upstream flow failed) or
+    /// `UP_TO_DATE` (a materialized view whose inputs did not change).
+    pub state: &'static str,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    /// Rows dropped by DROP ROW expectations (they are in the quarantine).
+    pub rows_dropped: u64,
+    /// Input lines that did not parse (they are in the quarantine).
+    pub rows_quarantined: u64,
+    /// Rows not written because their primary key was already there.
+    pub duplicates: u64,
+    pub expectations: Vec<Metric>,
+    /// Versions committed, by table.
+    pub versions: Vec<(String, i64)>,
+    pub notes: Vec<String>,
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+impl FlowReport {
+    pub(crate) fn new(flow: &Flow) -> Self {
+        FlowReport {
+            flow: flow.name.clone(),
+            dataset: flow.target.to_string(),
+            state: "COMPLETED",
+            rows_read: 0,
+            rows_written: 0,
+            rows_dropped: 0,
+            rows_quarantined: 0,
+            duplicates: 0,
+            expectations: Vec::new(),
+            versions: Vec::new(),
+            notes: Vec::new(),
+            error: None,
+            elapsed_ms: 0,
+        }
+    }
+
+    /// Whether every row read is accounted for.
+    pub fn reconciles(&self) -> bool {
+        self.rows_read
+            == self.rows_written + self.rows_dropped + self.rows_quarantined + self.duplicates
+            || self.state != "COMPLETED"
+    }
+
+    fn add_metrics(&mut self, metrics: Vec<Metric>) {
+        for m in metrics {
+            match self.expectations.iter_mut().find(|e| e.name == m.name) {
+                Some(e) => {
+                    e.passed_records += m.passed_records;
+                    e.failed_records += m.failed_records;
+                }
+                None => self.expectations.push(m),
+            }
+        }
+    }
+}
+
+/// Which datasets an update refreshes.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only the flows into these datasets run (`--refresh`); all when empty.
+    pub refresh: Vec<String>,
+    /// These datasets are emptied and recomputed (`--full-refresh`).
+    pub full_refresh: Vec<String>,
+    /// Every dataset is emptied and recomputed (`--full-refresh` alone, or the job
+    /// task's `full_refresh: true`).
+    pub full_refresh_all: bool,
+}
+
+/// What the planning of every flow found: the schema of each dataset and of each
+/// `read_files` input.
+#[derive(Debug, Default, Clone)]
+pub struct Prepared {
+    pub schemas: BTreeMap<FullName, SchemaRef>,
+    pub files: BTreeMap<String, FilesInput>,
+}
+
+/// A `read_files` input: its schema (with `_metadata`), options and folder.
+#[derive(Debug, Clone)]
+pub struct FilesInput {
+    pub schema: SchemaRef,
+    pub options: ReadFilesOptions,
+    pub dir: PathBuf,
+}
+
+/// The folder relative `read_files` paths are taken from: the bundle's.
+pub fn bundle_dir(settings: &Settings) -> PathBuf {
+    settings
+        .bundle_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Data for the stream placeholders of one batch.
+type StreamData = BTreeMap<String, InputData>;
+
+/// Registers what each input of `inputs` reads (views planned, recursively). Stream
+/// inputs read what `data` holds for them, or nothing; with `run`, static inputs read
+/// the tables as they stand (without, an empty table of their schema).
+#[allow(clippy::too_many_arguments)]
+async fn register_inputs(
+    ctx: &SessionContext,
+    graph: &Graph,
+    settings: &Settings,
+    prepared: &mut Prepared,
+    inputs: &[Input],
+    data: &mut StreamData,
+    run: bool,
+) -> Result<(), PipelineError> {
+    for input in inputs {
+        register_input(ctx, graph, settings, prepared, input, data, run).await?;
+    }
+    Ok(())
+}
+
+fn register_input<'a>(
+    ctx: &'a SessionContext,
+    graph: &'a Graph,
+    settings: &'a Settings,
+    prepared: &'a mut Prepared,
+    input: &'a Input,
+    data: &'a mut StreamData,
+    run: bool,
+) -> futures::future::BoxFuture<'a, Result<(), PipelineError>> {
+    Box::pin(async move {
+        let df = |e| PipelineError::DataFusion {
+            context: format!("{}:{}", input.file, input.loc.line),
+            source: e,
+        };
+        if let Some(d) = data.remove(&input.placeholder) {
+            return plan::register(ctx, &input.placeholder, d).map_err(df);
+        }
+        let root = &settings.warehouse;
+        match &input.source {
+            InputSource::Dataset(name) => {
+                let dataset = &graph.datasets[name];
+                if let Some((query, view_inputs)) = &dataset.view {
+                    register_inputs(ctx, graph, settings, prepared, view_inputs, data, run)
+                        .await?;
+                    let labels = plan::labels(graph, &graph.all_inputs(view_inputs));
+                    let plan = plan::plan_query(ctx, &dataset.file, query, &labels).await?;
+                    return plan::register_view(ctx, &input.placeholder, plan).map_err(df);
+                }
+                let schema = match prepared.schemas.get(name) {
+                    Some(s) => s.clone(),
+                    None => existing_schema(settings, name).await?.ok_or_else(|| {
+                        PipelineError::Plan(PlanError::at(
+                            &dataset.file,
+                            dataset.loc,
+                            format!("`{name}` has no flow, no declared columns and no table yet"),
+                            "give it columns, or a flow that writes it",
+                        ))
+                    })?,
+                };
+                let d = match (run && !input.stream, open(settings, name).await?) {
+                    (true, Some(table)) => InputData::Table(provider(ctx, &table, name).await?),
+                    _ => InputData::Empty(schema),
+                };
+                plan::register(ctx, &input.placeholder, d).map_err(df)
+            }
+            InputSource::External(name) => {
+                let Some(table) = open(settings, name).await? else {
+                    return Err(PipelineError::Plan(PlanError::at(
+                        &input.file,
+                        input.loc,
+                        format!("table `{name}` does not exist, and the pipeline does not define it"),
+                        format!("define it in the pipeline, create it first (another pipeline or job), or fix the name (tables live at {}/<catalog>/<schema>/<table>)", root.catalog_path().parent().unwrap_or(Path::new(".")).display()),
+                    )));
+                };
+                let d = if run && !input.stream {
+                    InputData::Table(provider(ctx, &table, name).await?)
+                } else {
+                    InputData::Empty(table_schema(&table, name)?)
+                };
+                plan::register(ctx, &input.placeholder, d).map_err(df)
+            }
+            InputSource::Files { path, options } => {
+                let files = match prepared.files.get(&input.placeholder) {
+                    Some(f) => f.clone(),
+                    None => {
+                        let (schema, options, dir) = plan::files_schema(
+                            &input.file,
+                            input,
+                            path,
+                            options,
+                            &bundle_dir(settings),
+                        )?;
+                        let f = FilesInput {
+                            schema,
+                            options,
+                            dir,
+                        };
+                        prepared.files.insert(input.placeholder.clone(), f.clone());
+                        f
+                    }
+                };
+                let d = if run && !input.stream {
+                    InputData::Batches(files.schema.clone(), read_all(&files)?)
+                } else {
+                    InputData::Empty(files.schema.clone())
+                };
+                plan::register(ctx, &input.placeholder, d).map_err(df)
+            }
+            InputSource::Kafka { .. } => Err(PipelineError::Plan(PlanError::at(
+                &input.file,
+                input.loc,
+                "read_kafka is not supported by this version of medallion",
+                "ingest the topic with a kafka_to_delta job task and read its table with STREAM(schema.table)",
+            ))),
+        }
+    })
+}
+
+/// Every row of every file of a static `read_files` (a materialized view's input).
+fn read_all(files: &FilesInput) -> Result<Vec<RecordBatch>, PipelineError> {
+    let listing = read_files::list(&files.dir, &files.options)?;
+    let mut out = Vec::new();
+    for file in &listing.files {
+        let mut reader = FileReader::open(file, data_schema(&files.schema), &files.options)?;
+        while let Some(chunk) = reader.next_chunk(super::DEFAULT_BATCH_ROWS) {
+            for r in &chunk.rejects {
+                tracing::warn!(file = %file.name, line = r.line, "skipped: {}", r.reason);
+            }
+            out.push(chunk.batch);
+        }
+    }
+    Ok(out)
+}
+
+/// `schema` without its last column (`_metadata`), the schema a [`FileReader`] is given.
+fn data_schema(schema: &SchemaRef) -> SchemaRef {
+    expect::data_schema(schema, 1)
+}
+
+async fn open(settings: &Settings, name: &FullName) -> Result<Option<DeltaTable>, PipelineError> {
+    let warehouse = name.warehouse(
+        settings
+            .warehouse
+            .catalog_path()
+            .parent()
+            .unwrap_or(Path::new(".")),
+    );
+    if !warehouse
+        .path(&name.table_name())
+        .join("_delta_log")
+        .is_dir()
+    {
+        return Ok(None);
+    }
+    Ok(Some(
+        crate::sql::open(&warehouse, &name.table_name()).await?,
+    ))
+}
+
+async fn existing_schema(
+    settings: &Settings,
+    name: &FullName,
+) -> Result<Option<SchemaRef>, PipelineError> {
+    match open(settings, name).await? {
+        Some(t) => Ok(Some(table_schema(&t, name)?)),
+        None => Ok(None),
+    }
+}
+
+fn table_schema(table: &DeltaTable, name: &FullName) -> Result<SchemaRef, PipelineError> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
+    let snapshot = table.snapshot().map_err(|source| PipelineError::Table {
+        table: name.to_string(),
+        source,
+    })?;
+    let schema: Schema =
+        snapshot
+            .schema()
+            .as_ref()
+            .try_into_arrow()
+            .map_err(|e| PipelineError::Table {
+                table: name.to_string(),
+                source: deltalake::DeltaTableError::Generic(e.to_string()),
+            })?;
+    Ok(Arc::new(schema))
+}
+
+async fn provider(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    name: &FullName,
+) -> Result<Arc<dyn deltalake::datafusion::catalog::TableProvider>, PipelineError> {
+    let wrap = |source| PipelineError::Table {
+        table: name.to_string(),
+        source,
+    };
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(wrap)?;
+    table
+        .table_provider()
+        .await
+        .map_err(|e| wrap(deltalake::DeltaTableError::Generic(e.to_string())))
+}
+
+/// Plans every flow against the schemas of what it reads, in graph order, and checks what
+/// each kind of dataset allows. This is `dry-run`: it reads no rows and writes nothing.
+pub async fn prepare(graph: &Graph, settings: &Settings) -> Result<Prepared, PipelineError> {
+    let mut prepared = Prepared::default();
+    let ctx = plan::session();
+    let mut flow_schemas: BTreeMap<FullName, Vec<SchemaRef>> = BTreeMap::new();
+    for &i in &graph.order {
+        let flow = &graph.flows[i];
+        let dataset = &graph.datasets[&flow.target];
+        // The target's schema so far (declared or from its earlier flows) is what flows
+        // into it see of it; a flow does not read its own target.
+        register_inputs(
+            &ctx,
+            graph,
+            settings,
+            &mut prepared,
+            &flow.inputs,
+            &mut StreamData::new(),
+            false,
+        )
+        .await?;
+        let inputs = graph.all_inputs(&flow.inputs);
+        let labels = plan::labels(graph, &inputs);
+        let plan = plan::plan_query(&ctx, &flow.file, &flow.query, &labels).await?;
+        let streams: Vec<String> = inputs
+            .iter()
+            .filter(|i| i.stream)
+            .map(|i| i.placeholder.clone())
+            .collect();
+        match flow.kind {
+            FlowKind::Append => plan::check_streaming(&flow.file, flow.loc, &plan, &streams)?,
+            FlowKind::Materialize => {
+                if let Some(s) = inputs.iter().find(|i| i.stream) {
+                    return Err(PipelineError::Plan(PlanError::at(
+                        &s.file,
+                        s.loc,
+                        "a materialized view reads its inputs whole, but this one reads a STREAM",
+                        "remove STREAM(...), or make the dataset a streaming table",
+                    )));
+                }
+            }
+        }
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        if let Some(table) = &dataset.table {
+            check_expectations(&ctx, &flow.file, table, plan.clone(), &labels).await?;
+        }
+        flow_schemas
+            .entry(flow.target.clone())
+            .or_default()
+            .push(schema);
+        let merged = dataset_schema(dataset, &flow_schemas[&flow.target])?;
+        prepared.schemas.insert(flow.target.clone(), merged);
+    }
+    // Tables with no flow yet have their declared columns; views nobody reads are
+    // planned too, so that their errors show.
+    for d in graph.datasets.values() {
+        if d.kind == DatasetKind::TemporaryView {
+            let input = Input {
+                placeholder: format!("__view_{}", d.name.table),
+                stream: false,
+                file: d.file.clone(),
+                loc: d.loc,
+                source: InputSource::Dataset(d.name.clone()),
+            };
+            register_input(
+                &ctx,
+                graph,
+                settings,
+                &mut prepared,
+                &input,
+                &mut StreamData::new(),
+                false,
+            )
+            .await?;
+        } else if !prepared.schemas.contains_key(&d.name) {
+            if let Some(s) = dataset_schema(d, &[])
+                .ok()
+                .filter(|s| !s.fields().is_empty())
+            {
+                prepared.schemas.insert(d.name.clone(), s);
+            }
+        }
+    }
+    Ok(prepared)
+}
+
+/// Plans the expectations over a flow's rows, so that their errors show at dry-run.
+async fn check_expectations(
+    ctx: &SessionContext,
+    file: &str,
+    table: &TableDef,
+    plan: deltalake::datafusion::logical_expr::LogicalPlan,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), PipelineError> {
+    checked_plan(ctx, file, table, plan, labels)
+        .await
+        .map(|_| ())
+}
+
+/// The flow's plan with one boolean column per expectation of `table`, last
+/// (`__exp_0`, ...); the plan itself when there are none.
+async fn checked_plan(
+    ctx: &SessionContext,
+    file: &str,
+    table: &TableDef,
+    plan: deltalake::datafusion::logical_expr::LogicalPlan,
+    labels: &BTreeMap<String, String>,
+) -> Result<deltalake::datafusion::logical_expr::LogicalPlan, PipelineError> {
+    let Some(first) = table.expectations.first() else {
+        return Ok(plan);
+    };
+    plan::register_view(ctx, "__flow", plan).map_err(|e| PipelineError::DataFusion {
+        context: file.into(),
+        source: e,
+    })?;
+    let q = QueryDef {
+        query: expect::query("__flow", &table.expectations),
+        loc: first.loc,
+        text: String::new(),
+        sources: Vec::new(),
+    };
+    Ok(plan::plan_query(ctx, file, &q, labels).await?)
+}
+
+/// A dataset's schema: its declared columns, or the union of its flows' columns by name,
+/// in order of first appearance (a column some flow lacks is nullable).
+fn dataset_schema(dataset: &Dataset, flows: &[SchemaRef]) -> Result<SchemaRef, PipelineError> {
+    let table = dataset.table.as_ref();
+    let declared = table.map(|t| t.columns.as_slice()).unwrap_or(&[]);
+    let bad = |loc: Loc, message: String, fix: &str| {
+        PipelineError::Plan(PlanError::at(&dataset.file, loc, message, fix))
+    };
+    let mut fields: Vec<Field> = Vec::new();
+    if !declared.is_empty() {
+        for c in declared {
+            let t = super::types::arrow_type(&c.data_type).map_err(|e| {
+                bad(
+                    c.loc,
+                    format!("column `{}`: {e}", c.name),
+                    "use a supported type",
+                )
+            })?;
+            fields.push(Field::new(&c.name, t, !c.not_null));
+        }
+        for s in flows {
+            for f in s.fields() {
+                if !fields.iter().any(|d| d.name() == f.name()) {
+                    return Err(bad(
+                        dataset.loc,
+                        format!(
+                            "a flow into `{}` gives column `{}`, which the table does not declare",
+                            dataset.name,
+                            f.name()
+                        ),
+                        "declare the column, or leave it out of the query",
+                    ));
+                }
+            }
+        }
+    } else {
+        for s in flows {
+            for f in s.fields() {
+                match fields.iter_mut().find(|d| d.name() == f.name()) {
+                    Some(existing) => {
+                        if existing.data_type() != f.data_type() {
+                            return Err(bad(
+                                dataset.loc,
+                                format!(
+                                    "the flows into `{}` give column `{}` two types: {} and {}",
+                                    dataset.name,
+                                    f.name(),
+                                    existing.data_type(),
+                                    f.data_type()
+                                ),
+                                "CAST the column to one type in every flow",
+                            ));
+                        }
+                        if f.is_nullable() {
+                            *existing = existing.clone().with_nullable(true);
+                        }
+                    }
+                    None => fields.push(
+                        f.as_ref()
+                            .clone()
+                            .with_nullable(f.is_nullable() || !std::ptr::eq(s, &flows[0])),
+                    ),
+                }
+            }
+            for d in fields.iter_mut() {
+                if s.field_with_name(d.name()).is_err() {
+                    *d = d.clone().with_nullable(true);
+                }
+            }
+        }
+        // Delta stores no other string or binary encodings; views become plain strings.
+        for f in fields.iter_mut() {
+            let t = match f.data_type() {
+                DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
+                DataType::BinaryView | DataType::LargeBinary => Some(DataType::Binary),
+                _ => None,
+            };
+            if let Some(t) = t {
+                *f = f.clone().with_data_type(t);
+            }
+        }
+    }
+    if let Some(t) = table {
+        let mut named: Vec<(&str, &String, Loc, &str)> = t
+            .partitioned_by
+            .iter()
+            .map(|c| {
+                (
+                    "PARTITIONED BY",
+                    c,
+                    t.loc,
+                    "partition by one of the table's columns",
+                )
+            })
+            .collect();
+        if let Some(pk) = &t.primary_key {
+            named.extend(
+                pk.columns
+                    .iter()
+                    .map(|c| ("PRIMARY KEY", c, pk.loc, "name the table's columns")),
+            );
+        }
+        for (clause, c, loc, fix) in named {
+            if !fields.iter().any(|f| f.name() == c) {
+                return Err(bad(
+                    loc,
+                    format!(
+                        "{clause} names `{c}`, which is not a column of `{}`",
+                        dataset.name
+                    ),
+                    fix,
+                ));
+            }
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The table a dataset is written to, with the schema it should have now: the existing
+/// table's columns first (in their order), then new ones. A new column must be nullable;
+/// a column whose type changed, or a non-nullable column the flows no longer give, is an
+/// error that names the columns and the way out.
+async fn target_spec(
+    settings: &Settings,
+    dataset: &Dataset,
+    schema: &SchemaRef,
+) -> Result<TableSpec, PipelineError> {
+    let partition_columns = dataset
+        .table
+        .as_ref()
+        .map(|t| t.partitioned_by.clone())
+        .unwrap_or_default();
+    let mut fields: Vec<Field> = Vec::new();
+    if let Some(existing) = existing_schema(settings, &dataset.name).await? {
+        let mut problems = Vec::new();
+        for f in existing.fields() {
+            match schema.field_with_name(f.name()) {
+                Ok(new) if !same_type(new.data_type(), f.data_type()) => problems.push(format!(
+                    "column `{}` changes type from {} to {}",
+                    f.name(),
+                    f.data_type(),
+                    new.data_type()
+                )),
+                Err(_) if !f.is_nullable() => problems.push(format!(
+                    "column `{}` (NOT NULL) is no longer given",
+                    f.name()
+                )),
+                _ => {}
+            }
+            fields.push(f.as_ref().clone());
+        }
+        for f in schema.fields() {
+            if existing.field_with_name(f.name()).is_err() {
+                if f.is_nullable() {
+                    fields.push(f.as_ref().clone());
+                } else {
+                    problems.push(format!("new column `{}` is NOT NULL", f.name()));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PipelineError::SchemaChange {
+                table: dataset.name.to_string(),
+                changes: problems.join("; "),
+            });
+        }
+    } else {
+        fields = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    }
+    Ok(TableSpec {
+        name: dataset.name.table_name(),
+        schema: Arc::new(Schema::new(fields)),
+        partition_columns,
+        target_file_size: None,
+    })
+}
+
+fn same_type(a: &DataType, b: &DataType) -> bool {
+    let norm = |t: &DataType| match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::Timestamp(u, Some(_)) => DataType::Timestamp(*u, Some("UTC".into())),
+        other => other.clone(),
+    };
+    norm(a) == norm(b)
+}
+
+/// `batch` with `schema`'s columns: by name, cast; a missing nullable column is NULL.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, PipelineError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => cast(c, f.data_type()).map_err(|e| format!("column `{}`: {e}", f.name())),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<ArrayRef>, String>>()
+        .map_err(|reason| PipelineError::Write { reason })?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| PipelineError::Write {
+        reason: e.to_string(),
+    })
+}
+
+/// One update of a pipeline.
+pub struct Update<'a> {
+    pub settings: &'a Settings,
+    pub graph: &'a Graph,
+    pub prepared: Prepared,
+    pub update_id: String,
+    pub batch_rows: usize,
+}
+
+/// Where a batch's rows came from, for the quarantine and the progress.
+enum Origin {
+    Table { version: i64 },
+    File { step: Step },
+}
+
+impl Update<'_> {
+    fn warehouse_root(&self) -> PathBuf {
+        self.settings
+            .warehouse
+            .catalog_path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    fn app(&self, flow: &Flow, input: &Input) -> String {
+        format!(
+            "{}/{}",
+            flow.name,
+            input.progress_name(&self.graph.pipeline.catalog)
+        )
+    }
+
+    /// Empties a dataset for a full refresh: its table, its quarantine and its progress
+    /// copies are deleted, so that every flow into it starts from its sources' beginning.
+    pub fn forget(&self, dataset: &Dataset) -> Result<(), PipelineError> {
+        let root = self.warehouse_root();
+        let warehouse = dataset.name.warehouse(&root);
+        let mut paths = vec![warehouse.path(&dataset.name.table_name())];
+        if let Some(q) = self.quarantine_name(dataset) {
+            paths.push(q.warehouse(&root).path(&q.table_name()));
+        }
+        paths.push(self.state_dir(dataset));
+        for p in paths {
+            if p.exists() {
+                std::fs::remove_dir_all(&p).map_err(|e| PipelineError::Write {
+                    reason: format!("cannot delete {}: {e}", p.display()),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn state_dir(&self, dataset: &Dataset) -> PathBuf {
+        self.settings
+            .state_dir
+            .join("pipelines")
+            .join(&dataset.name.catalog)
+            .join(&dataset.name.schema)
+            .join(&dataset.name.table)
+    }
+
+    /// `<catalog>.quarantine.<table>`, or the table `TBLPROPERTIES ('quarantine' = ...)`
+    /// names.
+    fn quarantine_name(&self, dataset: &Dataset) -> Option<FullName> {
+        let table = dataset.table.as_ref()?;
+        let named = table.properties.get("quarantine");
+        Some(match named.map(|n| n.split('.').collect::<Vec<_>>()) {
+            Some(parts) if parts.len() == 2 => FullName {
+                catalog: dataset.name.catalog.clone(),
+                schema: parts[0].into(),
+                table: parts[1].into(),
+            },
+            Some(parts) if parts.len() == 3 => FullName {
+                catalog: parts[0].into(),
+                schema: parts[1].into(),
+                table: parts[2].into(),
+            },
+            _ => FullName {
+                catalog: dataset.name.catalog.clone(),
+                schema: "quarantine".into(),
+                table: dataset.name.table.clone(),
+            },
+        })
+    }
+
+    async fn quarantine_sink(&self, dataset: &Dataset) -> Result<DeltaSink, PipelineError> {
+        let name = self
+            .quarantine_name(dataset)
+            .expect("tables have a quarantine");
+        let spec = quarantine::pipeline_table(name.table_name());
+        Ok(DeltaSink::open(&name.warehouse(&self.warehouse_root()), spec).await?)
+    }
+
+    /// Runs one flow.
+    pub async fn run_flow(&mut self, index: usize) -> Result<FlowReport, PipelineError> {
+        let flow = &self.graph.flows[index];
+        let started = Instant::now();
+        let mut report = FlowReport::new(flow);
+        match flow.kind {
+            FlowKind::Append => self.append_flow(flow, &mut report).await?,
+            FlowKind::Materialize => self.materialize(flow, &mut report).await?,
+        }
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    async fn append_flow(&self, flow: &Flow, report: &mut FlowReport) -> Result<(), PipelineError> {
+        let dataset = &self.graph.datasets[&flow.target];
+        let schema = self.prepared.schemas[&flow.target].clone();
+        let spec = target_spec(self.settings, dataset, &schema).await?;
+        let warehouse = dataset.name.warehouse(&self.warehouse_root());
+        let mut sink = DeltaSink::open(&warehouse, spec).await?;
+        let mut quarantine = self.quarantine_sink(dataset).await?;
+        let inputs: Vec<Input> = self
+            .graph
+            .all_inputs(&flow.inputs)
+            .into_iter()
+            .filter(|i| i.stream)
+            .cloned()
+            .collect();
+        for input in &inputs {
+            match &input.source {
+                InputSource::Dataset(name) | InputSource::External(name) => {
+                    self.stream_table(flow, input, name, &mut sink, &mut quarantine, report)
+                        .await?
+                }
+                InputSource::Files { .. } => {
+                    self.stream_files(flow, input, &mut sink, &mut quarantine, report)
+                        .await?
+                }
+                InputSource::Kafka { .. } => unreachable!("refused when planning"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn stream_table(
+        &self,
+        flow: &Flow,
+        input: &Input,
+        name: &FullName,
+        sink: &mut DeltaSink,
+        quarantine: &mut DeltaSink,
+        report: &mut FlowReport,
+    ) -> Result<(), PipelineError> {
+        let Some(table) = open(self.settings, name).await? else {
+            report
+                .notes
+                .push(format!("{name} does not exist yet: nothing to read"));
+            return Ok(());
+        };
+        let app = self.app(flow, input);
+        let latest = table.version().map_or(-1, |v| v as i64);
+        loop {
+            let done = sink.txn_version(&app).await?;
+            let side = quarantine.txn_version(&app).await?;
+            let Some((from, to)) = crate::stream::next_range(done, &[side], latest) else {
+                break;
+            };
+            let appended =
+                crate::stream::read_appends(&table, &name.to_string(), from, to, self.batch_rows)
+                    .await
+                    .map_err(|e| match e {
+                        crate::stream::StreamError::NotAppendOnly { version, what, .. } => {
+                            PipelineError::SourceRewritten {
+                                flow: flow.name.clone(),
+                                source_table: name.to_string(),
+                                version,
+                                what,
+                                target: flow.target.to_string(),
+                            }
+                        }
+                        other => other.into(),
+                    })?;
+            let rows: u64 = appended.batches.iter().map(|b| b.num_rows() as u64).sum();
+            report.rows_read += rows;
+            let schema = appended
+                .batches
+                .first()
+                .map(|b| b.schema())
+                .unwrap_or(table_schema(&table, name)?);
+            let data = InputData::Batches(schema, appended.batches);
+            let origin = Origin::Table {
+                version: appended.to,
+            };
+            self.batch(
+                flow,
+                input,
+                data,
+                Vec::new(),
+                &origin,
+                &app,
+                appended.to,
+                sink,
+                quarantine,
+                report,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn stream_files(
+        &self,
+        flow: &Flow,
+        input: &Input,
+        sink: &mut DeltaSink,
+        quarantine: &mut DeltaSink,
+        report: &mut FlowReport,
+    ) -> Result<(), PipelineError> {
+        let files = self.prepared.files[&input.placeholder].clone();
+        let app = self.app(flow, input);
+        let dataset = &self.graph.datasets[&flow.target];
+        let cache = self
+            .state_dir(dataset)
+            .join(format!("{}.json", crate::pipeline::safe_file_name(&app)));
+        let mut progress = FilesProgress::load(&cache, sink, &app).await?;
+        let listing = read_files::list(&files.dir, &files.options)?;
+        report.notes.extend(listing.skipped);
+        let stable = std::time::Duration::from_millis(files.options.stable_ms);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for file in &listing.files {
+            if progress.changed(file) {
+                report.notes.push(format!(
+                    "{} changed after it was read whole; it is not read again (write a new file instead)",
+                    file.name
+                ));
+                continue;
+            }
+            let Some(start) = progress.start(file) else {
+                continue;
+            };
+            if now_ms - file.modified_ms < stable.as_millis() as i64 {
+                report.notes.push(format!(
+                    "{} is still changing (modified {} ms ago); the next run reads it",
+                    file.name,
+                    now_ms - file.modified_ms
+                ));
+                continue;
+            }
+            let mut reader = FileReader::open(file, data_schema(&files.schema), &files.options)?;
+            let mut through = start;
+            loop {
+                let Some(chunk) = reader.next_chunk(self.batch_rows) else {
+                    break;
+                };
+                let (batch, rejects) = skip_through(chunk.batch, chunk.rejects, start);
+                let last = last_position(&batch, &rejects).unwrap_or(through);
+                through = through.max(last);
+                if batch.num_rows() == 0 && rejects.is_empty() {
+                    continue;
+                }
+                report.rows_read +=
+                    batch.num_rows() as u64 + rejects.iter().map(|r| r.lines).sum::<u64>();
+                let rejects: Vec<PipelineReject> = rejects
+                    .into_iter()
+                    .map(|r| {
+                        PipelineReject {
+                            flow: flow.name.clone(),
+                            source: input.progress_name(&self.graph.pipeline.catalog),
+                            file: Some(file.name.clone()),
+                            line: Some(r.line),
+                            source_version: None,
+                            raw: r.raw,
+                            raw_bytes: r.raw_bytes,
+                            reason: r.reason,
+                            expectations: None,
+                        }
+                        .cut()
+                    })
+                    .collect();
+                let step = progress.next(file, through, false);
+                let origin = Origin::File { step: step.clone() };
+                let data = InputData::Batches(files.schema.clone(), vec![batch]);
+                self.batch(
+                    flow, input, data, rejects, &origin, &app, step.seq, sink, quarantine, report,
+                )
+                .await?;
+                progress.apply(&step);
+                progress.save(&cache)?;
+            }
+            // The file is done: a commit of the progress alone.
+            let step = progress.next(file, through, true);
+            sink.set_commit_info(COMMIT_INFO_KEY, serde_json::json!({ app.clone(): step }));
+            let v = sink
+                .append(vec![], vec![Transaction::new(&app, step.seq)])
+                .await?;
+            report.versions.push((sink.qualified_name().into(), v));
+            progress.apply(&step);
+            progress.save(&cache)?;
+            crate::fault::point("pipeline.file_done");
+        }
+        Ok(())
+    }
+
+    /// Runs one batch of a stream through the flow and commits it.
+    #[allow(clippy::too_many_arguments)]
+    async fn batch(
+        &self,
+        flow: &Flow,
+        input: &Input,
+        data: InputData,
+        mut rejects: Vec<PipelineReject>,
+        origin: &Origin,
+        app: &str,
+        version: i64,
+        sink: &mut DeltaSink,
+        quarantine: &mut DeltaSink,
+        report: &mut FlowReport,
+    ) -> Result<(), PipelineError> {
+        let dataset = &self.graph.datasets[&flow.target];
+        let table = dataset
+            .table
+            .as_ref()
+            .expect("a streaming table has a definition");
+        let ctx = plan::session();
+        let mut prepared = self.prepared.clone();
+        let mut stream = StreamData::new();
+        stream.insert(input.placeholder.clone(), data);
+        register_inputs(
+            &ctx,
+            self.graph,
+            self.settings,
+            &mut prepared,
+            &flow.inputs,
+            &mut stream,
+            true,
+        )
+        .await?;
+        let inputs = self.graph.all_inputs(&flow.inputs);
+        let labels = plan::labels(self.graph, &inputs);
+        let plan = plan::plan_query(&ctx, &flow.file, &flow.query, &labels).await?;
+        let rows = self.rows(&ctx, flow, table, plan, &labels).await?;
+        if let Some((expectation, row)) = rows.failure {
+            return Err(PipelineError::FailUpdate {
+                flow: flow.name.clone(),
+                expectation,
+                row: expect::rows_as_json(&row).join(""),
+            });
+        }
+        report.add_metrics(rows.metrics);
+        let source = input.progress_name(&self.graph.pipeline.catalog);
+        for (batch, failed) in &rows.dropped {
+            for (json, names) in expect::rows_as_json(batch).into_iter().zip(failed) {
+                rejects.push(
+                    PipelineReject {
+                        flow: flow.name.clone(),
+                        source: source.clone(),
+                        file: None,
+                        line: None,
+                        source_version: match origin {
+                            Origin::Table { version } => Some(*version),
+                            Origin::File { .. } => None,
+                        },
+                        raw_bytes: json.len() as u64,
+                        raw: json,
+                        reason: format!("failed expectation(s): {}", names.join(", ")),
+                        expectations: Some(names.join(",")),
+                    }
+                    .cut(),
+                );
+                report.rows_dropped += 1;
+            }
+        }
+        report.rows_quarantined +=
+            rejects.iter().filter(|r| r.expectations.is_none()).count() as u64;
+        let mut kept = rows.kept;
+        if let Some(pk) = &table.primary_key {
+            let (fresh, duplicates) = first_per_key(&ctx, sink, &kept, &pk.columns).await?;
+            report.duplicates += duplicates;
+            kept = fresh;
+        }
+        let txn = || vec![Transaction::new(app, version)];
+        if let Origin::File { step, .. } = origin {
+            let info = serde_json::json!({ app: step });
+            quarantine.set_commit_info(COMMIT_INFO_KEY, info.clone());
+            sink.set_commit_info(COMMIT_INFO_KEY, info);
+        }
+        if !rejects.is_empty() && crate::stream::needs(quarantine.txn_version(app).await?, version)
+        {
+            let spec = quarantine::pipeline_table(quarantine.name().clone());
+            let batch = quarantine::pipeline_batch(spec, &rejects);
+            let v = quarantine.append(vec![batch], txn()).await?;
+            report
+                .versions
+                .push((quarantine.qualified_name().into(), v));
+        }
+        crate::fault::point("pipeline.after_quarantine");
+        let schema = sink_schema(sink)?;
+        let batches = kept
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| conform(b, &schema))
+            .collect::<Result<Vec<_>, _>>()?;
+        report.rows_written += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        let v = sink.append(batches, txn()).await?;
+        report.versions.push((sink.qualified_name().into(), v));
+        crate::fault::point("pipeline.after_commit");
+        Ok(())
+    }
+
+    /// The flow's rows with the dataset's expectations applied.
+    async fn rows(
+        &self,
+        ctx: &SessionContext,
+        flow: &Flow,
+        table: &TableDef,
+        plan: deltalake::datafusion::logical_expr::LogicalPlan,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<expect::Split, PipelineError> {
+        let run = |e| PipelineError::Query {
+            flow: flow.name.clone(),
+            source: e,
+        };
+        let plan = checked_plan(ctx, &flow.file, table, plan, labels).await?;
+        let batches = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(run)?
+            .collect()
+            .await
+            .map_err(run)?;
+        Ok(expect::split(
+            &batches,
+            &table.expectations,
+            &flow.target.to_string(),
+        ))
+    }
+
+    /// Rewrites a materialized view when an input changed since its last refresh.
+    async fn materialize(&self, flow: &Flow, report: &mut FlowReport) -> Result<(), PipelineError> {
+        let dataset = &self.graph.datasets[&flow.target];
+        let table = dataset
+            .table
+            .as_ref()
+            .expect("a materialized view has a definition");
+        let inputs = self.graph.all_inputs(&flow.inputs);
+        // The version of each input now: Delta versions, or a fingerprint of the files.
+        let mut versions: Vec<(String, i64)> = Vec::new();
+        for i in &inputs {
+            let v = match &i.source {
+                InputSource::Dataset(n) | InputSource::External(n) => {
+                    if self.graph.datasets.get(n).is_some_and(|d| d.view.is_some()) {
+                        continue;
+                    }
+                    open(self.settings, n)
+                        .await?
+                        .map_or(-1, |t| t.version().map_or(-1, |v| v as i64))
+                }
+                InputSource::Files { .. } => {
+                    let f = &self.prepared.files[&i.placeholder];
+                    fingerprint(&read_files::list(&f.dir, &f.options)?.files)
+                }
+                InputSource::Kafka { .. } => unreachable!("refused when planning"),
+            };
+            versions.push((
+                format!(
+                    "{}/{}",
+                    flow.name,
+                    i.progress_name(&self.graph.pipeline.catalog)
+                ),
+                v,
+            ));
+        }
+        let schema = self.prepared.schemas[&flow.target].clone();
+        let spec = TableSpec {
+            name: dataset.name.table_name(),
+            schema: schema.clone(),
+            partition_columns: table.partitioned_by.clone(),
+            target_file_size: None,
+        };
+        let warehouse = dataset.name.warehouse(&self.warehouse_root());
+        let existed = open(self.settings, &dataset.name).await?.is_some();
+        if existed {
+            let existing = existing_schema(self.settings, &dataset.name).await?;
+            if existing.is_some_and(|e| !schemas_match(&e, &schema)) {
+                // A materialized view is recomputed whole: a new shape replaces the old.
+                self.forget(dataset)?;
+            }
+        }
+        let mut sink = DeltaSink::open(&warehouse, spec).await?;
+        let mut up_to_date = sink.version() > 0 || existed;
+        for (app, v) in &versions {
+            if sink.txn_version(app).await? != Some(*v) {
+                up_to_date = false;
+            }
+        }
+        if up_to_date && !versions.is_empty() {
+            report.state = "UP_TO_DATE";
+            report
+                .notes
+                .push("no input changed since the last refresh".into());
+            return Ok(());
+        }
+        let ctx = plan::session();
+        let mut prepared = self.prepared.clone();
+        register_inputs(
+            &ctx,
+            self.graph,
+            self.settings,
+            &mut prepared,
+            &flow.inputs,
+            &mut StreamData::new(),
+            true,
+        )
+        .await?;
+        let labels = plan::labels(self.graph, &inputs);
+        let plan = plan::plan_query(&ctx, &flow.file, &flow.query, &labels).await?;
+        let run = |e| PipelineError::Query {
+            flow: flow.name.clone(),
+            source: e,
+        };
+        let txns: Vec<Transaction> = versions
+            .iter()
+            .map(|(app, v)| Transaction::new(app, *v))
+            .collect();
+        let df = if table.expectations.is_empty() {
+            ctx.execute_logical_plan(plan).await.map_err(run)?
+        } else {
+            // Expectations over the whole result: counted in one pass, then the rows
+            // that pass the DROP ROW ones are written as a stream.
+            let checked = checked_plan(&ctx, &flow.file, table, plan, &labels).await?;
+            let df = ctx.execute_logical_plan(checked).await.map_err(run)?;
+            let n = table.expectations.len();
+            let width = df.schema().fields().len() - n;
+            let mut counts = Vec::new();
+            for i in 0..n {
+                let c = col(format!("__exp_{i}"));
+                counts.push(
+                    deltalake::datafusion::functions_aggregate::expr_fn::sum(Expr::Case(
+                        deltalake::datafusion::logical_expr::Case {
+                            expr: None,
+                            when_then_expr: vec![(Box::new(c.is_true()), Box::new(lit(1i64)))],
+                            else_expr: Some(Box::new(lit(0i64))),
+                        },
+                    ))
+                    .alias(format!("p{i}")),
+                );
+            }
+            counts.push(
+                deltalake::datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("n"),
+            );
+            let totals = df
+                .clone()
+                .aggregate(vec![], counts)
+                .map_err(run)?
+                .collect()
+                .await
+                .map_err(run)?;
+            let get = |name: &str| -> u64 {
+                totals
+                    .first()
+                    .and_then(|b| b.column_by_name(name))
+                    .and_then(|c| ScalarValue::try_from_array(c, 0).ok())
+                    .and_then(|v| match v {
+                        ScalarValue::Int64(Some(x)) => Some(x as u64),
+                        _ => None,
+                    })
+                    .unwrap_or(0)
+            };
+            let total = get("n");
+            report.rows_read = total;
+            let mut metrics = Vec::new();
+            for (i, e) in table.expectations.iter().enumerate() {
+                let passed = get(&format!("p{i}"));
+                metrics.push(Metric {
+                    name: e.name.clone(),
+                    dataset: flow.target.to_string(),
+                    passed_records: passed,
+                    failed_records: total - passed,
+                });
+                if e.action == super::parse::Violation::FailUpdate && passed < total {
+                    let row = df
+                        .clone()
+                        .filter(col(format!("__exp_{i}")).is_not_true())
+                        .map_err(run)?
+                        .limit(0, Some(1))
+                        .map_err(run)?
+                        .collect()
+                        .await
+                        .map_err(run)?;
+                    let shown = row
+                        .first()
+                        .map(|b| {
+                            expect::rows_as_json(
+                                &b.project(&(0..width).collect::<Vec<_>>())
+                                    .unwrap_or_else(|_| b.clone()),
+                            )
+                            .join("")
+                        })
+                        .unwrap_or_default();
+                    return Err(PipelineError::FailUpdate {
+                        flow: flow.name.clone(),
+                        expectation: e.name.clone(),
+                        row: shown,
+                    });
+                }
+            }
+            report.add_metrics(metrics);
+            let keep = table
+                .expectations
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.action == super::parse::Violation::DropRow)
+                .map(|(i, _)| col(format!("__exp_{i}")).is_true())
+                .reduce(Expr::and);
+            let data: Vec<Expr> = df.schema().fields()[..width]
+                .iter()
+                .map(|f| {
+                    col(deltalake::datafusion::common::Column::new_unqualified(
+                        f.name(),
+                    ))
+                })
+                .collect();
+            if let Some(keep) = keep {
+                let dropped = df
+                    .clone()
+                    .filter(Expr::Not(Box::new(keep.clone())))
+                    .map_err(run)?;
+                self.quarantine_view(flow, dataset, dropped, width, report)
+                    .await?;
+                df.filter(keep).map_err(run)?.select(data).map_err(run)?
+            } else {
+                df.select(data).map_err(run)?
+            }
+        };
+        let (v, rows) = sink.overwrite_query(df, txns).await?;
+        if table.expectations.is_empty() {
+            report.rows_read = rows;
+        }
+        report.rows_written = rows;
+        report.versions.push((sink.qualified_name().into(), v));
+        Ok(())
+    }
+
+    /// Replaces the quarantine of a materialized view with the rows its DROP ROW
+    /// expectations dropped in this refresh.
+    async fn quarantine_view(
+        &self,
+        flow: &Flow,
+        dataset: &Dataset,
+        dropped: deltalake::datafusion::prelude::DataFrame,
+        width: usize,
+        report: &mut FlowReport,
+    ) -> Result<(), PipelineError> {
+        let table = dataset.table.as_ref().expect("a table");
+        let run = |e| PipelineError::Query {
+            flow: flow.name.clone(),
+            source: e,
+        };
+        let batches = dropped.collect().await.map_err(run)?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            let data =
+                b.project(&(0..width).collect::<Vec<_>>())
+                    .map_err(|e| PipelineError::Write {
+                        reason: e.to_string(),
+                    })?;
+            let checked = expect::split(
+                std::slice::from_ref(b),
+                &table.expectations,
+                &flow.target.to_string(),
+            );
+            let names: Vec<Vec<String>> =
+                checked.dropped.into_iter().flat_map(|(_, n)| n).collect();
+            for (json, names) in expect::rows_as_json(&data).into_iter().zip(names) {
+                rows.push(
+                    PipelineReject {
+                        flow: flow.name.clone(),
+                        source: flow.name.clone(),
+                        file: None,
+                        line: None,
+                        source_version: None,
+                        raw_bytes: json.len() as u64,
+                        raw: json,
+                        reason: format!("failed expectation(s): {}", names.join(", ")),
+                        expectations: Some(names.join(",")),
+                    }
+                    .cut(),
+                );
+            }
+        }
+        report.rows_dropped = rows.len() as u64;
+        let mut sink = self.quarantine_sink(dataset).await?;
+        let spec = quarantine::pipeline_table(sink.name().clone());
+        let ctx = plan::session();
+        let batch = quarantine::pipeline_batch(spec, &rows);
+        let df = ctx.read_batch(batch).map_err(run)?;
+        let (v, _) = sink.overwrite_query(df, vec![]).await?;
+        report.versions.push((sink.qualified_name().into(), v));
+        Ok(())
+    }
+}
+
+fn schemas_match(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && same_type(x.data_type(), y.data_type()))
+}
+
+fn sink_schema(sink: &DeltaSink) -> Result<SchemaRef, PipelineError> {
+    let name = sink.qualified_name().to_string();
+    let parts: Vec<&str> = name.split('.').collect();
+    table_schema(
+        sink.table(),
+        &FullName {
+            catalog: parts.first().copied().unwrap_or_default().into(),
+            schema: parts.get(1).copied().unwrap_or_default().into(),
+            table: parts.get(2).copied().unwrap_or_default().into(),
+        },
+    )
+}
+
+/// A number that changes when the listing changes (names, sizes, times).
+fn fingerprint(files: &[crate::source::LandingFile]) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.name.as_bytes());
+        h.update(f.size.to_le_bytes());
+        h.update(f.modified_ms.to_le_bytes());
+    }
+    let d = h.finalize();
+    i64::from_le_bytes(d[..8].try_into().expect("8 bytes")) & i64::MAX
+}
+
+/// The rows and rejects of a chunk past `start` (the position a rerun resumes from).
+fn skip_through(
+    batch: RecordBatch,
+    rejects: Vec<read_files::Reject>,
+    start: u64,
+) -> (RecordBatch, Vec<read_files::Reject>) {
+    if start == 0 {
+        return (batch, rejects);
+    }
+    let positions = positions(&batch);
+    let mask = deltalake::arrow::array::BooleanArray::from(
+        positions.iter().map(|p| *p > start).collect::<Vec<_>>(),
+    );
+    let batch = deltalake::arrow::compute::filter_record_batch(&batch, &mask).unwrap_or(batch);
+    (
+        batch,
+        rejects.into_iter().filter(|r| r.line > start).collect(),
+    )
+}
+
+/// Each row's position in its file: `_metadata.line`, or `_metadata.row` + 1.
+fn positions(batch: &RecordBatch) -> Vec<u64> {
+    use deltalake::arrow::array::AsArray;
+    let Some(meta) = batch.column_by_name("_metadata") else {
+        return vec![0; batch.num_rows()];
+    };
+    let meta = meta.as_struct();
+    let line = meta.column_by_name("line").map(|c| {
+        c.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+            .clone()
+    });
+    let row = meta.column_by_name("row").map(|c| {
+        c.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+            .clone()
+    });
+    (0..batch.num_rows())
+        .map(|i| match (&line, &row) {
+            (Some(l), _) if l.is_valid(i) => l.value(i) as u64,
+            (_, Some(r)) if r.is_valid(i) => r.value(i) as u64 + 1,
+            _ => 0,
+        })
+        .collect()
+}
+
+fn last_position(batch: &RecordBatch, rejects: &[read_files::Reject]) -> Option<u64> {
+    positions(batch)
+        .into_iter()
+        .chain(rejects.iter().map(|r| r.line))
+        .max()
+}
+
+/// Keeps the first row of each primary key that is neither earlier in the batch nor in
+/// the table; returns the rows and how many were dropped. Only the stored rows whose keys
+/// fall within the batch's range of each key column are read (Delta's file statistics
+/// skip the rest), and only the keys are kept in memory.
+async fn first_per_key(
+    ctx: &SessionContext,
+    sink: &DeltaSink,
+    batches: &[RecordBatch],
+    key: &[String],
+) -> Result<(Vec<RecordBatch>, u64), PipelineError> {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows == 0 {
+        return Ok((batches.to_vec(), 0));
+    }
+    let write = |reason: String| PipelineError::Write { reason };
+    let schema = batches[0].schema();
+    let types: Vec<DataType> = key
+        .iter()
+        .map(|k| {
+            schema
+                .field_with_name(k)
+                .map(|f| f.data_type().clone())
+                .map_err(|e| write(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let fields: Vec<SortField> = types.iter().map(|t| SortField::new(t.clone())).collect();
+    let converter = RowConverter::new(fields).map_err(|e| write(e.to_string()))?;
+    let key_columns = |b: &RecordBatch, s: &Schema| -> Result<Vec<ArrayRef>, PipelineError> {
+        key.iter()
+            .zip(&types)
+            .map(|(k, t)| {
+                let c = b
+                    .column(s.index_of(k).map_err(|e| write(e.to_string()))?)
+                    .clone();
+                cast(&c, t).map_err(|e| write(e.to_string()))
+            })
+            .collect()
+    };
+    // The batch's range of each key column, to read only the stored rows that can clash.
+    let all = deltalake::arrow::compute::concat_batches(&schema, batches)
+        .map_err(|e| write(e.to_string()))?;
+    let mut filter: Option<Expr> = None;
+    for k in key {
+        let c = all.column(schema.index_of(k).map_err(|e| write(e.to_string()))?);
+        let (Ok(lo), Ok(hi)) = (min_max(c, true), min_max(c, false)) else {
+            continue;
+        };
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            continue;
+        };
+        let e = col(deltalake::datafusion::common::Column::new_unqualified(k))
+            .between(lit(lo), lit(hi));
+        filter = Some(match filter {
+            Some(f) => f.and(e),
+            None => e,
+        });
+    }
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    if sink.version() > 0 {
+        let provider = sink
+            .table()
+            .table_provider()
+            .await
+            .map_err(|e| write(e.to_string()))?;
+        let mut df = ctx.read_table(provider).map_err(|e| write(e.to_string()))?;
+        if let Some(f) = filter {
+            df = df.filter(f).map_err(|e| write(e.to_string()))?;
+        }
+        let cols: Vec<Expr> = key
+            .iter()
+            .map(|k| col(deltalake::datafusion::common::Column::new_unqualified(k)))
+            .collect();
+        let batch_keys = converter
+            .convert_columns(&key_columns(&all, &schema)?)
+            .map_err(|e| write(e.to_string()))?;
+        let wanted: HashSet<Vec<u8>> = batch_keys.iter().map(|r| r.as_ref().to_vec()).collect();
+        for b in df
+            .select(cols)
+            .map_err(|e| write(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| write(e.to_string()))?
+        {
+            let s = b.schema();
+            let rows = converter
+                .convert_columns(&key_columns(&b, &s)?)
+                .map_err(|e| write(e.to_string()))?;
+            for r in rows.iter() {
+                if wanted.contains(r.as_ref()) {
+                    seen.insert(r.as_ref().to_vec());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut dropped = 0u64;
+    for b in batches {
+        let rows = converter
+            .convert_columns(&key_columns(b, &schema)?)
+            .map_err(|e| write(e.to_string()))?;
+        let keep: Vec<bool> = rows
+            .iter()
+            .map(|r| seen.insert(r.as_ref().to_vec()))
+            .collect();
+        dropped += keep.iter().filter(|k| !**k).count() as u64;
+        let mask = deltalake::arrow::array::BooleanArray::from(keep);
+        out.push(
+            deltalake::arrow::compute::filter_record_batch(b, &mask)
+                .map_err(|e| write(e.to_string()))?,
+        );
+    }
+    Ok((out, dropped))
+}
+
+/// The smallest (or largest) non-null value of a column.
+fn min_max(
+    c: &ArrayRef,
+    min: bool,
+) -> Result<Option<ScalarValue>, deltalake::datafusion::error::DataFusionError> {
+    let mut best: Option<ScalarValue> = None;
+    for i in 0..c.len() {
+        if c.is_null(i) {
+            continue;
+        }
+        let v = ScalarValue::try_from_array(c, i)?;
+        best = match best {
+            None => Some(v),
+            Some(b) => {
+                let better = if min { v < b } else { v > b };
+                Some(if better { v } else { b })
+            }
+        };
+    }
+    Ok(best)
+}
+
+/// The datasets `--refresh` names (empty: all of them).
+pub fn selected_flows(
+    graph: &Graph,
+    selection: &Selection,
+) -> Result<BTreeSet<FullName>, PipelineError> {
+    let mut out = BTreeSet::new();
+    for name in &selection.refresh {
+        out.insert(resolve_named(graph, name)?);
+    }
+    Ok(out)
+}
+
+/// A dataset named on the command line (`t`, `schema.t` or `catalog.schema.t`).
+pub fn resolve_named(graph: &Graph, text: &str) -> Result<FullName, PipelineError> {
+    let parts: Vec<String> = text.split('.').map(|p| p.trim().to_lowercase()).collect();
+    let name = graph.resolve(&super::parse::Name {
+        parts,
+        loc: Loc::default(),
+    });
+    if graph
+        .datasets
+        .get(&name)
+        .is_some_and(|d| d.kind != DatasetKind::TemporaryView)
+    {
+        return Ok(name);
+    }
+    Err(PipelineError::UnknownDataset {
+        name: text.into(),
+        known: graph
+            .datasets
+            .values()
+            .filter(|d| d.kind != DatasetKind::TemporaryView)
+            .map(|d| d.name.short(&graph.pipeline.catalog))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_change_with_the_listing() {
+        let f = |name: &str, size| crate::source::LandingFile {
+            path: name.into(),
+            name: name.into(),
+            size,
+            modified_ms: 5,
+        };
+        let a = fingerprint(&[f("a", 1), f("b", 2)]);
+        assert_eq!(a, fingerprint(&[f("a", 1), f("b", 2)]));
+        assert_ne!(a, fingerprint(&[f("a", 1), f("b", 3)]));
+        assert_ne!(a, fingerprint(&[f("a", 1)]));
+        assert!(a >= 0);
+    }
+}
