@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use super::parse::{Definition, FlowBody, Loc, Name, QueryDef, SourceKind, TableDef, TableKind};
+use super::parse::{
+    Definition, FlowBody, Loc, Name, QueryDef, SourceKind, TableDef, TableKind, ViewDef,
+};
 use crate::bundle::PipelineSpec;
 use crate::catalog::{TableName, Warehouse};
 
@@ -77,6 +79,8 @@ pub struct Dataset {
     pub table: Option<TableDef>,
     /// A temporary view's query and its inputs.
     pub view: Option<(QueryDef, Vec<Input>)>,
+    /// A temporary view's definition (its column names and expectations).
+    pub view_def: Option<ViewDef>,
     /// The flows into it (indexes into [`Graph::flows`]).
     pub flows: Vec<usize>,
 }
@@ -203,6 +207,7 @@ impl Graph {
                             loc: t.loc,
                             table: Some(t.clone()),
                             view: None,
+                            view_def: None,
                             flows: Vec::new(),
                         })?;
                         if let Some(q) = &t.query {
@@ -230,6 +235,7 @@ impl Graph {
                             loc: v.loc,
                             table: None,
                             view: Some((v.query.clone(), Vec::new())),
+                            view_def: Some(v.clone()),
                             flows: Vec::new(),
                         })?;
                     }

@@ -377,6 +377,7 @@ fn flow_event(r: &FlowReport) -> events::Event {
                     "dropped_records": r.rows_dropped,
                     "quarantined_records": r.rows_quarantined,
                     "duplicate_records": r.duplicates,
+                    "filtered_records": r.rows_filtered,
                     "elapsed_ms": r.elapsed_ms,
                 },
                 "data_quality": {

@@ -138,7 +138,7 @@ pub struct TableDef {
 /// A declared column: `name type [NOT NULL] [COMMENT '...']`.
 #[derive(Debug, Clone)]
 pub struct ColumnDef {
-    /// The column's name (lowercased unless quoted).
+    /// The column's name, as written (case kept).
     pub name: String,
     /// Its SQL type.
     pub data_type: DataType,
@@ -187,7 +187,9 @@ pub struct PrimaryKey {
     pub loc: Loc,
 }
 
-/// `CREATE TEMPORARY VIEW name AS query`.
+/// `CREATE TEMPORARY VIEW name [( view_element [, ...] )] [COMMENT '...']
+/// [TBLPROPERTIES (...)] AS query`, where a view element is `column [COMMENT '...']` or
+/// `CONSTRAINT name EXPECT (condition) [ON VIOLATION ...]`.
 #[derive(Debug, Clone)]
 pub struct ViewDef {
     /// The view's name.
@@ -196,6 +198,48 @@ pub struct ViewDef {
     pub loc: Loc,
     /// Its query.
     pub query: QueryDef,
+    /// Column names given in the view's column list (renaming the query's columns in
+    /// order); empty when none. Names keep their case; column comments are not kept.
+    pub columns: Vec<String>,
+    /// Expectations on the view's rows: `CONSTRAINT name EXPECT (...)`, in order.
+    pub expectations: Vec<Expectation>,
+    /// `COMMENT '...'`.
+    pub comment: Option<String>,
+    /// `TBLPROPERTIES (...)`.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// What the parentheses and clauses after a name belong to: a view's differ from a table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// A streaming table or a materialized view.
+    Table,
+    /// A temporary view.
+    View,
+}
+
+impl Owner {
+    fn noun(self) -> &'static str {
+        match self {
+            Owner::Table => "table",
+            Owner::View => "view",
+        }
+    }
+}
+
+/// What follows a table's or a view's name, as parsed.
+#[derive(Default)]
+struct Body {
+    /// A table's declared columns.
+    columns: Vec<ColumnDef>,
+    /// The names of the declared columns, in order (a table's or a view's).
+    names: Vec<String>,
+    expectations: Vec<Expectation>,
+    primary_key: Option<PrimaryKey>,
+    partitioned_by: Vec<String>,
+    comment: Option<String>,
+    properties: BTreeMap<String, String>,
+    query: Option<QueryDef>,
 }
 
 /// `CREATE FLOW name AS ...`.
@@ -320,6 +364,9 @@ const QUERY_FIX: &str = "correct the query here; queries are DataFusion SQL (SEL
 const EXPR_FIX: &str = "write a SQL expression here, such as amount > 0 or id IS NOT NULL";
 const TYPE_FIX: &str =
     "use a SQL type such as STRING, INT, BIGINT, DOUBLE, DECIMAL(10,2), BOOLEAN, DATE or TIMESTAMP";
+const VIEW_ELEMENTS: &str = "a view's column list holds `column [COMMENT 'text']` (no type: the query gives it) and `CONSTRAINT name EXPECT (condition) [ON VIOLATION DROP ROW | FAIL UPDATE]`, separated by commas";
+const VIEW_CLAUSES: &str =
+    "a view's clauses are COMMENT '...' and TBLPROPERTIES (...), then AS query";
 const CDC_CLAUSES: &str = "IGNORE NULL UPDATES, APPLY AS DELETE WHEN, APPLY AS TRUNCATE WHEN, SEQUENCE BY, SYSTEM SEQUENCE BY, COLUMNS, STORED AS SCD TYPE, TRACK HISTORY ON";
 
 /// Replaces `${key}` with configuration values. An unknown key is an error at its position
@@ -455,8 +502,8 @@ pub fn parse_schema(text: &str) -> Result<Vec<(String, DataType)>, String> {
         );
     }
     loop {
-        let ident = parser.parse_identifier().map_err(describe)?;
-        let name = ident_name(&ident);
+        // Column names keep their case, as in queries.
+        let name = parser.parse_identifier().map_err(describe)?.value;
         let data_type = parser.parse_data_type().map_err(describe)?;
         if let DataType::Custom(..) = data_type {
             return Err(format!(
@@ -468,7 +515,8 @@ pub fn parse_schema(text: &str) -> Result<Vec<(String, DataType)>, String> {
         if parser.parse_keyword(Keyword::COMMENT) {
             parser.parse_literal_string().map_err(describe)?;
         }
-        if columns.iter().any(|(n, _)| *n == name) {
+        // Delta column names are unique regardless of case.
+        if columns.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
             return Err(format!(
                 "column `{name}` appears twice in the schema `{text}`"
             ));
@@ -795,13 +843,15 @@ impl<'a> Stmt<'a> {
         }
     }
 
-    /// One name part (`what` says which, for the error), normalized, with where it is.
+    /// One column name (`what` says which, for the error), as written, with where it is.
+    /// Column names keep their case, as queries do (medallion plans them with DataFusion's
+    /// identifier normalization off): `Index` is the column `Index`.
     fn ident(&mut self, what: &str, fix: &str) -> Result<(String, Loc), ParseError> {
         let loc = self.loc();
         match self.peek().map(|t| &t.token) {
             Some(Token::Word(w)) if w.quote_style.is_some() || !NOT_A_NAME.contains(&w.keyword) => {
                 self.pos += 1;
-                Ok((ident_name(&w.clone().into_ident(Span::empty())), loc))
+                Ok((w.value.clone(), loc))
             }
             _ => Err(self.unexpected(what, fix)),
         }
@@ -866,7 +916,10 @@ impl<'a> Stmt<'a> {
         }
         loop {
             let (column, loc) = self.ident("a column name", &fix)?;
-            if columns.contains(&column) {
+            if columns
+                .iter()
+                .any(|c: &String| c.eq_ignore_ascii_case(&column))
+            {
                 return Err(self.error(
                     loc,
                     format!("column `{column}` appears twice in {clause}"),
@@ -1053,40 +1106,98 @@ impl<'a> Stmt<'a> {
             TableKind::MaterializedView => "the materialized view's name",
         };
         let name = self.name(what)?;
-        let mut def = TableDef {
+        let body = self.body(Owner::Table)?;
+        if kind == TableKind::MaterializedView && body.query.is_none() {
+            return Err(self.error(
+                Loc::of(self.end_loc),
+                format!("materialized view {name} has no query"),
+                "add AS SELECT ...: only a streaming table may be declared without a query, as the target of flows",
+            ));
+        }
+        Ok(TableDef {
             kind,
             name,
             loc,
-            columns: Vec::new(),
-            expectations: Vec::new(),
-            primary_key: None,
-            partitioned_by: Vec::new(),
-            comment: None,
-            properties: BTreeMap::new(),
-            query: None,
+            columns: body.columns,
+            expectations: body.expectations,
+            primary_key: body.primary_key,
+            partitioned_by: body.partitioned_by,
+            comment: body.comment,
+            properties: body.properties,
+            query: body.query,
+        })
+    }
+
+    fn view(&mut self, loc: Loc) -> Result<ViewDef, ParseError> {
+        let name = self.name("the view's name")?;
+        let body = self.body(Owner::View)?;
+        let Some(query) = body.query else {
+            return Err(self.error(
+                Loc::of(self.end_loc),
+                format!("view {name} has no query"),
+                "add AS SELECT ...: a temporary view is defined by its query",
+            ));
         };
+        Ok(ViewDef {
+            name,
+            loc,
+            query,
+            columns: body.names,
+            expectations: body.expectations,
+            comment: body.comment,
+            properties: body.properties,
+        })
+    }
+
+    /// After a table's or a view's name: `[( elements )] [clauses] [AS query]`, to the end
+    /// of the statement. The query is left for the caller to require.
+    fn body(&mut self, owner: Owner) -> Result<Body, ParseError> {
+        let mut body = Body::default();
         if self.eat_tok(&Token::LParen) {
-            self.table_elements(&mut def)?;
+            self.elements(owner, &mut body)?;
         }
         let mut seen = BTreeSet::new();
-        let clauses = "AS, PARTITIONED BY, COMMENT, TBLPROPERTIES or the end of the statement";
+        let (clauses, fix) = match owner {
+            Owner::Table => (
+                "AS, PARTITIONED BY, COMMENT, TBLPROPERTIES or the end of the statement",
+                "the clauses of a table are PARTITIONED BY (...), COMMENT '...' and TBLPROPERTIES (...), then AS query",
+            ),
+            Owner::View => ("AS, COMMENT or TBLPROPERTIES", VIEW_CLAUSES),
+        };
         while !self.at_end() {
             let clause_loc = self.loc();
+            if owner == Owner::View {
+                if let Some(clause) = ["PARTITIONED", "CLUSTER"]
+                    .into_iter()
+                    .find(|clause| self.is_kw(0, clause))
+                {
+                    return Err(self.error(
+                        clause_loc,
+                        format!("{clause} BY does not apply to a view, which is not stored"),
+                        VIEW_CLAUSES,
+                    ));
+                }
+            }
             let clause = if self.eat_kw("AS") {
-                def.query = Some(self.query()?);
+                body.query = Some(self.query()?);
                 break;
             } else if self.eat_kw("PARTITIONED") {
                 self.expect_kw("BY", "write PARTITIONED BY (column, ...)")?;
-                def.partitioned_by = self.column_names("PARTITIONED BY")?;
-                if !def.columns.is_empty() {
-                    self.check_declared(&def, &def.partitioned_by, "PARTITIONED BY", clause_loc)?;
+                body.partitioned_by = self.column_names("PARTITIONED BY")?;
+                if !body.names.is_empty() {
+                    self.check_declared(
+                        &body.names,
+                        &body.partitioned_by,
+                        "PARTITIONED BY",
+                        clause_loc,
+                    )?;
                 }
                 "PARTITIONED BY"
             } else if self.eat_kw("COMMENT") {
-                def.comment = Some(self.string("the comment's text", "write COMMENT 'text'")?);
+                body.comment = Some(self.string("the comment's text", "write COMMENT 'text'")?);
                 "COMMENT"
             } else if self.eat_kw("TBLPROPERTIES") {
-                def.properties = self.properties()?;
+                body.properties = self.properties()?;
                 "TBLPROPERTIES"
             } else if self.is_kw(0, "CLUSTER") {
                 return Err(self.error(
@@ -1095,7 +1206,7 @@ impl<'a> Stmt<'a> {
                     "use PARTITIONED BY (column, ...)",
                 ));
             } else {
-                return Err(self.unexpected(clauses, "the clauses of a table are PARTITIONED BY (...), COMMENT '...' and TBLPROPERTIES (...), then AS query"));
+                return Err(self.unexpected(clauses, fix));
             };
             if !seen.insert(clause) {
                 return Err(self.error(
@@ -1105,35 +1216,25 @@ impl<'a> Stmt<'a> {
                 ));
             }
         }
-        if kind == TableKind::MaterializedView && def.query.is_none() {
-            return Err(self.error(
-                Loc::of(self.end_loc),
-                format!("materialized view {} has no query", def.name),
-                "add AS SELECT ...: only a streaming table may be declared without a query, as the target of flows",
-            ));
-        }
-        Ok(def)
+        Ok(body)
     }
 
+    /// Each of `columns` is one of the table's `declared` columns.
     fn check_declared(
         &self,
-        def: &TableDef,
+        declared: &[String],
         columns: &[String],
         clause: &str,
         loc: Loc,
     ) -> Result<(), ParseError> {
         for column in columns {
-            if !def.columns.iter().any(|c| c.name == *column) {
+            if !declared.contains(column) {
                 return Err(self.error(
                     loc,
                     format!("{clause} names column `{column}`, which the table does not declare"),
                     format!(
                         "use one of the declared columns ({}), or declare `{column}`",
-                        def.columns
-                            .iter()
-                            .map(|c| c.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        declared.join(", ")
                     ),
                 ));
             }
@@ -1141,9 +1242,12 @@ impl<'a> Stmt<'a> {
         Ok(())
     }
 
-    /// After `(`: columns, expectations and a primary key, up to `)`.
-    fn table_elements(&mut self, def: &mut TableDef) -> Result<(), ParseError> {
-        let fix = "a table's elements are `column TYPE [NOT NULL] [COMMENT '...']`, `CONSTRAINT name EXPECT (condition) [ON VIOLATION DROP ROW | FAIL UPDATE]` and `[CONSTRAINT name] PRIMARY KEY (column, ...)`, separated by commas";
+    /// After `(`: columns, expectations and (for a table) a primary key, up to `)`.
+    fn elements(&mut self, owner: Owner, body: &mut Body) -> Result<(), ParseError> {
+        let fix = match owner {
+            Owner::Table => "a table's elements are `column TYPE [NOT NULL] [COMMENT '...']`, `CONSTRAINT name EXPECT (condition) [ON VIOLATION DROP ROW | FAIL UPDATE]` and `[CONSTRAINT name] PRIMARY KEY (column, ...)`, separated by commas",
+            Owner::View => VIEW_ELEMENTS,
+        };
         if self.is_tok(0, &Token::RParen) {
             return Err(self.unexpected("a column or a constraint", fix));
         }
@@ -1155,8 +1259,17 @@ impl<'a> Stmt<'a> {
                 None
             };
             if self.is_kw(0, "PRIMARY") && self.is_kw(1, "KEY") {
+                if owner == Owner::View {
+                    return Err(self.error(
+                        self.loc(),
+                        "a view has no PRIMARY KEY",
+                        format!(
+                            "{VIEW_ELEMENTS}; declare the key on the table that stores the rows"
+                        ),
+                    ));
+                }
                 self.pos += 2;
-                if def.primary_key.is_some() {
+                if body.primary_key.is_some() {
                     return Err(self.error(
                         loc,
                         "a second PRIMARY KEY",
@@ -1164,14 +1277,18 @@ impl<'a> Stmt<'a> {
                     ));
                 }
                 let columns = self.column_names("PRIMARY KEY")?;
-                def.primary_key = Some(PrimaryKey {
+                body.primary_key = Some(PrimaryKey {
                     name: constraint,
                     columns,
                     loc,
                 });
             } else if let Some(name) = constraint {
-                self.expect_kw("EXPECT", "a constraint is `CONSTRAINT name EXPECT (condition)` or `CONSTRAINT name PRIMARY KEY (column, ...)`")?;
-                if def
+                let constraints = match owner {
+                    Owner::Table => "a constraint is `CONSTRAINT name EXPECT (condition)` or `CONSTRAINT name PRIMARY KEY (column, ...)`",
+                    Owner::View => "a view's constraint is `CONSTRAINT name EXPECT (condition) [ON VIOLATION DROP ROW | FAIL UPDATE]`",
+                };
+                self.expect_kw("EXPECT", constraints)?;
+                if body
                     .expectations
                     .iter()
                     .any(|e| e.name.eq_ignore_ascii_case(&name))
@@ -1179,21 +1296,32 @@ impl<'a> Stmt<'a> {
                     return Err(self.error(
                         loc,
                         format!("a second expectation named `{name}`"),
-                        "give each expectation of a table its own name",
+                        format!("give each expectation of a {} its own name", owner.noun()),
                     ));
                 }
                 let expectation = self.expectation(name, loc)?;
-                def.expectations.push(expectation);
+                body.expectations.push(expectation);
             } else {
-                let column = self.column()?;
-                if def.columns.iter().any(|c| c.name == column.name) {
+                let (name, column_loc, column) = match owner {
+                    Owner::Table => {
+                        let column = self.column()?;
+                        (column.name.clone(), column.loc, Some(column))
+                    }
+                    Owner::View => {
+                        let (name, loc) = self.view_column()?;
+                        (name, loc, None)
+                    }
+                };
+                // Delta column names are unique regardless of case.
+                if body.names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
                     return Err(self.error(
-                        column.loc,
-                        format!("column `{}` is declared twice", column.name),
+                        column_loc,
+                        format!("column `{name}` is declared twice"),
                         "declare each column once",
                     ));
                 }
-                def.columns.push(column);
+                body.names.push(name);
+                body.columns.extend(column);
             }
             if self.eat_tok(&Token::Comma) {
                 continue;
@@ -1203,12 +1331,59 @@ impl<'a> Stmt<'a> {
             }
             return Err(self.unexpected("`,` or `)`", fix));
         }
-        if let Some(key) = &def.primary_key {
-            if !def.columns.is_empty() {
-                self.check_declared(def, &key.columns, "PRIMARY KEY", key.loc)?;
+        if let Some(key) = &body.primary_key {
+            if !body.names.is_empty() {
+                self.check_declared(&body.names, &key.columns, "PRIMARY KEY", key.loc)?;
             }
         }
         Ok(())
+    }
+
+    /// A view's column: `name [COMMENT 'text']`. It has no type (the query gives it), and
+    /// its comment is documentation only: a temporary view is not stored.
+    fn view_column(&mut self) -> Result<(String, Loc), ParseError> {
+        let (name, loc) = self.ident("a column name or CONSTRAINT", VIEW_ELEMENTS)?;
+        let mut comment = false;
+        loop {
+            let here = self.loc();
+            if self.eat_kw("COMMENT") {
+                if comment {
+                    return Err(self.error(
+                        here,
+                        "a second COMMENT for one column",
+                        "give a column one COMMENT",
+                    ));
+                }
+                self.string("the comment's text", "write COMMENT 'text'")?;
+                comment = true;
+            } else if self.is_tok(0, &Token::Comma) || self.is_tok(0, &Token::RParen) {
+                return Ok((name, loc));
+            } else if self.is_kw(0, "NOT") && self.is_kw(1, "NULL") {
+                return Err(self.error(
+                    here,
+                    format!("NOT NULL on column `{name}` of a view"),
+                    "a view's column is `name [COMMENT 'text']`; to refuse NULLs, write CONSTRAINT name EXPECT (column IS NOT NULL) ON VIOLATION FAIL UPDATE",
+                ));
+            } else {
+                // A data type gets its own message; anything else is just unexpected.
+                let at = self.pos;
+                let typed = self.sql(&SparkSqlDialect {}, TYPE_FIX, |p| p.parse_data_type());
+                self.pos = at;
+                if let Ok(data_type) = typed {
+                    if !matches!(data_type, DataType::Custom(..)) {
+                        return Err(self.error(
+                            here,
+                            format!("column `{name}` of a view is given the type {data_type}"),
+                            "remove the type: a view's column is `name [COMMENT 'text']` and takes its type from the query (CAST there to change it)",
+                        ));
+                    }
+                }
+                return Err(self.unexpected(
+                    "COMMENT, `,` or `)` after the view's column",
+                    "a view's column is `name [COMMENT 'text']`, with no type: the query gives it",
+                ));
+            }
+        }
     }
 
     fn column(&mut self) -> Result<ColumnDef, ParseError> {
@@ -1336,17 +1511,6 @@ impl<'a> Stmt<'a> {
             self.expect_tok(&Token::RParen, fix)?;
             return Ok(properties);
         }
-    }
-
-    fn view(&mut self, loc: Loc) -> Result<ViewDef, ParseError> {
-        let name = self.name("the view's name")?;
-        if self.eat_kw("COMMENT") {
-            // Documentation only: a temporary view is not stored, so the comment goes nowhere.
-            self.string("the comment's text", "write COMMENT 'text'")?;
-        }
-        self.expect_kw("AS", "write CREATE TEMPORARY VIEW name AS SELECT ...; expectations and columns belong on the table that reads the view")?;
-        let query = self.query()?;
-        Ok(ViewDef { name, loc, query })
     }
 
     fn flow(&mut self, loc: Loc) -> Result<FlowDef, ParseError> {
@@ -2268,7 +2432,7 @@ mod tests {
              \x20 CONSTRAINT pk PRIMARY KEY (id, \"Sym\")\n\
              )\n\
              TBLPROPERTIES ('quarantine' = 'q.trades', pipelines.reset.allowed = false, 'n' = 3)\n\
-             PARTITIONED BY (price)\n\
+             PARTITIONED BY (Price)\n\
              COMMENT 'all trades'\n\
              AS SELECT * FROM STREAM(bronze.trades)",
         );
@@ -2291,7 +2455,7 @@ mod tests {
             columns,
             [
                 ("id", "BIGINT".to_string(), true, Some("the id")),
-                ("price", "DECIMAL(10,2)".to_string(), false, None),
+                ("Price", "DECIMAL(10,2)".to_string(), false, None),
                 ("Sym", "STRING".to_string(), true, Some("ticker")),
                 ("tags", "Map(STRING, INT)".to_string(), false, None),
             ]
@@ -2317,7 +2481,7 @@ mod tests {
         assert_eq!(key.name.as_deref(), Some("pk"));
         assert_eq!(key.columns, ["id", "Sym"]);
         assert_eq!(key.loc, at(9, 3));
-        assert_eq!(t.partitioned_by, ["price"]);
+        assert_eq!(t.partitioned_by, ["Price"]);
         assert_eq!(t.comment.as_deref(), Some("all trades"));
         let properties: Vec<_> = t
             .properties
@@ -2438,6 +2602,169 @@ mod tests {
         assert_eq!(v.loc, at(1, 1));
         assert_eq!(kinds(&v.query), [table_source(&["raw"], true)]);
         assert_eq!(v.query.text, "SELECT * FROM STREAM(raw) WHERE ok");
+    }
+
+    #[test]
+    fn temporary_view_with_columns_expectations_and_clauses() {
+        let v = view(
+            "CREATE TEMPORARY VIEW clean (\n\
+             \x20 Id COMMENT 'the key',\n\
+             \x20 `Amount`,\n\
+             \x20 CONSTRAINT valid_id EXPECT (id IS NOT NULL) ON VIOLATION DROP ROW,\n\
+             \x20 CONSTRAINT positive EXPECT (amount > 0)\n\
+             )\n\
+             COMMENT 'cleaned rows'\n\
+             TBLPROPERTIES ('quality' = 'silver', pipelines.reset.allowed = false)\n\
+             AS SELECT * FROM STREAM(raw)",
+        );
+        assert_eq!(v.name.parts, ["clean"]);
+        assert_eq!(v.loc, at(1, 1));
+        assert_eq!(v.columns, ["Id", "Amount"]);
+        let e = &v.expectations;
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            (
+                e[0].name.as_str(),
+                e[0].text.as_str(),
+                e[0].action,
+                e[0].loc
+            ),
+            ("valid_id", "id IS NOT NULL", Violation::DropRow, at(4, 3))
+        );
+        assert_eq!(
+            (
+                e[1].name.as_str(),
+                e[1].text.as_str(),
+                e[1].action,
+                e[1].loc
+            ),
+            ("positive", "amount > 0", Violation::Warn, at(5, 3))
+        );
+        assert_eq!(e[1].expr.to_string(), "amount > 0");
+        assert_eq!(v.comment.as_deref(), Some("cleaned rows"));
+        assert_eq!(
+            v.properties,
+            BTreeMap::from([
+                ("pipelines.reset.allowed".to_string(), "false".to_string()),
+                ("quality".to_string(), "silver".to_string()),
+            ])
+        );
+        assert_eq!(v.query.text, "SELECT * FROM STREAM(raw)");
+        assert_eq!(v.query.loc, at(9, 4));
+        assert_eq!(kinds(&v.query), [table_source(&["raw"], true)]);
+
+        // Expectations alone, clauses in any order, and a constraint before a column.
+        let v = view(
+            "CREATE TEMPORARY VIEW v (CONSTRAINT c EXPECT (x > 0) ON VIOLATION FAIL UPDATE) \
+             TBLPROPERTIES ('a' = '1') COMMENT 'c' AS SELECT 1 AS x",
+        );
+        assert!(v.columns.is_empty());
+        assert_eq!(v.expectations[0].action, Violation::FailUpdate);
+        assert_eq!(v.comment.as_deref(), Some("c"));
+        assert_eq!(v.properties.len(), 1);
+        let v = view("CREATE TEMPORARY VIEW v (CONSTRAINT c EXPECT (a > 0), a, b COMMENT 'b') AS SELECT 1, 2");
+        assert_eq!(v.columns, ["a", "b"]);
+        assert_eq!(v.expectations.len(), 1);
+
+        // Without any of them, the new fields are empty.
+        let v = view("CREATE TEMPORARY VIEW v AS SELECT 1");
+        assert!(v.columns.is_empty() && v.expectations.is_empty());
+        assert!(v.comment.is_none() && v.properties.is_empty());
+    }
+
+    #[test]
+    fn legacy_view_spellings_take_the_same_clauses() {
+        for create in [
+            "CREATE LIVE VIEW",
+            "CREATE TEMPORARY LIVE VIEW",
+            "create temporary streaming live view",
+        ] {
+            let v = view(&format!(
+                "{create} LIVE.v (a COMMENT 'x', CONSTRAINT ok EXPECT (a > 0) ON VIOLATION DROP ROW) \
+                 COMMENT 'legacy' TBLPROPERTIES ('k' = 'v') AS SELECT * FROM LIVE.src"
+            ));
+            assert_eq!(v.name.parts, ["v"], "{create}");
+            assert_eq!(v.columns, ["a"], "{create}");
+            assert_eq!(v.expectations[0].name, "ok", "{create}");
+            assert_eq!(v.expectations[0].action, Violation::DropRow, "{create}");
+            assert_eq!(v.comment.as_deref(), Some("legacy"), "{create}");
+            assert_eq!(v.properties["k"], "v", "{create}");
+            assert_eq!(kinds(&v.query), [table_source(&["src"], false)], "{create}");
+        }
+        let e = err("CREATE LIVE VIEW v (a STRING) AS SELECT 1");
+        assert_eq!(e.loc, at(1, 23));
+        assert!(e.message.contains("type STRING"), "{e}");
+    }
+
+    #[test]
+    fn view_errors() {
+        // A data type, with or without a comment before it.
+        let e = err("CREATE TEMPORARY VIEW v (a INT) AS SELECT 1");
+        assert_eq!(e.loc, at(1, 28));
+        assert_eq!(e.message, "column `a` of a view is given the type INT");
+        assert!(e.fix.contains("`name [COMMENT 'text']`"), "{e}");
+        let e = err("CREATE TEMPORARY VIEW v (a COMMENT 'x' DECIMAL(10, 2)) AS SELECT 1");
+        assert_eq!(e.loc, at(1, 40));
+        assert!(e.message.contains("DECIMAL(10,2)"), "{e}");
+        // NOT NULL.
+        let e = err("CREATE TEMPORARY VIEW v (a NOT NULL) AS SELECT 1");
+        assert_eq!(e.loc, at(1, 28));
+        assert!(e.message.contains("NOT NULL"), "{e}");
+        assert!(e.fix.contains("`name [COMMENT 'text']`"), "{e}");
+        assert!(e.fix.contains("EXPECT (column IS NOT NULL)"), "{e}");
+        // PRIMARY KEY, named or not.
+        let e = err("CREATE TEMPORARY VIEW v (a, PRIMARY KEY (a)) AS SELECT 1");
+        assert_eq!(e.loc, at(1, 29));
+        assert_eq!(e.message, "a view has no PRIMARY KEY");
+        assert!(e.fix.starts_with("A view's column list holds"), "{e}");
+        let e = err("CREATE TEMPORARY VIEW v (a, CONSTRAINT pk PRIMARY KEY (a)) AS SELECT 1");
+        assert_eq!(e.loc, at(1, 43));
+        assert!(e.message.contains("PRIMARY KEY"), "{e}");
+        // PARTITIONED BY (and CLUSTER BY).
+        let e = err("CREATE TEMPORARY VIEW v (a) PARTITIONED BY (a) AS SELECT 1");
+        assert_eq!(e.loc, at(1, 29));
+        assert!(e.message.contains("PARTITIONED BY"), "{e}");
+        assert_eq!(
+            e.fix,
+            "A view's clauses are COMMENT '...' and TBLPROPERTIES (...), then AS query"
+        );
+        let e = err("CREATE TEMPORARY VIEW v CLUSTER BY (a) AS SELECT 1");
+        assert_eq!(e.loc, at(1, 25));
+        assert!(e.message.contains("CLUSTER BY"), "{e}");
+        // Expectation names are unique within the view, whatever their case.
+        let e = err(
+            "CREATE TEMPORARY VIEW v (CONSTRAINT x EXPECT (a), CONSTRAINT X EXPECT (b)) AS SELECT 1",
+        );
+        assert_eq!(e.loc, at(1, 51));
+        assert!(e.message.contains("second expectation named `X`"), "{e}");
+        assert_eq!(e.fix, "Give each expectation of a view its own name");
+        // Columns are named once.
+        let e = err("CREATE TEMPORARY VIEW v (a, A) AS SELECT 1, 2");
+        assert_eq!(e.loc, at(1, 29));
+        assert!(e.message.contains("twice"), "{e}");
+        // Anything else after a column's name.
+        let e = err("CREATE TEMPORARY VIEW v (a b) AS SELECT 1");
+        assert_eq!(e.loc, at(1, 28));
+        assert!(e.message.contains("found `b`"), "{e}");
+        let e = err("CREATE TEMPORARY VIEW v (a COMMENT 'x' COMMENT 'y') AS SELECT 1");
+        assert_eq!(e.loc, at(1, 40));
+        let e = err("CREATE TEMPORARY VIEW v () AS SELECT 1");
+        assert_eq!(e.loc, at(1, 26));
+        assert!(e.fix.starts_with("A view's column list holds"), "{e}");
+        let e = err("CREATE TEMPORARY VIEW v (CONSTRAINT c CHECK (a > 0)) AS SELECT 1");
+        assert_eq!(e.loc, at(1, 39));
+        assert!(e.fix.contains("EXPECT"), "{e}");
+        // Clauses: once each, only those a view has, and a query.
+        let e = err("CREATE TEMPORARY VIEW v COMMENT 'a' COMMENT 'b' AS SELECT 1");
+        assert_eq!(e.loc, at(1, 37));
+        assert!(e.message.contains("second COMMENT"), "{e}");
+        let e = err("CREATE TEMPORARY VIEW v USING DELTA AS SELECT 1");
+        assert_eq!(e.loc, at(1, 25));
+        assert!(e.message.contains("found `USING`"), "{e}");
+        let e = err("CREATE TEMPORARY VIEW v (a) COMMENT 'x'");
+        assert_eq!(e.loc, at(1, 40));
+        assert_eq!(e.message, "view v has no query");
+        assert!(e.fix.contains("AS SELECT"), "{e}");
     }
 
     #[test]
@@ -2822,7 +3149,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("id", "BIGINT".to_string()),
+                ("Id", "BIGINT".to_string()),
                 ("Price", "DOUBLE".to_string()),
                 ("tags", "ARRAY<STRING>".to_string()),
                 ("ts", "TIMESTAMP".to_string()),

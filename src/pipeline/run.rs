@@ -53,6 +53,8 @@ pub struct FlowReport {
     pub rows_quarantined: u64,
     /// Rows not written because their primary key was already there.
     pub duplicates: u64,
+    /// Rows the query itself left out (a WHERE, an inner JOIN without a match).
+    pub rows_filtered: u64,
     pub expectations: Vec<Metric>,
     /// Versions committed, by table.
     pub versions: Vec<(String, i64)>,
@@ -72,6 +74,7 @@ impl FlowReport {
             rows_dropped: 0,
             rows_quarantined: 0,
             duplicates: 0,
+            rows_filtered: 0,
             expectations: Vec::new(),
             versions: Vec::new(),
             notes: Vec::new(),
@@ -83,7 +86,11 @@ impl FlowReport {
     /// Whether every row read is accounted for.
     pub fn reconciles(&self) -> bool {
         self.rows_read
-            == self.rows_written + self.rows_dropped + self.rows_quarantined + self.duplicates
+            == self.rows_written
+                + self.rows_dropped
+                + self.rows_quarantined
+                + self.duplicates
+                + self.rows_filtered
             || self.state != "COMPLETED"
     }
 
@@ -138,8 +145,24 @@ pub fn bundle_dir(settings: &Settings) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Data for the stream placeholders of one batch.
-type StreamData = BTreeMap<String, InputData>;
+/// What the inputs of one batch read, and what the expectations of the temporary views
+/// it reads found.
+#[derive(Default)]
+struct BatchInputs {
+    /// Data for stream placeholders; the others read nothing.
+    data: BTreeMap<String, InputData>,
+    /// Each view with expectations, split: rows kept, rows dropped (they go to the
+    /// quarantine of the flow's target), counts, and a FAIL UPDATE failure.
+    views: Vec<expect::Split>,
+}
+
+impl BatchInputs {
+    fn with(placeholder: &str, data: InputData) -> Self {
+        let mut b = BatchInputs::default();
+        b.data.insert(placeholder.to_string(), data);
+        b
+    }
+}
 
 /// Registers what each input of `inputs` reads (views planned, recursively). Stream
 /// inputs read what `data` holds for them, or nothing; with `run`, static inputs read
@@ -151,11 +174,11 @@ async fn register_inputs(
     settings: &Settings,
     prepared: &mut Prepared,
     inputs: &[Input],
-    data: &mut StreamData,
+    batch: &mut BatchInputs,
     run: bool,
 ) -> Result<(), PipelineError> {
     for input in inputs {
-        register_input(ctx, graph, settings, prepared, input, data, run).await?;
+        register_input(ctx, graph, settings, prepared, input, batch, run).await?;
     }
     Ok(())
 }
@@ -166,7 +189,7 @@ fn register_input<'a>(
     settings: &'a Settings,
     prepared: &'a mut Prepared,
     input: &'a Input,
-    data: &'a mut StreamData,
+    batch: &'a mut BatchInputs,
     run: bool,
 ) -> futures::future::BoxFuture<'a, Result<(), PipelineError>> {
     Box::pin(async move {
@@ -174,7 +197,7 @@ fn register_input<'a>(
             context: format!("{}:{}", input.file, input.loc.line),
             source: e,
         };
-        if let Some(d) = data.remove(&input.placeholder) {
+        if let Some(d) = batch.data.remove(&input.placeholder) {
             return plan::register(ctx, &input.placeholder, d).map_err(df);
         }
         let root = &settings.warehouse;
@@ -182,11 +205,40 @@ fn register_input<'a>(
             InputSource::Dataset(name) => {
                 let dataset = &graph.datasets[name];
                 if let Some((query, view_inputs)) = &dataset.view {
-                    register_inputs(ctx, graph, settings, prepared, view_inputs, data, run)
+                    register_inputs(ctx, graph, settings, prepared, view_inputs, batch, run)
                         .await?;
                     let labels = plan::labels(graph, &graph.all_inputs(view_inputs));
                     let plan = plan::plan_query(ctx, &dataset.file, query, &labels).await?;
-                    return plan::register_view(ctx, &input.placeholder, plan).map_err(df);
+                    let def = dataset.view_def.as_ref().expect("a view has its definition");
+                    let plan = renamed(plan, &def.columns, &dataset.file, dataset.loc)?;
+                    let checked =
+                        checked_plan(ctx, &dataset.file, &def.expectations, plan.clone(), &labels)
+                            .await?;
+                    if !run || def.expectations.is_empty() {
+                        return plan::register_view(ctx, &input.placeholder, plan).map_err(df);
+                    }
+                    // The view's rows are computed here, so that its expectations split
+                    // them; the flow reads the rows kept.
+                    let rows = ctx
+                        .execute_logical_plan(checked)
+                        .await
+                        .map_err(df)?
+                        .collect()
+                        .await
+                        .map_err(df)?;
+                    let split = expect::split(&rows, &def.expectations, &name.to_string());
+                    if let Some((expectation, row)) = &split.failure {
+                        return Err(PipelineError::FailUpdate {
+                            flow: format!("view {name}"),
+                            expectation: expectation.clone(),
+                            row: expect::rows_as_json(row).join(""),
+                        });
+                    }
+                    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+                    let kept = split.kept.clone();
+                    batch.views.push(split);
+                    return plan::register(ctx, &input.placeholder, InputData::Batches(schema, kept))
+                        .map_err(df);
                 }
                 let schema = match prepared.schemas.get(name) {
                     Some(s) => s.clone(),
@@ -362,7 +414,7 @@ pub async fn prepare(graph: &Graph, settings: &Settings) -> Result<Prepared, Pip
             settings,
             &mut prepared,
             &flow.inputs,
-            &mut StreamData::new(),
+            &mut BatchInputs::default(),
             false,
         )
         .await?;
@@ -415,7 +467,7 @@ pub async fn prepare(graph: &Graph, settings: &Settings) -> Result<Prepared, Pip
                 settings,
                 &mut prepared,
                 &input,
-                &mut StreamData::new(),
+                &mut BatchInputs::default(),
                 false,
             )
             .await?;
@@ -439,21 +491,58 @@ async fn check_expectations(
     plan: deltalake::datafusion::logical_expr::LogicalPlan,
     labels: &BTreeMap<String, String>,
 ) -> Result<(), PipelineError> {
-    checked_plan(ctx, file, table, plan, labels)
+    checked_plan(ctx, file, &table.expectations, plan, labels)
         .await
         .map(|_| ())
 }
 
-/// The flow's plan with one boolean column per expectation of `table`, last
-/// (`__exp_0`, ...); the plan itself when there are none.
+/// A view's plan with its columns renamed as its column list says (in order).
+fn renamed(
+    plan: deltalake::datafusion::logical_expr::LogicalPlan,
+    columns: &[String],
+    file: &str,
+    loc: Loc,
+) -> Result<deltalake::datafusion::logical_expr::LogicalPlan, PipelineError> {
+    if columns.is_empty() {
+        return Ok(plan);
+    }
+    let fields = plan.schema().columns();
+    if fields.len() != columns.len() {
+        return Err(PipelineError::Plan(PlanError::at(
+            file,
+            loc,
+            format!(
+                "the view names {} columns, but its query gives {}",
+                columns.len(),
+                fields.len()
+            ),
+            "name every column of the query, in order",
+        )));
+    }
+    let exprs: Vec<Expr> = fields
+        .into_iter()
+        .zip(columns)
+        .map(|(c, name)| Expr::Column(c).alias(name))
+        .collect();
+    deltalake::datafusion::logical_expr::LogicalPlanBuilder::from(plan)
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(|e| PipelineError::DataFusion {
+            context: file.into(),
+            source: e,
+        })
+}
+
+/// The plan with one boolean column per expectation, last (`__exp_0`, ...); the plan
+/// itself when there are none.
 async fn checked_plan(
     ctx: &SessionContext,
     file: &str,
-    table: &TableDef,
+    expectations: &[super::parse::Expectation],
     plan: deltalake::datafusion::logical_expr::LogicalPlan,
     labels: &BTreeMap<String, String>,
 ) -> Result<deltalake::datafusion::logical_expr::LogicalPlan, PipelineError> {
-    let Some(first) = table.expectations.first() else {
+    let Some(first) = expectations.first() else {
         return Ok(plan);
     };
     plan::register_view(ctx, "__flow", plan).map_err(|e| PipelineError::DataFusion {
@@ -461,7 +550,7 @@ async fn checked_plan(
         source: e,
     })?;
     let q = QueryDef {
-        query: expect::query("__flow", &table.expectations),
+        query: expect::query("__flow", expectations),
         loc: first.loc,
         text: String::new(),
         sources: Vec::new(),
@@ -989,22 +1078,43 @@ impl Update<'_> {
             .expect("a streaming table has a definition");
         let ctx = plan::session();
         let mut prepared = self.prepared.clone();
-        let mut stream = StreamData::new();
-        stream.insert(input.placeholder.clone(), data);
+        let input_rows: usize = match &data {
+            InputData::Batches(_, b) => b.iter().map(|b| b.num_rows()).sum(),
+            _ => 0,
+        };
+        let mut inputs_of_batch = BatchInputs::with(&input.placeholder, data);
         register_inputs(
             &ctx,
             self.graph,
             self.settings,
             &mut prepared,
             &flow.inputs,
-            &mut stream,
+            &mut inputs_of_batch,
             true,
         )
         .await?;
         let inputs = self.graph.all_inputs(&flow.inputs);
         let labels = plan::labels(self.graph, &inputs);
         let plan = plan::plan_query(&ctx, &flow.file, &flow.query, &labels).await?;
-        let rows = self.rows(&ctx, flow, table, plan, &labels).await?;
+        let mut rows = self.rows(&ctx, flow, table, plan, &labels).await?;
+        let count = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows()).sum::<usize>();
+        let output = count(&rows.kept)
+            + rows
+                .dropped
+                .iter()
+                .map(|(b, _)| b.num_rows())
+                .sum::<usize>();
+        let view_dropped: usize = inputs_of_batch
+            .views
+            .iter()
+            .flat_map(|v| v.dropped.iter().map(|(b, _)| b.num_rows()))
+            .sum();
+        report.rows_filtered += input_rows.saturating_sub(view_dropped + output) as u64;
+        // Rows the expectations of the views it read dropped, before the flow's own.
+        for view in inputs_of_batch.views {
+            rows.metrics.extend(view.metrics);
+            rows.dropped.extend(view.dropped);
+        }
         if let Some((expectation, row)) = rows.failure {
             return Err(PipelineError::FailUpdate {
                 flow: flow.name.clone(),
@@ -1086,7 +1196,7 @@ impl Update<'_> {
             flow: flow.name.clone(),
             source: e,
         };
-        let plan = checked_plan(ctx, &flow.file, table, plan, labels).await?;
+        let plan = checked_plan(ctx, &flow.file, &table.expectations, plan, labels).await?;
         let batches = ctx
             .execute_logical_plan(plan)
             .await
@@ -1174,7 +1284,7 @@ impl Update<'_> {
             self.settings,
             &mut prepared,
             &flow.inputs,
-            &mut StreamData::new(),
+            &mut BatchInputs::default(),
             true,
         )
         .await?;
@@ -1193,7 +1303,8 @@ impl Update<'_> {
         } else {
             // Expectations over the whole result: counted in one pass, then the rows
             // that pass the DROP ROW ones are written as a stream.
-            let checked = checked_plan(&ctx, &flow.file, table, plan, &labels).await?;
+            let checked =
+                checked_plan(&ctx, &flow.file, &table.expectations, plan, &labels).await?;
             let df = ctx.execute_logical_plan(checked).await.map_err(run)?;
             let n = table.expectations.len();
             let width = df.schema().fields().len() - n;

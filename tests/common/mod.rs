@@ -40,15 +40,18 @@ impl Workspace {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::copy(repo_bundle(), dir.path().join("medallion.yml")).expect("copy bundle");
-        let resources = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources");
-        std::fs::create_dir_all(dir.path().join("resources")).expect("resources dir");
-        for entry in std::fs::read_dir(resources).expect("resources") {
-            let path = entry.expect("entry").path();
-            std::fs::copy(
-                &path,
-                dir.path().join("resources").join(path.file_name().unwrap()),
-            )
-            .expect("copy resource");
+        // The job and pipeline definitions, and the stock pipeline's SQL.
+        for folder in ["resources", "transformations"] {
+            let from = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+            std::fs::create_dir_all(dir.path().join(folder)).expect("folder");
+            for entry in std::fs::read_dir(from).expect(folder) {
+                let path = entry.expect("entry").path();
+                std::fs::copy(
+                    &path,
+                    dir.path().join(folder).join(path.file_name().unwrap()),
+                )
+                .expect("copy");
+            }
         }
         std::fs::create_dir_all(dir.path().join("data/landing")).expect("landing dir");
         Workspace {
