@@ -244,6 +244,10 @@ enum PipelineCommand {
         /// Time between updates with --continuous, e.g. 200ms, 5s, 1m.
         #[arg(long, default_value = "5s", value_parser = parse_interval)]
         interval: Duration,
+        /// Also write the update's report (every flow's rows, time, expectation counts)
+        /// as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        report_json: Option<PathBuf>,
     },
     /// Parse the SQL, resolve every name, plan every query against the schemas and find
     /// cycles, without reading a row or writing anything.
@@ -758,6 +762,7 @@ fn pipeline_command(
             full_refresh,
             continuous,
             interval,
+            report_json,
             ..
         } => {
             let selection = pipeline::Selection {
@@ -769,6 +774,16 @@ fn pipeline_command(
             let once = |selection: &pipeline::Selection| -> anyhow::Result<bool> {
                 let start = chrono::Utc::now();
                 let report = rt.block_on(pipeline::run_locked(&s, &spec, selection))?;
+                if let Some(path) = &report_json {
+                    let json = serde_json::json!({
+                        "update": &report,
+                        "peak_rss_bytes": medallion::job::peak_rss(),
+                    });
+                    std::fs::write(path, mask(&serde_json::to_string_pretty(&json)?).as_bytes())
+                        .with_context(|| {
+                            format!("cannot write the report to {}", path.display())
+                        })?;
+                }
                 let summary = report.summary(
                     &format!("pipeline {}", spec.key),
                     (chrono::Utc::now() - start).to_std().unwrap_or_default(),

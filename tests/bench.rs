@@ -113,4 +113,25 @@ fn bench_reports_every_figure_for_the_embedded_broker() {
         .unwrap()
         .iter()
         .all(|c| c["ok"] == true));
+    // The SQL pipeline's stages, each beside the hand-written task on the same data.
+    let sql = broker["sql"]["stages"].as_array().unwrap();
+    let flows: Vec<&str> = sql.iter().map(|s| s["flow"].as_str().unwrap()).collect();
+    assert_eq!(
+        flows,
+        [
+            "stocks_silver",
+            "current_close_silver",
+            "stocks_close_silver",
+            "updated_stocks_gold"
+        ]
+    );
+    for s in sql {
+        assert_eq!(
+            s["rows"],
+            stage("full", s["task"].as_str().unwrap())["rows"],
+            "{s}"
+        );
+        assert!(s["ratio"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    assert!(out.contains("Silver/Gold from SQL (flow vs task)"), "{out}");
 }

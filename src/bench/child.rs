@@ -54,10 +54,9 @@ impl RunCommand {
         let mut cmd = Command::new(exe);
         cmd.env("MEDALLION_BUNDLE", &self.bundle)
             .env("MEDALLION_LOG", "warn")
-            .arg("run")
+            .args(extra)
             .arg("--report-json")
             .arg(&self.report)
-            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
@@ -72,10 +71,26 @@ impl RunCommand {
 
     /// Runs the job once (available now), or only `task` of it, and waits for it.
     pub async fn run(&self, task: Option<&str>) -> Result<ChildRun, BenchError> {
+        let mut args = vec!["run"];
+        args.extend(task.map_or(vec![], |t| vec!["--task", t]));
+        self.spawn_and_wait(&args).await
+    }
+
+    /// Runs `medallion pipeline run KEY` to the end; its report is the raw JSON of the
+    /// update (`--report-json`), read with [`RunCommand::raw_report`].
+    pub async fn run_pipeline(&self, key: &str) -> Result<ChildRun, BenchError> {
+        self.spawn_and_wait(&["pipeline", "run", key]).await
+    }
+
+    /// The JSON the last run wrote with `--report-json`.
+    pub fn raw_report(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(&self.report).ok()?).ok()
+    }
+
+    async fn spawn_and_wait(&self, args: &[&str]) -> Result<ChildRun, BenchError> {
         let _ = std::fs::remove_file(&self.report);
-        let extra = task.map_or(vec![], |t| vec!["--task", t]);
         let child = self
-            .command(&extra)?
+            .command(args)?
             .spawn()
             .map_err(|source| BenchError::Io {
                 path: "medallion run".into(),
@@ -104,7 +119,7 @@ impl RunCommand {
     pub fn start_continuous(&self, interval: Duration) -> Result<Continuous, BenchError> {
         let interval = format!("{}ms", interval.as_millis());
         let child = self
-            .command(&["--continuous", "--interval", &interval])?
+            .command(&["run", "--continuous", "--interval", &interval])?
             .spawn()
             .map_err(|source| BenchError::Io {
                 path: "medallion run --continuous".into(),

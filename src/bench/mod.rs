@@ -33,10 +33,20 @@ use crate::tasks::table_setting;
 
 use child::RunCommand;
 use data::DataSet;
-use report::{BenchReport, BrokerFigures, Check, Freshness, Machine, Merge, Run};
+use report::{
+    BenchReport, BrokerFigures, Check, Freshness, Machine, Merge, Run, SqlPipeline, SqlStage,
+};
 
 /// How long one freshness file may take to reach gold before the benchmark gives up.
 const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(60);
+/// The flows of the SQL stock pipeline, and the hand-written tasks they replace.
+const SQL_STAGES: &[(&str, &str)] = &[
+    ("stocks_silver", "stocks"),
+    ("current_close_silver", "current_close"),
+    ("stocks_close_silver", "stocks_close"),
+    ("updated_stocks_gold", "updated_stocks"),
+];
+
 /// Runs of the SCD2 MERGE figure, on each side: its median is reported.
 pub const MERGE_RUNS: usize = 5;
 
@@ -363,6 +373,13 @@ impl BrokerBench<'_> {
             versions_written,
         );
 
+        // The same Silver and Gold from SQL, on the embedded broker's run.
+        let sql = if self.kind == BrokerKind::Sqlite {
+            Some(self.sql_pipeline(&full).await?)
+        } else {
+            None
+        };
+
         let freshness = self.freshness().await?;
         Ok(BrokerFigures {
             broker: self.kind.name().into(),
@@ -371,8 +388,61 @@ impl BrokerBench<'_> {
             incremental,
             merge,
             freshness,
+            sql,
             checks,
             caveat: self.kind.caveat().map(String::from),
+        })
+    }
+
+    /// The stock pipeline's Silver and Gold stages run from SQL (pipeline `stocks`) on the
+    /// data of the whole job: the job's ingest, bronze and close_price tasks fill a fresh
+    /// warehouse, then `medallion pipeline run stocks` computes the four tables that the
+    /// hand-written tasks of `full` computed, and each flow is set beside its task.
+    async fn sql_pipeline(&self, full: &Run) -> Result<SqlPipeline, BenchError> {
+        let ws = self.workspace("sql")?;
+        data::land_all(&self.data.base, &ws.landing())?;
+        eprintln!("bench:   Silver and Gold from SQL");
+        for task in ["ingest", "bronze", "close_price"] {
+            ws.run(Some(task)).await?;
+        }
+        let done = ws.run.run_pipeline("stocks").await?;
+        let report = ws.run.raw_report().ok_or_else(|| BenchError::NoReport {
+            log: ws.run.log.clone(),
+        })?;
+        let mut stages = Vec::new();
+        for (flow, task) in SQL_STAGES {
+            let Some(f) = report["update"]["flows"]
+                .as_array()
+                .and_then(|fs| fs.iter().find(|f| f["flow"] == *flow))
+            else {
+                continue;
+            };
+            let rows = f["rows_read"].as_u64().unwrap_or(0);
+            let seconds = f["elapsed_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+            let per_s = |r: u64, s: f64| if s > 0.0 { r as f64 / s } else { 0.0 };
+            let (task_seconds, task_rows_per_s) = full
+                .stage(task)
+                .map_or((0.0, 0.0), |s| (s.seconds, s.rows_per_s));
+            stages.push(SqlStage {
+                flow: flow.to_string(),
+                task: task.to_string(),
+                rows,
+                seconds,
+                rows_per_s: per_s(rows, seconds),
+                task_seconds,
+                task_rows_per_s,
+                ratio: if task_seconds > 0.0 {
+                    seconds / task_seconds
+                } else {
+                    0.0
+                },
+            });
+        }
+        let peak = report["peak_rss_bytes"].as_u64().unwrap_or(done.peak_rss);
+        Ok(SqlPipeline {
+            wall_seconds: done.wall.as_secs_f64(),
+            peak_rss_mb: peak as f64 / 1e6,
+            stages,
         })
     }
 
