@@ -11,21 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
-/// The header columns every landing file must have.
-pub const REQUIRED_COLUMNS: &[&str] = &[
-    "Index",
-    "Date",
-    "Open",
-    "High",
-    "Low",
-    "Close",
-    "Adj Close",
-    "Volume",
-];
-
-/// The column whose value becomes the Kafka message key.
-pub const KEY_COLUMN: &str = "Index";
-
 /// The UTF-8 byte-order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// The same mark after a Latin-1 round trip (`ï»¿`), as the real Kaggle `indexData.csv`
@@ -524,19 +509,6 @@ pub struct CsvFormat {
     pub key: Option<String>,
 }
 
-impl CsvFormat {
-    /// The landing files of the ingest: `,`, a header with [`REQUIRED_COLUMNS`], keyed by
-    /// [`KEY_COLUMN`].
-    pub fn landing() -> Self {
-        CsvFormat {
-            delimiter: b',',
-            has_header: true,
-            required: REQUIRED_COLUMNS.iter().map(|c| c.to_string()).collect(),
-            key: Some(KEY_COLUMN.to_string()),
-        }
-    }
-}
-
 /// One data record read by [`CsvRows::next_fields`].
 #[derive(Debug)]
 pub enum Fields<'a> {
@@ -553,11 +525,6 @@ pub enum Fields<'a> {
 }
 
 impl CsvRows {
-    /// Opens a `.csv` or `.csv.gz` file and reads its header.
-    pub fn open(file: &LandingFile, limits: LineLimits) -> Result<Self, SourceError> {
-        Self::open_with(file, limits, CsvFormat::landing())
-    }
-
     /// Opens a file (`*.gz` decompressed) read as `format` says, and reads its header.
     pub fn open_with(
         file: &LandingFile,
@@ -565,11 +532,6 @@ impl CsvRows {
         format: CsvFormat,
     ) -> Result<Self, SourceError> {
         Ok(Self::with_format(open_text(file)?, limits, format))
-    }
-
-    /// Reads rows from any byte stream (used by tests and by [`CsvRows::open`]).
-    pub fn from_reader(inner: Box<dyn Read + Send>, limits: LineLimits) -> Self {
-        Self::with_format(inner, limits, CsvFormat::landing())
     }
 
     /// Reads rows from any byte stream as `format` says.
@@ -915,6 +877,37 @@ pub fn raw_text(record: &csv::ByteRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stock landing files, as the stock job's YAML reads them.
+    fn stock() -> CsvFormat {
+        CsvFormat {
+            delimiter: b',',
+            has_header: true,
+            required: [
+                "Index",
+                "Date",
+                "Open",
+                "High",
+                "Low",
+                "Close",
+                "Adj Close",
+                "Volume",
+            ]
+            .map(String::from)
+            .to_vec(),
+            key: Some("Index".into()),
+        }
+    }
+
+    impl CsvRows {
+        fn from_reader(inner: Box<dyn Read + Send>, limits: LineLimits) -> Self {
+            Self::with_format(inner, limits, stock())
+        }
+
+        fn open(file: &LandingFile, limits: LineLimits) -> Result<Self, SourceError> {
+            Self::open_with(file, limits, stock())
+        }
+    }
 
     fn rows(text: &[u8]) -> (Option<Vec<String>>, Vec<Row>) {
         let mut r = CsvRows::from_reader(

@@ -152,6 +152,7 @@ fn the_json_schema_accepts_the_shipped_bundle_and_rejects_typos() {
         JOB_FILE,
         "examples/weather/medallion.yml",
         "examples/weather/resources/weather_pipeline.yml",
+        "examples/weather/resources/weather_job.yml",
     ] {
         let doc = yaml_as_json(&root.join(file));
         let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();

@@ -211,3 +211,46 @@ async fn an_index_that_cannot_be_a_partition_value_is_quarantined() {
     // And a second run has nothing left that fails.
     w.run_binary_ok(&[]).await;
 }
+
+/// Landing files of any shape go to Kafka: which columns a file must have, and which one
+/// keys the messages, are the job's settings (the stock job's YAML names its own). A
+/// weather file that the stock columns would have refused whole goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn files_of_any_shape_go_through_a_job_that_requires_no_columns() {
+    let broker = TestBroker::start().await;
+    let w = Workspace::with_broker(&broker);
+    let job = w.root().join("resources/kafka_stream_job.yml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    let generic = text
+        .lines()
+        .filter(|l| !l.contains("required_columns:") && !l.contains("key_column:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&job, generic).unwrap();
+    w.land(
+        "weather.csv",
+        b"station,date,temp_max,temp_min\nEU001,2024-01-01,7.5,1.0\nEU002,2024-01-01,6.0,-2.5\n",
+    );
+    let out = w.run_binary_ok(&["--task", "ingest"]).await;
+    assert!(out.contains("rows written  2"), "{out}");
+    w.run_binary_ok(&["--task", "bronze"]).await;
+    let rows = w
+        .query(&bronze(), "SELECT key, value FROM t ORDER BY value")
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                "NULL".to_string(),
+                r#"{"station":"EU001","date":"2024-01-01","temp_max":"7.5","temp_min":"1.0"}"#
+                    .into()
+            ],
+            vec![
+                "NULL".into(),
+                r#"{"station":"EU002","date":"2024-01-01","temp_max":"6.0","temp_min":"-2.5"}"#
+                    .into()
+            ],
+        ]
+    );
+    assert_eq!(w.ingest_quarantined_lines().await, 0);
+}

@@ -7,7 +7,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 
-use medallion::source::REQUIRED_COLUMNS as HEADER;
+/// The columns of the stock landing files.
+const HEADER: [&str; 8] = [
+    "Index",
+    "Date",
+    "Open",
+    "High",
+    "Low",
+    "Close",
+    "Adj Close",
+    "Volume",
+];
 
 /// The embedded broker's sqlite engine is patched (vendor/tansu-storage/MEDALLION.md): it
 /// reuses its prepared statements, and a fetch reads at most 10,000 records. One

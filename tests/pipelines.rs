@@ -333,3 +333,45 @@ async fn a_pipeline_killed_anywhere_and_rerun_gives_the_same_tables() {
         assert_eq!(tables(&p).await, expected, "after a kill at {point}");
     }
 }
+
+/// A job's `pipeline_task` runs an update of the pipeline; the run is in `job_runs` and
+/// the update in the event log, as for `pipeline run`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_runs_the_pipeline_as_a_task() {
+    let p = PipelineProject::example("weather");
+    let out = p.ok(&["run"]);
+    assert!(out.contains("── refresh succeeded"), "{out}");
+    assert!(
+        out.contains("flow readings_eu → dev.weather.readings: COMPLETED"),
+        "{out}"
+    );
+    assert_eq!(p.count("weather", "readings").await, 31);
+    let runs = p.ok(&["runs"]);
+    assert!(
+        runs.contains("weather_job") && runs.contains("SUCCEEDED"),
+        "{runs}"
+    );
+    let events = p.ok(&["pipeline", "events"]);
+    assert!(events.contains("create_update"), "{events}");
+    // The resolved bundle shows the pipeline; a task naming an unknown pipeline is refused.
+    let validated = p.ok(&["bundle", "validate"]);
+    assert!(
+        validated.contains("pipelines:") && validated.contains("catalog: dev"),
+        "{validated}"
+    );
+    let job = p.root().join("resources/weather_job.yml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        text.replace(
+            "${resources.pipelines.weather.id}",
+            "${resources.pipelines.wether.id}",
+        ),
+    )
+    .unwrap();
+    let err = p.fails(&["bundle", "validate"]);
+    assert!(
+        err.contains("weather_job.yml") && err.contains("resources.pipelines.wether.id"),
+        "{err}"
+    );
+}

@@ -83,6 +83,14 @@ pub struct PipelineTask {
 pub struct CsvToKafka {
     pub topic: String,
     pub quarantine_table: String,
+    /// The header columns every file must have; a file without them is quarantined
+    /// whole (none by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_columns: Vec<String>,
+    /// The column whose value becomes each message's key (none by default: messages
+    /// without a key, spread over the partitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_column: Option<String>,
     /// The most bytes one CSV record may have; a longer one is quarantined.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: u64,
@@ -100,6 +108,17 @@ fn default_max_fields() -> u64 {
 }
 
 impl CsvToKafka {
+    /// How the landing files are read: comma-separated with a header, checked for the
+    /// required columns, keyed by the key column.
+    pub fn csv_format(&self) -> crate::source::CsvFormat {
+        crate::source::CsvFormat {
+            delimiter: b',',
+            has_header: true,
+            required: self.required_columns.clone(),
+            key: self.key_column.clone(),
+        }
+    }
+
     pub fn line_limits(&self) -> crate::source::LineLimits {
         crate::source::LineLimits {
             max_line_bytes: self.max_line_bytes,

@@ -69,6 +69,8 @@ pub fn json_schema() -> Value {
                     json!({
                         "topic": string("The topic."),
                         "quarantine_table": table("Where bad rows go."),
+                        "required_columns": { "type": "array", "items": { "type": "string" }, "description": "Header columns every file must have; a file without them is quarantined whole." },
+                        "key_column": string("The column whose value keys each message (default: no key)."),
                         "max_line_bytes": { "type": "integer", "minimum": 64, "description": "The most bytes one CSV record may have; a longer one is quarantined (default 1048576)." },
                         "max_fields": { "type": "integer", "minimum": 2, "description": "The most fields one CSV record may have; a wider one is quarantined (default 4096)." },
                     }),

@@ -32,7 +32,7 @@ use crate::fault;
 use crate::kafka::{KafkaClientError, RangeReader};
 use crate::progress::{Progress, TaskSummary};
 use crate::quarantine::{self, IngestReject};
-use crate::source::{self, CsvRows, LandingFile, LineLimits, Row, SourceError};
+use crate::source::{self, CsvFormat, CsvRows, LandingFile, LineLimits, Row, SourceError};
 use crate::tasks::{table_setting, TaskContext};
 
 /// Header naming the landing file a message came from (relative to `landing_dir`).
@@ -452,6 +452,7 @@ pub async fn run(
             let progress = progress.clone();
             let (tx, mut chunks) = tokio::sync::mpsc::channel(1);
             let limits = task.line_limits();
+            let format = task.csv_format();
             let sending = tokio::task::spawn_blocking(move || {
                 let mut rejects = RejectChunks::new(tx);
                 let sent = send_file(
@@ -459,7 +460,7 @@ pub async fn run(
                     &topic,
                     &file,
                     &already,
-                    (limits, max_message),
+                    (&format, limits, max_message),
                     &progress,
                     &mut rejects,
                 );
@@ -653,17 +654,18 @@ async fn max_message_bytes(ctx: &TaskContext, topic: &str) -> usize {
 }
 
 /// Reads one file and hands its good rows to the producer and its bad ones to `rejects`
-/// (blocking). `limits` are the line limits and the largest record Kafka accepts.
+/// (blocking). `limits` are the files' format (header, key column), the line limits and
+/// the largest record Kafka accepts.
 fn send_file(
     producer: &ThreadedProducer<Deliveries>,
     topic: &str,
     file: &LandingFile,
     already: &HashSet<u64>,
-    limits: (LineLimits, usize),
+    limits: (&CsvFormat, LineLimits, usize),
     progress: &Progress,
     rejects: &mut RejectChunks,
 ) -> FileOutcome {
-    let (line_limits, max_message) = limits;
+    let (format, line_limits, max_message) = limits;
     let mut outcome = FileOutcome {
         sent: 0,
         skipped: 0,
@@ -672,7 +674,7 @@ fn send_file(
     let reject = |line, raw, raw_bytes, reason, lines| {
         IngestReject::new(&file.name, line, raw, raw_bytes, reason, lines)
     };
-    let mut rows = match CsvRows::open(file, line_limits) {
+    let mut rows = match CsvRows::open_with(file, line_limits, format.clone()) {
         Ok(rows) => rows,
         Err(e) => {
             // Quarantined, and the file is recorded as done: nothing of it was sent.
@@ -842,6 +844,27 @@ async fn flush(
 mod tests {
     use super::*;
 
+    /// The landing files of the stock job: its YAML's required columns and key.
+    fn stock_format() -> CsvFormat {
+        CsvFormat {
+            delimiter: b',',
+            has_header: true,
+            required: [
+                "Index",
+                "Date",
+                "Open",
+                "High",
+                "Low",
+                "Close",
+                "Adj Close",
+                "Volume",
+            ]
+            .map(String::from)
+            .to_vec(),
+            key: Some("Index".into()),
+        }
+    }
+
     #[test]
     fn quarantine_versions_order_files_then_lines() {
         assert!(quarantine_version(2, 10) > quarantine_version(1, u64::MAX));
@@ -888,7 +911,7 @@ mod tests {
             "T",
             &file,
             &HashSet::new(),
-            (LineLimits::default(), 1 << 20),
+            (&stock_format(), LineLimits::default(), 1 << 20),
             &Progress::new("ingest", false),
             &mut rejects,
         );
