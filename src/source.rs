@@ -875,26 +875,18 @@ pub fn raw_text(record: &csv::ByteRecord) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The stock landing files, as the stock job's YAML reads them.
-    fn stock() -> CsvFormat {
+    pub(crate) fn stock() -> CsvFormat {
         CsvFormat {
             delimiter: b',',
             has_header: true,
-            required: [
-                "Index",
-                "Date",
-                "Open",
-                "High",
-                "Low",
-                "Close",
-                "Adj Close",
-                "Volume",
-            ]
-            .map(String::from)
-            .to_vec(),
+            required: crate::generate::HEADER
+                .split(',')
+                .map(String::from)
+                .collect(),
             key: Some("Index".into()),
         }
     }

@@ -7,18 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 
-/// The columns of the stock landing files.
-const HEADER: [&str; 8] = [
-    "Index",
-    "Date",
-    "Open",
-    "High",
-    "Low",
-    "Close",
-    "Adj Close",
-    "Volume",
-];
-
 /// The embedded broker's sqlite engine is patched (vendor/tansu-storage/MEDALLION.md): it
 /// reuses its prepared statements, and a fetch reads at most 10,000 records. One
 /// partition of 25,000 records takes several fetches, and every record must come back
@@ -85,8 +73,9 @@ async fn every_data_line_becomes_one_message_and_one_bronze_row() {
         let fields: Vec<&str> = line.split(',').collect();
         let value: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&r.value).unwrap();
-        assert_eq!(value.keys().map(String::as_str).collect::<Vec<_>>(), HEADER);
-        for (name, text) in HEADER.iter().zip(&fields) {
+        let header: Vec<&str> = medallion::generate::HEADER.split(',').collect();
+        assert_eq!(value.keys().map(String::as_str).collect::<Vec<_>>(), header);
+        for (name, text) in header.iter().zip(&fields) {
             let expected = if *text == "null" || text.is_empty() {
                 serde_json::Value::Null
             } else {

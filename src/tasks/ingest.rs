@@ -844,27 +844,6 @@ async fn flush(
 mod tests {
     use super::*;
 
-    /// The landing files of the stock job: its YAML's required columns and key.
-    fn stock_format() -> CsvFormat {
-        CsvFormat {
-            delimiter: b',',
-            has_header: true,
-            required: [
-                "Index",
-                "Date",
-                "Open",
-                "High",
-                "Low",
-                "Close",
-                "Adj Close",
-                "Volume",
-            ]
-            .map(String::from)
-            .to_vec(),
-            key: Some("Index".into()),
-        }
-    }
-
     #[test]
     fn quarantine_versions_order_files_then_lines() {
         assert!(quarantine_version(2, 10) > quarantine_version(1, u64::MAX));
@@ -911,7 +890,11 @@ mod tests {
             "T",
             &file,
             &HashSet::new(),
-            (&stock_format(), LineLimits::default(), 1 << 20),
+            (
+                &crate::source::tests::stock(),
+                LineLimits::default(),
+                1 << 20,
+            ),
             &Progress::new("ingest", false),
             &mut rejects,
         );
