@@ -552,8 +552,13 @@ impl KafkaEndpoint {
     /// A broker that accepts the connection and drops it at the first request, to a
     /// client without SASL or TLS, most likely wants one of them.
     fn unreachable_hint(&self, last: Option<&str>) -> String {
+        // The drop shows as a disconnect, a reset or a broken pipe, whichever librdkafka
+        // logged last.
         let dropped = last.is_some_and(|l| {
-            l.contains("Disconnected") && (l.contains("in state UP") || l.contains("APIVERSION"))
+            ["Disconnected", "Broken pipe", "reset by peer"]
+                .iter()
+                .any(|what| l.contains(what))
+                && (l.contains("in state UP") || l.contains("APIVERSION"))
         });
         let protocol = self
             .client
@@ -827,6 +832,32 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dropped_anonymous_connection_suggests_authentication() {
+        let plain = KafkaEndpoint::new("k:9092", BTreeMap::new());
+        for last in [
+            "127.0.0.1:1/bootstrap: Disconnected: connection reset by peer (after 1ms in state UP)",
+            "127.0.0.1:1/bootstrap: Send failed: Broken pipe (after 1ms in state UP)",
+            "127.0.0.1:1/bootstrap: Disconnected while requesting ApiVersion (in state APIVERSION_QUERY)",
+        ] {
+            assert!(
+                plain.unreachable_hint(Some(last)).contains("probably requires authentication"),
+                "{last}"
+            );
+        }
+        assert_eq!(
+            plain.unreachable_hint(Some("Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)")),
+            ""
+        );
+        let mut client = BTreeMap::new();
+        client.insert("security.protocol".to_string(), "SASL_SSL".to_string());
+        let secured = KafkaEndpoint::new("k:9092", client);
+        assert_eq!(
+            secured.unreachable_hint(Some("Send failed: Broken pipe (after 1ms in state UP)")),
+            ""
+        );
+    }
 
     #[test]
     fn debug_output_hides_secrets() {
