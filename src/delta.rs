@@ -555,6 +555,19 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
         .build()
 }
 
+/// The bytes of a table's data files at its loaded version: what reading it whole reads.
+pub fn data_bytes(table: &deltalake::DeltaTable) -> u64 {
+    table
+        .snapshot()
+        .map(|s| {
+            s.log_data()
+                .into_iter()
+                .map(|f| f.size().max(0) as u64)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

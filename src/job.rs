@@ -145,6 +145,14 @@ impl RunReport {
     pub fn failure(&self) -> Option<&TaskSummary> {
         self.summaries.iter().find(|s| s.state == TaskState::Failed)
     }
+
+    /// The summary of a task, or of a flow of a pipeline task, by name.
+    pub fn summary(&self, name: &str) -> Option<&TaskSummary> {
+        self.summaries
+            .iter()
+            .flat_map(TaskSummary::with_flows)
+            .find(|s| s.task == name)
+    }
 }
 
 /// A connection to Kafka for the length of a run (or of a continuous run).

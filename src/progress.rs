@@ -140,6 +140,9 @@ pub struct TaskSummary {
     pub elapsed: Duration,
     /// Notes worth a line each: warnings, skipped files, the error.
     pub notes: Vec<String>,
+    /// A pipeline task's flows, each as a summary of its own (named after the flow).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<TaskSummary>,
 }
 
 impl TaskSummary {
@@ -156,7 +159,13 @@ impl TaskSummary {
             versions: Vec::new(),
             elapsed: Duration::ZERO,
             notes: Vec::new(),
+            flows: Vec::new(),
         }
+    }
+
+    /// This summary and its flows' summaries, the task first.
+    pub fn with_flows(&self) -> impl Iterator<Item = &TaskSummary> {
+        std::iter::once(self).chain(&self.flows)
     }
 }
 
@@ -201,6 +210,12 @@ impl fmt::Display for TaskSummary {
         }
         for note in &self.notes {
             writeln!(f, "   note: {note}")?;
+        }
+        for flow in &self.flows {
+            // Indented under the pipeline task.
+            for line in flow.to_string().lines() {
+                writeln!(f, "   {line}")?;
+            }
         }
         Ok(())
     }

@@ -34,12 +34,13 @@ impl Run {
         let stages = report
             .summaries
             .iter()
+            .flat_map(|s| s.with_flows())
             .map(|s| {
                 let seconds = s.elapsed.as_secs_f64();
                 let per_s = |x: f64| if seconds > 0.0 { x / seconds } else { 0.0 };
                 Stage {
                     task: s.task.clone(),
-                    stage: stage_name(&s.task).into(),
+                    stage: stage_name(&s.task),
                     rows: s.rows_read,
                     bytes: s.bytes_read,
                     seconds,
@@ -60,8 +61,8 @@ impl Run {
     }
 }
 
-/// The stage names of the shipped job's tasks.
-fn stage_name(task: &str) -> &'static str {
+/// The stage names of the shipped job's tasks and flows.
+fn stage_name(task: &str) -> String {
     match task {
         "ingest" => "CSV → Kafka",
         "bronze" => "Kafka → bronze",
@@ -70,8 +71,14 @@ fn stage_name(task: &str) -> &'static str {
         "current_close" => "close_price → current_close_silver",
         "stocks_close" => "stream-static join → stocks_close_silver",
         "updated_stocks" => "gold rebuild → updated_stocks_gold",
+        "silver_gold" => "the pipeline `stocks`, every flow",
+        "stocks_silver" => "flow: bronze → stocks_silver",
+        "current_close_silver" => "flow: materialized view of close_price_silver",
+        "stocks_close_silver" => "flow: stream-static join",
+        "updated_stocks_gold" => "flow: materialized view of stocks_close_silver",
         _ => "",
     }
+    .into()
 }
 
 /// The SCD2 MERGE of a change set into a history, timed over several runs.

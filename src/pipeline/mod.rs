@@ -184,29 +184,19 @@ impl UpdateReport {
         self.flows.iter().find(|f| f.state == "FAILED")
     }
 
-    /// The update as one task's summary (for jobs, `job_runs` and the run summary).
+    /// The update as one task's summary (for jobs, `job_runs` and the run summary): the
+    /// totals, and a summary per flow.
     pub fn summary(&self, task: &str, elapsed: std::time::Duration) -> TaskSummary {
         let mut s = TaskSummary::new(task);
         for f in &self.flows {
-            s.rows_read += f.rows_read;
-            s.rows_written += f.rows_written;
-            s.rows_quarantined += f.rows_quarantined + f.rows_dropped;
-            s.rows_dropped += f.duplicates;
-            s.versions.extend(f.versions.iter().cloned());
-            let mut line = format!(
-                "flow {} → {}: {} ({} read = {} written + {} dropped by expectations + {} unparseable + {} duplicates)",
-                f.flow, f.dataset, f.state, f.rows_read, f.rows_written, f.rows_dropped, f.rows_quarantined, f.duplicates
-            );
-            for m in &f.expectations {
-                line.push_str(&format!(
-                    "; expectation {}: {} passed, {} failed",
-                    m.name, m.passed_records, m.failed_records
-                ));
-            }
-            s.notes.push(line);
-            for n in &f.notes {
-                s.notes.push(format!("flow {}: {n}", f.flow));
-            }
+            let flow = f.summary();
+            s.rows_read += flow.rows_read;
+            s.bytes_read += flow.bytes_read;
+            s.rows_written += flow.rows_written;
+            s.rows_quarantined += flow.rows_quarantined;
+            s.rows_dropped += flow.rows_dropped;
+            s.versions.extend(flow.versions.iter().cloned());
+            s.flows.push(flow);
         }
         if let Some(f) = self.failed() {
             s.state = TaskState::Failed;

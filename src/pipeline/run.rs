@@ -35,6 +35,7 @@ use super::read_files::{self, FileReader, ReadFilesOptions};
 use super::PipelineError;
 use crate::bundle::Settings;
 use crate::delta::{DeltaSink, TableSpec};
+use crate::progress::{TaskState, TaskSummary};
 use crate::quarantine::{self, PipelineReject};
 
 /// What the run of one flow did.
@@ -46,6 +47,9 @@ pub struct FlowReport {
     /// `UP_TO_DATE` (a materialized view whose inputs did not change).
     pub state: &'static str,
     pub rows_read: u64,
+    /// Bytes of input read: Parquet bytes of the new commits of a stream, landing-file
+    /// bytes of `read_files`, the input tables' data files for a materialized view.
+    pub bytes_read: u64,
     pub rows_written: u64,
     /// Rows dropped by DROP ROW expectations (they are in the quarantine).
     pub rows_dropped: u64,
@@ -64,12 +68,54 @@ pub struct FlowReport {
 }
 
 impl FlowReport {
+    /// The flow as a task's summary: rows quarantined are those dropped by expectations
+    /// and those that did not parse; rows dropped are duplicates of a primary key.
+    pub fn summary(&self) -> TaskSummary {
+        let mut s = TaskSummary::new(&self.flow);
+        s.state = match self.state {
+            "FAILED" => TaskState::Failed,
+            "SKIPPED" => TaskState::Skipped,
+            _ => TaskState::Succeeded,
+        };
+        s.rows_read = self.rows_read;
+        s.bytes_read = self.bytes_read;
+        s.rows_written = self.rows_written;
+        s.rows_quarantined = self.rows_dropped + self.rows_quarantined;
+        s.rows_dropped = self.duplicates;
+        s.versions = self.versions.clone();
+        s.elapsed = std::time::Duration::from_millis(self.elapsed_ms);
+        s.notes.push(format!(
+            "{} → {}: {} ({} read = {} written + {} dropped by expectations + {} unparseable + {} duplicates + {} filtered by the query)",
+            self.flow,
+            self.dataset,
+            self.state,
+            self.rows_read,
+            self.rows_written,
+            self.rows_dropped,
+            self.rows_quarantined,
+            self.duplicates,
+            self.rows_filtered
+        ));
+        for m in &self.expectations {
+            s.notes.push(format!(
+                "expectation {}: {} passed, {} failed",
+                m.name, m.passed_records, m.failed_records
+            ));
+        }
+        s.notes.extend(self.notes.iter().cloned());
+        if let Some(e) = &self.error {
+            s.notes.push(e.clone());
+        }
+        s
+    }
+
     pub(crate) fn new(flow: &Flow) -> Self {
         FlowReport {
             flow: flow.name.clone(),
             dataset: flow.target.to_string(),
             state: "COMPLETED",
             rows_read: 0,
+            bytes_read: 0,
             rows_written: 0,
             rows_dropped: 0,
             rows_quarantined: 0,
@@ -937,6 +983,7 @@ impl Update<'_> {
                     })?;
             let rows: u64 = appended.batches.iter().map(|b| b.num_rows() as u64).sum();
             report.rows_read += rows;
+            report.bytes_read += appended.bytes;
             let schema = appended
                 .batches
                 .first()
@@ -1042,6 +1089,7 @@ impl Update<'_> {
                 progress.apply(&step);
                 progress.save(&cache)?;
             }
+            report.bytes_read += file.size;
             // The file is done: a commit of the progress alone.
             let step = progress.next(file, through, true);
             sink.set_commit_info(COMMIT_INFO_KEY, serde_json::json!({ app.clone(): step }));
@@ -1227,9 +1275,14 @@ impl Update<'_> {
                     if self.graph.datasets.get(n).is_some_and(|d| d.view.is_some()) {
                         continue;
                     }
-                    open(self.settings, n)
-                        .await?
-                        .map_or(-1, |t| t.version().map_or(-1, |v| v as i64))
+                    match open(self.settings, n).await? {
+                        Some(t) => {
+                            // A refresh reads the whole input: its data files' size.
+                            report.bytes_read += crate::delta::data_bytes(&t);
+                            t.version().map_or(-1, |v| v as i64)
+                        }
+                        None => -1,
+                    }
                 }
                 InputSource::Files { .. } => {
                     let f = &self.prepared.files[&i.placeholder];
@@ -1271,6 +1324,7 @@ impl Update<'_> {
         }
         if up_to_date && !versions.is_empty() {
             report.state = "UP_TO_DATE";
+            report.bytes_read = 0;
             report
                 .notes
                 .push("no input changed since the last refresh".into());
@@ -1409,6 +1463,7 @@ impl Update<'_> {
                 df.select(data).map_err(run)?
             }
         };
+        crate::fault::point("pipeline.before_refresh");
         let (v, rows) = sink.overwrite_query(df, txns).await?;
         if table.expectations.is_empty() {
             report.rows_read = rows;

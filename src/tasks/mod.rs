@@ -339,16 +339,7 @@ pub async fn rebuild(
     }
     let query = crate::sql::table_query(&source.table, sql).await?;
     // A rebuild reads the whole source: its data files' size.
-    summary.bytes_read = source
-        .table
-        .snapshot()
-        .map(|s| {
-            s.log_data()
-                .into_iter()
-                .map(|f| f.size().max(0) as u64)
-                .sum()
-        })
-        .unwrap_or(0);
+    summary.bytes_read = crate::delta::data_bytes(&source.table);
     crate::fault::point(&format!("{task}.before_commit"));
     let (written, rows) = sink
         .overwrite_query(
