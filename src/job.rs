@@ -1,6 +1,6 @@
 //! The job `kafka_stream_job`: its tasks as a DAG, run with a trigger.
 //!
-//! `ingest → bronze → {close_price → current_close, stocks} → stocks_close → updated_stocks`
+//! The stock job: `ingest → bronze → close_price → silver_gold` (a `pipeline_task`).
 //!
 //! A task starts when every task it depends on has succeeded; independent branches run at
 //! the same time. When a task fails, its dependents are skipped and the others finish.
@@ -58,17 +58,7 @@ async fn run_task(
     let mut summary = match &task.kind {
         TaskKind::CsvToKafka(s) => tasks::ingest::run(ctx, s, progress).await.map_err(text),
         TaskKind::KafkaToDelta(s) => tasks::bronze::run(ctx, s, progress).await.map_err(text),
-        TaskKind::StocksSilver(s) => tasks::stocks::run(ctx, s, progress).await.map_err(text),
         TaskKind::Scd2ClosePrice(s) => tasks::close_price::run(ctx, s, progress)
-            .await
-            .map_err(text),
-        TaskKind::CurrentClose(s) => tasks::close_price::run_current(ctx, s, progress)
-            .await
-            .map_err(text),
-        TaskKind::StreamStaticJoin(s) => tasks::stocks_close::run(ctx, s, progress)
-            .await
-            .map_err(text),
-        TaskKind::GoldRebuild(s) => tasks::updated_stocks::run(ctx, s, progress)
             .await
             .map_err(text),
         TaskKind::PipelineTask(t) => run_pipeline(ctx, t, &task.task_key, progress).await,

@@ -41,12 +41,11 @@ struct Cli {
 enum Command {
     /// Run the job kafka_stream_job: its tasks as a DAG, on everything available now, then exit.
     ///
-    /// ingest → bronze → {close_price → current_close, stocks} → stocks_close → updated_stocks.
-    /// ingest sends new CSV files of landing_dir to Kafka; bronze appends new Kafka records
-    /// to bronze.bronze; stocks types and deduplicates them into silver.stocks_silver;
-    /// close_price keeps the SCD Type 2 history silver.close_price_silver; current_close
-    /// rebuilds silver.current_close_silver; stocks_close joins new stocks with it into
-    /// silver.stocks_close_silver; updated_stocks rebuilds gold.updated_stocks_gold.
+    /// ingest → bronze → close_price → silver_gold. ingest sends new CSV files of
+    /// landing_dir to Kafka; bronze appends new Kafka records to bronze.bronze;
+    /// close_price keeps the SCD Type 2 history silver.close_price_silver; silver_gold runs
+    /// the pipeline `stocks` (transformations/*.sql): stocks_silver, current_close_silver,
+    /// stocks_close_silver and gold.updated_stocks_gold.
     /// Bad rows go to quarantine.*. A killed run can simply be run again: nothing is lost
     /// or duplicated. Exits non-zero, naming the task, if a task failed.
     Run {

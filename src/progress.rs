@@ -179,6 +179,9 @@ impl fmt::Display for TaskSummary {
         let secs = self.elapsed.as_secs_f64();
         writeln!(f, "── {} {} in {:.2}s", self.task, state, secs)?;
         if self.state == TaskState::Skipped {
+            for note in &self.notes {
+                writeln!(f, "   note: {note}")?;
+            }
             return Ok(());
         }
         if self.files > 0 {

@@ -6,14 +6,13 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray,
 };
 use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
 
 use crate::catalog::TableName;
 use crate::delta::{schema, TableSpec};
-use crate::tasks::bronze::BronzeRecord;
 
 /// How much of a rejected row's text a quarantine row keeps; `raw_bytes` records the
 /// whole length.
@@ -198,37 +197,6 @@ pub fn ingest_table() -> TableSpec {
             Field::new("lines", DataType::Int64, false),
         ],
         vec![Field::new("raw_bytes", DataType::Int64, true)],
-    )
-}
-
-/// `<catalog>.quarantine.stocks_silver`: bronze records that are not valid stocks.
-pub fn stocks_table() -> TableSpec {
-    quarantine_table(
-        "stocks_silver",
-        vec![
-            Field::new("partition", DataType::Int32, false),
-            Field::new("offset", DataType::Int64, false),
-            Field::new("value", DataType::Utf8, true),
-        ],
-        vec![],
-    )
-}
-
-/// One batch of rejected bronze records, with their reasons.
-pub fn stocks_batch(rows: &[(BronzeRecord<'_>, String)]) -> RecordBatch {
-    quarantine_batch(
-        stocks_table(),
-        vec![
-            Arc::new(Int32Array::from_iter_values(
-                rows.iter().map(|(r, _)| r.partition),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|(r, _)| r.offset),
-            )),
-            Arc::new(StringArray::from_iter(rows.iter().map(|(r, _)| r.value))),
-        ],
-        rows.iter().map(|(_, why)| why.as_str()),
-        vec![],
     )
 }
 

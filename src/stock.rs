@@ -1,6 +1,6 @@
-//! A daily stock-index record: a bronze `value` parsed into typed columns.
-//!
-//! Every Silver table starts here, so the quarantine rule is written once: a record with
+//! A daily stock-index record: a bronze `value` parsed into typed columns, as the SCD2
+//! history (`close_price`) reads it. (The other Silver tables are SQL, in the bundle's
+//! `transformations/`, with the same rule as expectations.) A record with
 //! an empty or `null` `Index`, an unparseable `Date`, a `null` or unparseable `Close`, or
 //! any number that does not parse (or is NaN or infinite) is rejected with a reason.
 
@@ -18,6 +18,11 @@ pub struct Stock {
     pub close: f64,
     pub adj_close: Option<f64>,
     pub volume: Option<i64>,
+}
+
+/// Days since 1970-01-01, Arrow's `Date32`.
+pub fn days(date: NaiveDate) -> i32 {
+    (date - NaiveDate::default()).num_days() as i32
 }
 
 /// The members of a bronze `value` that Silver reads, borrowed from the JSON text where

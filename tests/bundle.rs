@@ -45,19 +45,19 @@ fn assert_invalid(from: &str, to: &str, offset: usize, expected: &str) {
 fn a_cycle_is_reported_where_it_is() {
     assert_invalid(
         "        - task_key: ingest\n",
-        "        - task_key: ingest\n          depends_on: [{ task_key: updated_stocks }]\n",
+        "        - task_key: ingest\n          depends_on: [{ task_key: silver_gold }]\n",
         1,
-        "cycle: ingest → updated_stocks → stocks_close",
+        "cycle: ingest → silver_gold → bronze",
     );
 }
 
 #[test]
 fn an_unknown_depends_on_is_reported_where_it_is() {
     assert_invalid(
-        "depends_on: [{ task_key: close_price }]",
-        "depends_on: [{ task_key: close_prize }]",
+        "depends_on: [{ task_key: bronze }]",
+        "depends_on: [{ task_key: bronze_ }]",
         0,
-        "depends on `close_prize`, which is not a task of this job",
+        "depends on `bronze_`, which is not a task of this job",
     );
 }
 

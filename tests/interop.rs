@@ -108,7 +108,15 @@ async fn python_deltalake_reads_bronze_and_quarantine() {
     ];
     for (schema, table, source) in refined {
         let name = medallion::catalog::TableName::new(schema, table);
-        let apps: Vec<String> = source.iter().map(|s| format!("{name}/{s}")).collect();
+        // The close_price task records its progress as `<table>/<source>`, a pipeline flow
+        // as `<flow>/<source>` (each flow here is named after its table).
+        let apps: Vec<String> = source
+            .iter()
+            .map(|s| match table {
+                "close_price_silver" => format!("{name}/{s}"),
+                _ => format!("{table}/{s}"),
+            })
+            .collect();
         let seen = read_with_python(&python, &settings.warehouse.path(&name), &apps);
         assert_eq!(seen["rows"].as_u64(), Some(w.count(&name).await), "{name}");
         assert!(seen["rows"].as_u64().unwrap() > 0, "{name} is filled");

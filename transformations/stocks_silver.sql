@@ -30,6 +30,7 @@ AS WITH fields AS (
   SELECT
     "partition",
     "offset",
+    value,
     starts_with(ltrim(value), '{') AND get_json_object(value, '$') IS NOT NULL AS is_object,
     -- A missing member, JSON null, an empty text and the text `null` are all no value.
     nullif(nullif(trim(get_json_object(value, '$.Index')), ''), 'null') AS index_text,
@@ -64,6 +65,8 @@ numbers AS (
 SELECT
   "partition",
   "offset",
+  -- The record as it came, so that a quarantined row shows it.
+  value,
   is_object,
   index_text AS Index,
   CASE WHEN length(date_text) = 10 THEN TRY_CAST(date_text AS DATE) END AS Date,

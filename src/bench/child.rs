@@ -76,17 +76,6 @@ impl RunCommand {
         self.spawn_and_wait(&args).await
     }
 
-    /// Runs `medallion pipeline run KEY` to the end; its report is the raw JSON of the
-    /// update (`--report-json`), read with [`RunCommand::raw_report`].
-    pub async fn run_pipeline(&self, key: &str) -> Result<ChildRun, BenchError> {
-        self.spawn_and_wait(&["pipeline", "run", key]).await
-    }
-
-    /// The JSON the last run wrote with `--report-json`.
-    pub fn raw_report(&self) -> Option<serde_json::Value> {
-        serde_json::from_slice(&std::fs::read(&self.report).ok()?).ok()
-    }
-
     async fn spawn_and_wait(&self, args: &[&str]) -> Result<ChildRun, BenchError> {
         let _ = std::fs::remove_file(&self.report);
         let child = self

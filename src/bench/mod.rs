@@ -29,24 +29,13 @@ use crate::bundle::job::TaskKind;
 use crate::bundle::{Bundle, BundleError, Override, Settings};
 use crate::kafka_server::{KafkaServer, KafkaServerError};
 use crate::progress::TaskSummary;
-use crate::tasks::table_setting;
 
 use child::RunCommand;
 use data::DataSet;
-use report::{
-    BenchReport, BrokerFigures, Check, Freshness, Machine, Merge, Run, SqlPipeline, SqlStage,
-};
+use report::{BenchReport, BrokerFigures, Check, Freshness, Machine, Merge, Run};
 
 /// How long one freshness file may take to reach gold before the benchmark gives up.
 const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(60);
-/// The flows of the SQL stock pipeline, and the hand-written tasks they replace.
-const SQL_STAGES: &[(&str, &str)] = &[
-    ("stocks_silver", "stocks"),
-    ("current_close_silver", "current_close"),
-    ("stocks_close_silver", "stocks_close"),
-    ("updated_stocks_gold", "updated_stocks"),
-];
-
 /// Runs of the SCD2 MERGE figure, on each side: its median is reported.
 pub const MERGE_RUNS: usize = 5;
 
@@ -373,13 +362,6 @@ impl BrokerBench<'_> {
             versions_written,
         );
 
-        // The same Silver and Gold from SQL, on the embedded broker's run.
-        let sql = if self.kind == BrokerKind::Sqlite {
-            Some(self.sql_pipeline(&full).await?)
-        } else {
-            None
-        };
-
         let freshness = self.freshness().await?;
         Ok(BrokerFigures {
             broker: self.kind.name().into(),
@@ -388,61 +370,8 @@ impl BrokerBench<'_> {
             incremental,
             merge,
             freshness,
-            sql,
             checks,
             caveat: self.kind.caveat().map(String::from),
-        })
-    }
-
-    /// The stock pipeline's Silver and Gold stages run from SQL (pipeline `stocks`) on the
-    /// data of the whole job: the job's ingest, bronze and close_price tasks fill a fresh
-    /// warehouse, then `medallion pipeline run stocks` computes the four tables that the
-    /// hand-written tasks of `full` computed, and each flow is set beside its task.
-    async fn sql_pipeline(&self, full: &Run) -> Result<SqlPipeline, BenchError> {
-        let ws = self.workspace("sql")?;
-        data::land_all(&self.data.base, &ws.landing())?;
-        eprintln!("bench:   Silver and Gold from SQL");
-        for task in ["ingest", "bronze", "close_price"] {
-            ws.run(Some(task)).await?;
-        }
-        let done = ws.run.run_pipeline("stocks").await?;
-        let report = ws.run.raw_report().ok_or_else(|| BenchError::NoReport {
-            log: ws.run.log.clone(),
-        })?;
-        let mut stages = Vec::new();
-        for (flow, task) in SQL_STAGES {
-            let Some(f) = report["update"]["flows"]
-                .as_array()
-                .and_then(|fs| fs.iter().find(|f| f["flow"] == *flow))
-            else {
-                continue;
-            };
-            let rows = f["rows_read"].as_u64().unwrap_or(0);
-            let seconds = f["elapsed_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
-            let per_s = |r: u64, s: f64| if s > 0.0 { r as f64 / s } else { 0.0 };
-            let (task_seconds, task_rows_per_s) = full
-                .stage(task)
-                .map_or((0.0, 0.0), |s| (s.seconds, s.rows_per_s));
-            stages.push(SqlStage {
-                flow: flow.to_string(),
-                task: task.to_string(),
-                rows,
-                seconds,
-                rows_per_s: per_s(rows, seconds),
-                task_seconds,
-                task_rows_per_s,
-                ratio: if task_seconds > 0.0 {
-                    seconds / task_seconds
-                } else {
-                    0.0
-                },
-            });
-        }
-        let peak = report["peak_rss_bytes"].as_u64().unwrap_or(done.peak_rss);
-        Ok(SqlPipeline {
-            wall_seconds: done.wall.as_secs_f64(),
-            peak_rss_mb: peak as f64 / 1e6,
-            stages,
         })
     }
 
@@ -534,26 +463,43 @@ fn resolve(
     Ok(Bundle::load(&options.bundle)?.resolve(options.target.as_deref(), &overrides)?)
 }
 
-/// The gold table of the bundle's job: the task that rebuilds gold.
+/// The gold table of the bundle's job: the last table that the pipeline of its
+/// `pipeline_task` fills (in the stock bundle, gold.updated_stocks_gold).
 fn gold_table(settings: &Settings) -> Result<crate::catalog::TableName, BenchError> {
-    settings
+    let missing = |reason: String| BenchError::Table {
+        table: "gold".into(),
+        reason,
+    };
+    let pipeline = settings
         .jobs
         .values()
         .flat_map(|j| &j.tasks)
         .find_map(|t| match &t.kind {
-            TaskKind::GoldRebuild(g) => Some(table_setting(&g.table)),
+            TaskKind::PipelineTask(p) => Some(p.pipeline_id.clone()),
             _ => None,
         })
-        .ok_or_else(|| BenchError::Table {
-            table: "gold".into(),
-            reason: "the bundle's job has no gold_rebuild task".into(),
-        })
+        .ok_or_else(|| missing("the bundle's job has no pipeline_task".into()))?;
+    let spec =
+        crate::pipeline::select(settings, Some(&pipeline)).map_err(|e| missing(e.to_string()))?;
+    let graph = crate::pipeline::load(spec).map_err(|e| missing(e.to_string()))?;
+    graph
+        .dataset_order()
+        .into_iter()
+        .rev()
+        .find(|d| d.table.is_some())
+        .map(|d| d.name.table_name())
+        .ok_or_else(|| missing(format!("the pipeline `{pipeline}` has no table")))
 }
 
 /// The run's reconciliations: landing lines = Kafka + ingest quarantine, bronze = the
 /// records sent, bronze = silver + silver quarantine + duplicates.
 fn reconcile(summaries: &[TaskSummary], lines: u64) -> Vec<Check> {
-    let task = |name: &str| summaries.iter().find(|s| s.task == name);
+    let task = |name: &str| {
+        summaries
+            .iter()
+            .flat_map(TaskSummary::with_flows)
+            .find(|s| s.task == name)
+    };
     let mut checks = Vec::new();
     if let (Some(ingest), Some(bronze)) = (task("ingest"), task("bronze")) {
         let accounted = ingest.rows_written + ingest.rows_quarantined;
@@ -571,7 +517,7 @@ fn reconcile(summaries: &[TaskSummary], lines: u64) -> Vec<Check> {
             detail: format!("{} = {}", bronze.rows_written, ingest.rows_written),
         });
     }
-    if let Some(stocks) = task("stocks") {
+    if let Some(stocks) = task("stocks_silver") {
         checks.push(Check {
             name: "bronze = stocks_silver + quarantine + duplicates".into(),
             ok: stocks.rows_read

@@ -15,15 +15,15 @@ use super::data::DataSet;
 use super::report::{median_min_max, BenchReport, Ratio};
 use super::{BenchError, BenchOptions};
 
-/// The Spark stages, and the medallion task each one compares with.
+/// The Spark stages, and the medallion task or flow each one compares with.
 const SPARK_STAGES: [(&str, &str); 7] = [
     ("csv_to_kafka", "ingest"),
     ("kafka_to_bronze", "bronze"),
-    ("stocks", "stocks"),
+    ("stocks", "stocks_silver"),
     ("close_price", "close_price"),
-    ("current_close", "current_close"),
-    ("stocks_close", "stocks_close"),
-    ("gold", "updated_stocks"),
+    ("current_close", "current_close_silver"),
+    ("stocks_close", "stocks_close_silver"),
+    ("gold", "updated_stocks_gold"),
 ];
 
 /// Runs the peers and adds their figures and the ratios to `report`.

@@ -192,37 +192,10 @@ pub struct BrokerFigures {
     pub incremental: Run,
     pub merge: Merge,
     pub freshness: Freshness,
-    /// The SQL pipeline's stages beside the hand-written ones (measured on one broker:
-    /// they read and write Delta tables only).
-    pub sql: Option<SqlPipeline>,
     pub checks: Vec<Check>,
     /// A known fault of the broker that its figures carry (its failed checks do not fail
     /// the benchmark).
     pub caveat: Option<String>,
-}
-
-/// One Silver or Gold stage run from SQL (a flow of the pipeline `stocks`), beside the
-/// hand-written task that computes the same table, in the same build, on the same data.
-#[derive(Debug, Clone, Serialize)]
-pub struct SqlStage {
-    pub flow: String,
-    pub task: String,
-    pub rows: u64,
-    pub seconds: f64,
-    pub rows_per_s: f64,
-    pub task_seconds: f64,
-    pub task_rows_per_s: f64,
-    /// SQL time / task time: below 1 is faster.
-    pub ratio: f64,
-}
-
-/// The stock pipeline's Silver and Gold from SQL, from the same bronze as the whole job.
-#[derive(Debug, Clone, Serialize)]
-pub struct SqlPipeline {
-    /// `medallion pipeline run` from process start to exit.
-    pub wall_seconds: f64,
-    pub peak_rss_mb: f64,
-    pub stages: Vec<SqlStage>,
 }
 
 /// The machine the figures were measured on.
@@ -369,33 +342,6 @@ impl BenchReport {
                 "freshness, --continuous --interval {}ms, {} files: p50 {:.3} s, p99 {:.3} s, max {:.3} s",
                 f.interval_ms, f.files, f.p50_seconds, f.p99_seconds, f.max_seconds
             );
-            if let Some(sql) = &b.sql {
-                let _ = writeln!(
-                    out,
-                    "{:<44} {:>10} {:>12} {:>12} {:>7}",
-                    "Silver/Gold from SQL (flow vs task)",
-                    "rows",
-                    "SQL rows/s",
-                    "task rows/s",
-                    "ratio"
-                );
-                for st in &sql.stages {
-                    let _ = writeln!(
-                        out,
-                        "{:<44} {:>10} {:>12.0} {:>12.0} {:>7.2}",
-                        format!("{} vs {}", st.flow, st.task),
-                        st.rows,
-                        st.rows_per_s,
-                        st.task_rows_per_s,
-                        st.ratio
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "SQL pipeline (pipeline run, process wall): {:.2} s, peak RSS {:.0} MB",
-                    sql.wall_seconds, sql.peak_rss_mb
-                );
-            }
             for c in &b.checks {
                 let mark = if c.ok { "ok" } else { "FAILED" };
                 let _ = writeln!(out, "check {mark}: {} ({})", c.name, c.detail);

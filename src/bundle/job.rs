@@ -53,16 +53,8 @@ pub enum TaskKind {
     CsvToKafka(CsvToKafka),
     /// Kafka → a Bronze Delta table.
     KafkaToDelta(KafkaToDelta),
-    /// Bronze → typed, deduplicated stocks.
-    StocksSilver(StocksSilver),
     /// Bronze → the SCD Type 2 close-price history, by MERGE.
     Scd2ClosePrice(SourceTable),
-    /// The current versions of an SCD Type 2 history, rebuilt.
-    CurrentClose(SourceTable),
-    /// New rows of a stream inner-joined with a static table.
-    StreamStaticJoin(StreamStaticJoin),
-    /// A Gold rebuild with `Close_Diff`.
-    GoldRebuild(SourceTable),
     /// An update of a pipeline of the bundle (`resources.pipelines.<key>`).
     PipelineTask(PipelineTask),
 }
@@ -154,25 +146,8 @@ fn default_batch_bytes() -> u64 {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StocksSilver {
-    pub source: String,
-    pub table: String,
-    pub quarantine_table: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourceTable {
     pub source: String,
-    pub table: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamStaticJoin {
-    pub stream: String,
-    #[serde(rename = "static")]
-    pub static_table: String,
     pub table: String,
 }
 
@@ -242,11 +217,7 @@ impl TaskKind {
         match self {
             TaskKind::CsvToKafka(_) => "csv_to_kafka",
             TaskKind::KafkaToDelta(_) => "kafka_to_delta",
-            TaskKind::StocksSilver(_) => "stocks_silver",
             TaskKind::Scd2ClosePrice(_) => "scd2_close_price",
-            TaskKind::CurrentClose(_) => "current_close",
-            TaskKind::StreamStaticJoin(_) => "stream_static_join",
-            TaskKind::GoldRebuild(_) => "gold_rebuild",
             TaskKind::PipelineTask(_) => "pipeline_task",
         }
     }
@@ -261,19 +232,7 @@ impl TaskKind {
         match self {
             TaskKind::CsvToKafka(s) => vec![("quarantine_table", &s.quarantine_table)],
             TaskKind::KafkaToDelta(s) => vec![("table", &s.table)],
-            TaskKind::StocksSilver(s) => vec![
-                ("source", &s.source),
-                ("table", &s.table),
-                ("quarantine_table", &s.quarantine_table),
-            ],
-            TaskKind::Scd2ClosePrice(s) | TaskKind::CurrentClose(s) | TaskKind::GoldRebuild(s) => {
-                vec![("source", &s.source), ("table", &s.table)]
-            }
-            TaskKind::StreamStaticJoin(s) => vec![
-                ("stream", &s.stream),
-                ("static", &s.static_table),
-                ("table", &s.table),
-            ],
+            TaskKind::Scd2ClosePrice(s) => vec![("source", &s.source), ("table", &s.table)],
             TaskKind::PipelineTask(_) => vec![],
         }
     }

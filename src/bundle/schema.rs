@@ -87,25 +87,10 @@ pub fn json_schema() -> Value {
                     }),
                     &["topic", "table", "partition_by"],
                 ),
-                "stocks_silver": task_type(
-                    "Bronze → typed, deduplicated stocks.",
-                    json!({ "source": table(""), "table": table(""), "quarantine_table": table("") }),
-                    &["source", "table", "quarantine_table"],
-                ),
                 "scd2_close_price": task_type(
                     "Bronze → SCD Type 2 close-price history, by MERGE.",
                     json!({ "source": table(""), "table": table("") }),
                     &["source", "table"],
-                ),
-                "current_close": task_type(
-                    "The current versions of the history, rebuilt.",
-                    json!({ "source": table(""), "table": table("") }),
-                    &["source", "table"],
-                ),
-                "stream_static_join": task_type(
-                    "New rows of a stream joined on Index with a static table.",
-                    json!({ "stream": table(""), "static": table(""), "table": table("") }),
-                    &["stream", "static", "table"],
                 ),
                 "pipeline_task": task_type(
                     "An update of a pipeline of the bundle.",
@@ -114,11 +99,6 @@ pub fn json_schema() -> Value {
                         "full_refresh": { "type": "boolean", "description": "Empty every table of the pipeline and recompute it from its sources (default false)." },
                     }),
                     &["pipeline_id"],
-                ),
-                "gold_rebuild": task_type(
-                    "A Gold rebuild with Close_Diff = Latest_Close - Close.",
-                    json!({ "source": table(""), "table": table("") }),
-                    &["source", "table"],
                 ),
             },
             "required": ["task_key"],

@@ -84,8 +84,13 @@ impl FlowReport {
         s.rows_dropped = self.duplicates;
         s.versions = self.versions.clone();
         s.elapsed = std::time::Duration::from_millis(self.elapsed_ms);
+        let filtered = if self.rows_filtered > 0 {
+            format!(" + {} filtered by the query", self.rows_filtered)
+        } else {
+            String::new()
+        };
         s.notes.push(format!(
-            "{} → {}: {} ({} read = {} written + {} dropped by expectations + {} unparseable + {} duplicates + {} filtered by the query)",
+            "flow {} → {}: {} ({} read = {} written + {} dropped by expectations + {} unparseable + {} duplicates{filtered})",
             self.flow,
             self.dataset,
             self.state,
@@ -94,12 +99,22 @@ impl FlowReport {
             self.rows_dropped,
             self.rows_quarantined,
             self.duplicates,
-            self.rows_filtered
         ));
-        for m in &self.expectations {
+        let failing: Vec<&Metric> = self
+            .expectations
+            .iter()
+            .filter(|m| m.failed_records > 0)
+            .collect();
+        for m in &failing {
             s.notes.push(format!(
                 "expectation {}: {} passed, {} failed",
                 m.name, m.passed_records, m.failed_records
+            ));
+        }
+        if failing.is_empty() && !self.expectations.is_empty() {
+            s.notes.push(format!(
+                "{} expectation(s), every row passed",
+                self.expectations.len()
             ));
         }
         s.notes.extend(self.notes.iter().cloned());

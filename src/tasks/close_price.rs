@@ -1,5 +1,5 @@
-//! Tasks `close_price` and `current_close`: the close-price history as an SCD Type 2
-//! table, and the current close per `Index`.
+//! Task `close_price`: the close-price history as an SCD Type 2 table. (The current
+//! close per `Index` is the materialized view `current_close_silver`, in SQL.)
 //!
 //! `close_price` streams the valid bronze records into `silver.close_price_silver` with a
 //! Delta MERGE. Each distinct `(Date, Close, Adj_Close)` of an `Index` is one version;
@@ -28,12 +28,11 @@ use crate::delta::{schema, DeltaSink, TableSpec};
 use crate::fault;
 use crate::progress::{Progress, TaskSummary};
 use crate::stock;
+use crate::stock::days;
 use crate::tasks::bronze::bronze_records;
 use crate::tasks::columns::{bools, dates, f64s, opt, strings, timestamps};
-use crate::tasks::stocks::days;
 use crate::tasks::{
-    date_literal, per_index, rebuild, table_setting, SourceStream, TaskContext, TaskError,
-    PER_INDEX_MAX,
+    date_literal, per_index, table_setting, SourceStream, TaskContext, TaskError, PER_INDEX_MAX,
 };
 
 fn timestamp() -> DataType {
@@ -44,7 +43,7 @@ fn timestamp() -> DataType {
 /// rewrites the last file of each index it touches, so a new day costs up to this much
 /// per index, not the whole history. Measured at 5 indices: 4 MB made one new day's
 /// close_price 0.17-0.19 s at 1M rows; 1 MB 0.09 s, but 690 files at 10M rows, and
-/// current_close twice as slow (it then opened every file; see [`CURRENT`]).
+/// current_close_silver twice as slow (it then opened every file; see [`CURRENT`]).
 const CLOSE_PRICE_FILE_SIZE: u64 = 2 << 20;
 
 /// Selects the current versions. `__END_AT IS NULL` holds for exactly the same rows as
@@ -76,21 +75,6 @@ pub fn table() -> TableSpec {
         // rows it scanned 18 files a piece on average to rewrite one or two).
         partition_columns: vec!["Index".into()],
         target_file_size: Some(CLOSE_PRICE_FILE_SIZE),
-    }
-}
-
-/// `<catalog>.silver.current_close_silver`.
-pub fn current_table() -> TableSpec {
-    TableSpec {
-        name: TableName::new("silver", "current_close_silver"),
-        schema: schema(vec![
-            Field::new("Index", DataType::Utf8, false),
-            Field::new("Date", DataType::Date32, false),
-            Field::new("Close", DataType::Float64, false),
-            Field::new("Adj_Close", DataType::Float64, true),
-        ]),
-        partition_columns: vec![],
-        target_file_size: None,
     }
 }
 
@@ -464,26 +448,6 @@ fn history_batch(rows: &[Version]) -> RecordBatch {
         ),
     ];
     RecordBatch::try_new(table().schema, columns).expect("columns match close_price_silver")
-}
-
-/// Runs `current_close`: rebuilds `current_close_silver` from the current versions,
-/// when `close_price_silver` changed since the last rebuild.
-pub async fn run_current(
-    ctx: &TaskContext,
-    task: &SourceTable,
-    progress: Arc<Progress>,
-) -> Result<TaskSummary, TaskError> {
-    rebuild(
-        ctx,
-        progress,
-        "current_close",
-        &table_setting(&task.source),
-        current_table().named(table_setting(&task.table)),
-        &format!(
-            "SELECT \"Index\", \"Date\", \"Close\", \"Adj_Close\" FROM t WHERE {CURRENT} ORDER BY \"Index\""
-        ),
-    )
-    .await
 }
 
 #[cfg(test)]

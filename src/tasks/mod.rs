@@ -1,13 +1,9 @@
-//! The tasks of the stock pipeline, and what they share while a run lasts.
-//!
-//! `ingest → bronze → {close_price → current_close, stocks} → stocks_close → updated_stocks`
+//! The task types of a job that are not pipelines yet (ingest, bronze and the SCD2
+//! history), and what tasks share while a run lasts.
 
 pub mod bronze;
 pub mod close_price;
 pub mod ingest;
-pub mod stocks;
-pub mod stocks_close;
-pub mod updated_stocks;
 
 use std::time::Duration;
 
@@ -311,51 +307,6 @@ impl SourceStream {
         self.bytes_read += appended.bytes;
         Ok(Some((appended.to, appended.batches)))
     }
-}
-
-/// A batch rebuild (`CREATE OR REPLACE TABLE ... AS SELECT`): replaces `target` with `sql`
-/// over `source` (registered as `t`), when `source` has a version not yet rebuilt from.
-/// The source version is the target's `txn`, committed with the new rows.
-pub async fn rebuild(
-    ctx: &TaskContext,
-    progress: std::sync::Arc<crate::progress::Progress>,
-    task: &str,
-    source_name: &TableName,
-    target: crate::delta::TableSpec,
-    sql: &str,
-) -> Result<crate::progress::TaskSummary, TaskError> {
-    let mut summary = crate::progress::TaskSummary::new(task);
-    let Some(source) = SourceStream::open(ctx, source_name.clone(), &mut summary).await? else {
-        return Ok(summary);
-    };
-    let version = source.latest;
-    let mut sink = crate::delta::DeltaSink::open(&ctx.settings.warehouse, target).await?;
-    let app = source.app_id(&sink);
-    if !crate::stream::needs(sink.txn_version(&app).await?, version) {
-        summary
-            .notes
-            .push(format!("up to date with {source_name} version {version}"));
-        return Ok(summary);
-    }
-    let query = crate::sql::table_query(&source.table, sql).await?;
-    // A rebuild reads the whole source: its data files' size.
-    summary.bytes_read = crate::delta::data_bytes(&source.table);
-    crate::fault::point(&format!("{task}.before_commit"));
-    let (written, rows) = sink
-        .overwrite_query(
-            query,
-            vec![deltalake::kernel::Transaction::new(&app, version)],
-        )
-        .await?;
-    // As for every task, rows read are the rows the query gave.
-    summary.rows_read = rows;
-    summary.rows_written = rows;
-    summary
-        .versions
-        .push((sink.qualified_name().into(), written));
-    progress.add_rows(rows);
-    summary.elapsed = progress.elapsed();
-    Ok(summary)
 }
 
 #[cfg(test)]

@@ -486,7 +486,7 @@ pub const RUN_2: &[&str] = &[
 pub async fn refined_tables(w: &Workspace) -> Vec<(String, Vec<Vec<String>>)> {
     let queries = [
         ("silver", "stocks_silver", "SELECT * FROM t ORDER BY \"Index\", \"Date\""),
-        ("quarantine", "stocks_silver", "SELECT partition, \"offset\", value, reason FROM t ORDER BY 1, 2"),
+        ("quarantine", "stocks_silver", "SELECT flow, source, raw, reason, expectations FROM t ORDER BY raw"),
         ("silver", "close_price_silver", "SELECT \"Index\", \"Date\", \"Close\", \"Adj_Close\", \"__START_AT\", \"__END_AT\", current, end_date IS NULL FROM t ORDER BY \"Index\", \"Date\", effective_date"),
         ("silver", "current_close_silver", "SELECT * FROM t ORDER BY \"Index\""),
         ("silver", "stocks_close_silver", "SELECT * FROM t ORDER BY \"Index\", \"Date\""),
