@@ -19,12 +19,12 @@ trap 'rm -rf "$WORK"' EXIT
 "$BIN" generate --rows "$ROWS" --indices 5 --files 4 --out "$WORK/landing" >/dev/null
 VARS=(--var "landing_dir=$WORK/landing" --var "warehouse_dir=$WORK/warehouse" --var "state_dir=$WORK/state")
 
-for task in ingest bronze stocks close_price current_close stocks_close updated_stocks; do
+for task in ingest bronze close_price silver_gold; do
   echo "=== $task"
   perf record -q -e cpu-clock -F 499 -g -o "$WORK/$task.data" -- \
     /usr/bin/time -f "peak RSS %M KB, %e s wall" \
     "$BIN" run --task "$task" "${VARS[@]}" >"$WORK/$task.log" 2>&1
-  grep -E "^── $task|rows read|peak RSS" "$WORK/$task.log" | head -3
+  grep -E "── |rows read|peak RSS" "$WORK/$task.log" | head -12
   echo "--- by library"
   { perf report -q -i "$WORK/$task.data" --no-children -g none --sort dso 2>/dev/null || true; } \
     | grep -v '^$' | head -6 || true
