@@ -72,7 +72,7 @@ async fn continuous_runs_pick_up_new_files_and_stop_on_ctrl_c() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.matches("── updated_stocks succeeded").count() >= 2,
+        stdout.matches("── updated_stocks_gold succeeded").count() >= 2,
         "{stdout}"
     );
 }
@@ -117,7 +117,7 @@ async fn ctrl_c_during_the_first_micro_batch_stops_cleanly() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
-        stdout.matches("── updated_stocks succeeded").count(),
+        stdout.matches("── updated_stocks_gold succeeded").count(),
         1,
         "the first batch finished and no other started: {stdout}"
     );

@@ -116,7 +116,7 @@ async fn bundle_run_runs_the_deployed_copy() {
     )
     .unwrap();
     let out = w.medallion_ok(&["bundle", "run", "kafka_stream_job"]);
-    assert!(out.contains("── updated_stocks succeeded"), "{out}");
+    assert!(out.contains("── updated_stocks_gold succeeded"), "{out}");
     assert_eq!(
         w.count(&medallion::catalog::TableName::new(
             "gold",

@@ -1671,15 +1671,14 @@ async fn first_per_key(
             .collect()
     };
     // The batch's range of each key column, to read only the stored rows that can clash.
-    let all = deltalake::arrow::compute::concat_batches(&schema, batches)
-        .map_err(|e| write(e.to_string()))?;
     let mut filter: Option<Expr> = None;
-    for k in key {
-        let c = all.column(schema.index_of(k).map_err(|e| write(e.to_string()))?);
-        let (Ok(lo), Ok(hi)) = (min_max(c, true), min_max(c, false)) else {
-            continue;
-        };
-        let (Some(lo), Some(hi)) = (lo, hi) else {
+    for (k, t) in key.iter().zip(&types) {
+        let i = schema.index_of(k).map_err(|e| write(e.to_string()))?;
+        let columns: Vec<ArrayRef> = batches.iter().map(|b| b.column(i).clone()).collect();
+        let (Ok(Some(lo)), Ok(Some(hi))) = (
+            min_max(&columns, t, true).map_err(|e| write(e.to_string())),
+            min_max(&columns, t, false).map_err(|e| write(e.to_string())),
+        ) else {
             continue;
         };
         let e = col(deltalake::datafusion::common::Column::new_unqualified(k))
@@ -1704,10 +1703,13 @@ async fn first_per_key(
             .iter()
             .map(|k| col(deltalake::datafusion::common::Column::new_unqualified(k)))
             .collect();
-        let batch_keys = converter
-            .convert_columns(&key_columns(&all, &schema)?)
-            .map_err(|e| write(e.to_string()))?;
-        let wanted: HashSet<Vec<u8>> = batch_keys.iter().map(|r| r.as_ref().to_vec()).collect();
+        let mut wanted: HashSet<Vec<u8>> = HashSet::new();
+        for b in batches {
+            let batch_keys = converter
+                .convert_columns(&key_columns(b, &schema)?)
+                .map_err(|e| write(e.to_string()))?;
+            wanted.extend(batch_keys.iter().map(|r| r.as_ref().to_vec()));
+        }
         for b in df
             .select(cols)
             .map_err(|e| write(e.to_string()))?
@@ -1746,26 +1748,25 @@ async fn first_per_key(
     Ok((out, dropped))
 }
 
-/// The smallest (or largest) non-null value of a column.
+/// The smallest (or largest) non-null value of a column given in pieces, by DataFusion's
+/// MIN / MAX accumulators (`None` when every value is null).
 fn min_max(
-    c: &ArrayRef,
+    pieces: &[ArrayRef],
+    data_type: &DataType,
     min: bool,
 ) -> Result<Option<ScalarValue>, deltalake::datafusion::error::DataFusionError> {
-    let mut best: Option<ScalarValue> = None;
-    for i in 0..c.len() {
-        if c.is_null(i) {
-            continue;
-        }
-        let v = ScalarValue::try_from_array(c, i)?;
-        best = match best {
-            None => Some(v),
-            Some(b) => {
-                let better = if min { v < b } else { v > b };
-                Some(if better { v } else { b })
-            }
-        };
+    use deltalake::datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
+    use deltalake::datafusion::logical_expr::Accumulator;
+    let mut acc: Box<dyn Accumulator> = if min {
+        Box::new(MinAccumulator::try_new(data_type)?)
+    } else {
+        Box::new(MaxAccumulator::try_new(data_type)?)
+    };
+    for p in pieces {
+        acc.update_batch(std::slice::from_ref(p))?;
     }
-    Ok(best)
+    let v = acc.evaluate()?;
+    Ok((!v.is_null()).then_some(v))
 }
 
 /// The datasets `--refresh` names (empty: all of them).
