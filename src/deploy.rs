@@ -60,6 +60,8 @@ pub enum DeployError {
     Corrupt { location: String, reason: String },
     #[error("{location}/deployment.json is not trusted: {reason}. medallion only runs deployments whose files stay inside them; deploy again with `medallion bundle deploy`")]
     Untrusted { location: String, reason: String },
+    #[error(transparent)]
+    Library(#[from] crate::bundle::pipeline::LibraryError),
     #[error("{file} is outside the bundle's folder {root} (an include or a symlink leads there). Keep the bundle's files inside its folder")]
     OutsideBundle { file: PathBuf, root: PathBuf },
     #[error("variable `{name}` is a secret, so deployment version {version} does not store the value it was deployed with. Export {VAR_ENV_PREFIX}{name} where the deployed job runs")]
@@ -352,7 +354,16 @@ impl Deployment {
         };
         let root = std::fs::canonicalize(&bundle.root).map_err(local(&bundle.root))?;
         let mut files = Vec::new();
-        for path in bundle.files() {
+        // The bundle's YAML files, and its pipelines' SQL files.
+        let mut paths = bundle.files();
+        for pipeline in settings.pipelines.values() {
+            for path in pipeline.sql_files()? {
+                if !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+        }
+        for path in paths {
             let abs = std::fs::canonicalize(&path).map_err(local(&path))?;
             let rel = abs
                 .strip_prefix(&root)

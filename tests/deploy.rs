@@ -107,12 +107,20 @@ async fn bundle_run_runs_the_deployed_copy() {
         "--var",
         &format!("kafka_bootstrap_servers={}", broker.bootstrap()),
     ]);
-    // The working copy changes after the deploy; the deployed job is what runs.
+    // The working copy changes after the deploy (its job and its pipeline's SQL); the
+    // deployed copy is what runs.
     let job = w.root().join("resources/kafka_stream_job.yml");
     let text = std::fs::read_to_string(&job).unwrap();
     std::fs::write(
         &job,
-        text.replace("table: gold.updated_stocks_gold", "table: gold.other"),
+        text.replace("table: bronze.bronze", "table: bronze.other"),
+    )
+    .unwrap();
+    let gold = w.root().join("transformations/updated_stocks_gold.sql");
+    let text = std::fs::read_to_string(&gold).unwrap();
+    std::fs::write(
+        &gold,
+        text.replace("VIEW gold.updated_stocks_gold", "VIEW gold.other"),
     )
     .unwrap();
     let out = w.medallion_ok(&["bundle", "run", "kafka_stream_job"]);
@@ -125,6 +133,8 @@ async fn bundle_run_runs_the_deployed_copy() {
         .await,
         4
     );
+    let other = medallion::catalog::TableName::new("gold", "other");
+    assert!(!w.settings().warehouse.path(&other).exists());
 }
 
 #[test]

@@ -375,3 +375,24 @@ async fn a_job_runs_the_pipeline_as_a_task() {
         "{err}"
     );
 }
+
+/// A stream-static join that matches a row more than once writes more rows than it read:
+/// the summary counts them as added by the query, and the counts still reconcile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_that_fans_out_is_accounted_for() {
+    let p = PipelineProject::new(&[(
+        "q.sql",
+        "CREATE MATERIALIZED VIEW tags AS SELECT id, tag FROM read_files('${data}/tags', format => 'csv');\n\
+         CREATE STREAMING TABLE tagged AS SELECT o.id, o.v, t.tag\n\
+         FROM STREAM read_files('${data}/orders', format => 'csv') o JOIN tags t ON o.id = t.id;\n",
+    )]);
+    p.write_data("tags/t.csv", b"id,tag\n1,a\n1,b\n2,c\n");
+    p.write_data("orders/a.csv", b"id,v\n1,x\n2,y\n");
+    let out = p.ok(&["pipeline", "run"]);
+    assert!(
+        out.contains("flow tagged → dev.main.tagged: COMPLETED (2 read = 3 written + 0 dropped by expectations + 0 unparseable + 0 duplicates - 1 added by the query)"),
+        "{out}"
+    );
+    assert!(!out.contains("do not add up"), "{out}");
+    assert_eq!(p.count("main", "tagged").await, 3);
+}

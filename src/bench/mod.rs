@@ -19,6 +19,7 @@ pub mod child;
 pub mod data;
 pub mod peers;
 pub mod report;
+pub mod sdp;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

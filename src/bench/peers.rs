@@ -1,8 +1,9 @@
 //! The peers, measured in the same benchmark on the same files: Python `deltalake` +
-//! `polars` (`bench/peers/polars_delta.py`) and the original pipeline on Spark
-//! (`bench/peers/spark_pipeline.py`, local mode, against Apache Kafka). Their Python
-//! packages go into a venv under `~/.cache/medallion-tools/peers-venv`, made on first use
-//! from `bench/peers/requirements*.txt`.
+//! `polars` (`bench/peers/polars_delta.py`), the original pipeline on Spark
+//! (`bench/peers/spark_pipeline.py`, local mode, against Apache Kafka), and the example
+//! pipeline on Spark Declarative Pipelines ([`super::sdp`]). Their Python packages go into
+//! venvs under `~/.cache/medallion-tools/`, made on first use from `bench/peers/`'s
+//! requirements files.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,7 +40,15 @@ pub async fn run(
     })?;
     let scripts = options.project_dir.join("bench").join("peers");
     eprintln!("bench: peers: preparing the Python venv ...");
-    let python = venv(&scripts, &dir.join("venv.log"))?;
+    let python = venv(
+        "peers-venv",
+        "import polars, deltalake, pyspark, delta",
+        &[
+            scripts.join("requirements.txt"),
+            scripts.join("requirements-spark.txt"),
+        ],
+        &dir.join("venv.log"),
+    )?;
     let mut peers = serde_json::Map::new();
 
     eprintln!("bench: peers: Python deltalake + polars ...");
@@ -124,6 +133,20 @@ pub async fn run(
         Err(e) => {
             eprintln!("bench: peers: Spark failed: {e}");
             peers.insert("spark".into(), json!({ "error": e.to_string() }));
+        }
+    }
+
+    eprintln!("bench: peers: Spark Declarative Pipelines ...");
+    match super::sdp::run(options, &dir, report).await {
+        Ok(sdp) => {
+            peers.insert("spark_declarative_pipelines".into(), sdp);
+        }
+        Err(e) => {
+            eprintln!("bench: peers: Spark Declarative Pipelines failed: {e}");
+            peers.insert(
+                "spark_declarative_pipelines".into(),
+                json!({ "error": e.to_string() }),
+            );
         }
     }
     report.peers = Some(Value::Object(peers));
@@ -211,7 +234,7 @@ async fn spark(
     Ok(value)
 }
 
-fn ratio(figure: &str, ours: f64, peer: &str, theirs: f64) -> Ratio {
+pub(super) fn ratio(figure: &str, ours: f64, peer: &str, theirs: f64) -> Ratio {
     Ratio {
         figure: figure.into(),
         medallion_seconds: ours,
@@ -221,13 +244,19 @@ fn ratio(figure: &str, ours: f64, peer: &str, theirs: f64) -> Ratio {
     }
 }
 
-/// The venv's python, made (or completed) from the requirements files.
-fn venv(scripts: &Path, log: &Path) -> Result<PathBuf, BenchError> {
+/// The python of the venv `~/.cache/medallion-tools/<name>`, made (or completed) from the
+/// requirements files unless `imports` already succeed in it.
+pub(super) fn venv(
+    name: &str,
+    imports: &str,
+    requirements: &[PathBuf],
+    log: &Path,
+) -> Result<PathBuf, BenchError> {
     let home = PathBuf::from(std::env::var("HOME").unwrap_or_default());
-    let venv = home.join(".cache/medallion-tools/peers-venv");
+    let venv = home.join(".cache/medallion-tools").join(name);
     let python = venv.join("bin/python");
     let ready = Command::new(&python)
-        .args(["-c", "import polars, deltalake, pyspark, delta"])
+        .args(["-c", imports])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -236,7 +265,7 @@ fn venv(scripts: &Path, log: &Path) -> Result<PathBuf, BenchError> {
         return Ok(python);
     }
     let fail = |reason: String| BenchError::Peer {
-        peer: "venv".into(),
+        peer: name.into(),
         reason,
         log: log.into(),
     };
@@ -261,22 +290,22 @@ fn venv(scripts: &Path, log: &Path) -> Result<PathBuf, BenchError> {
         }
     };
     out(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    out(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "--disable-pip-version-check",
-        "-r",
-        &scripts.join("requirements.txt").display().to_string(),
-        "-r",
-        &scripts.join("requirements-spark.txt").display().to_string(),
-    ]))?;
+    let mut pip = Command::new(&python);
+    pip.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]);
+    for r in requirements {
+        pip.arg("-r").arg(r);
+    }
+    out(&mut pip)?;
     Ok(python)
 }
 
 /// Runs a peer script; it prints one JSON object on stdout.
-fn script(python: &Path, script: &Path, args: &[String], log: &Path) -> Result<Value, BenchError> {
+pub(super) fn script(
+    python: &Path,
+    script: &Path,
+    args: &[String],
+    log: &Path,
+) -> Result<Value, BenchError> {
     let name = script
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -322,7 +351,7 @@ fn delta_tables(root: &Path) -> Vec<PathBuf> {
     tables
 }
 
-async fn count_rows(path: &Path) -> Result<i64, String> {
+pub(super) async fn count_rows(path: &Path) -> Result<i64, String> {
     let url =
         url::Url::from_directory_path(std::fs::canonicalize(path).map_err(|e| e.to_string())?)
             .map_err(|_| "not a folder".to_string())?;

@@ -253,6 +253,12 @@ pub enum LibraryError {
         pipeline: String,
         path: PathBuf,
     },
+    #[error("{bundle}: pipeline `{pipeline}`: its libraries ({libraries}) match no file, so it would define nothing. Fix the globs (they are relative to the file that declares the pipeline), or add the SQL files")]
+    Empty {
+        bundle: PathBuf,
+        pipeline: String,
+        libraries: String,
+    },
     #[error("{bundle}: pipeline `{pipeline}`: glob `{pattern}`: {reason}")]
     Glob {
         bundle: PathBuf,
@@ -264,8 +270,9 @@ pub enum LibraryError {
 
 impl PipelineSpec {
     /// The pipeline's SQL files, in the order of `libraries`, each glob's matches sorted;
-    /// a file named twice is taken once. A glob may match nothing (the pipeline may be
-    /// empty); a `file` that does not exist is an error.
+    /// a file named twice is taken once. A glob may match nothing, but not every one of
+    /// them (a pipeline without SQL would silently do nothing); a `file` that does not
+    /// exist is an error.
     pub fn sql_files(&self) -> Result<Vec<PathBuf>, LibraryError> {
         let mut out: Vec<PathBuf> = Vec::new();
         for lib in &self.libraries {
@@ -301,6 +308,22 @@ impl PipelineSpec {
                     out.push(path);
                 }
             }
+        }
+        if out.is_empty() {
+            return Err(LibraryError::Empty {
+                bundle: self.file.clone(),
+                pipeline: self.key.clone(),
+                libraries: self
+                    .libraries
+                    .iter()
+                    .map(|l| match l {
+                        LibraryPath::File(p) | LibraryPath::Glob(p) => {
+                            format!("`{}`", p.display())
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
         Ok(out)
     }

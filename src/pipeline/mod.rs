@@ -368,6 +368,7 @@ fn flow_event(r: &FlowReport) -> events::Event {
                     "quarantined_records": r.rows_quarantined,
                     "duplicate_records": r.duplicates,
                     "filtered_records": r.rows_filtered,
+                    "added_records": r.rows_expanded,
                     "elapsed_ms": r.elapsed_ms,
                 },
                 "data_quality": {

@@ -59,6 +59,8 @@ pub struct FlowReport {
     pub duplicates: u64,
     /// Rows the query itself left out (a WHERE, an inner JOIN without a match).
     pub rows_filtered: u64,
+    /// Rows the query itself added (a join that matched a row more than once).
+    pub rows_expanded: u64,
     pub expectations: Vec<Metric>,
     /// Versions committed, by table.
     pub versions: Vec<(String, i64)>,
@@ -84,11 +86,13 @@ impl FlowReport {
         s.rows_dropped = self.duplicates;
         s.versions = self.versions.clone();
         s.elapsed = std::time::Duration::from_millis(self.elapsed_ms);
-        let filtered = if self.rows_filtered > 0 {
-            format!(" + {} filtered by the query", self.rows_filtered)
-        } else {
-            String::new()
-        };
+        let mut filtered = String::new();
+        if self.rows_filtered > 0 {
+            filtered.push_str(&format!(" + {} filtered by the query", self.rows_filtered));
+        }
+        if self.rows_expanded > 0 {
+            filtered.push_str(&format!(" - {} added by the query", self.rows_expanded));
+        }
         s.notes.push(format!(
             "flow {} → {}: {} ({} read = {} written + {} dropped by expectations + {} unparseable + {} duplicates{filtered})",
             self.flow,
@@ -136,6 +140,7 @@ impl FlowReport {
             rows_quarantined: 0,
             duplicates: 0,
             rows_filtered: 0,
+            rows_expanded: 0,
             expectations: Vec::new(),
             versions: Vec::new(),
             notes: Vec::new(),
@@ -145,8 +150,11 @@ impl FlowReport {
     }
 
     /// Whether every row read is accounted for.
+    /// Whether every row is accounted for: what the query gave (the rows read, less those
+    /// it filtered, plus those it added) is written, dropped by an expectation, or a
+    /// duplicate; and every line read that did not parse is in the quarantine.
     pub fn reconciles(&self) -> bool {
-        self.rows_read
+        self.rows_read + self.rows_expanded
             == self.rows_written
                 + self.rows_dropped
                 + self.rows_quarantined
@@ -1172,7 +1180,11 @@ impl Update<'_> {
             .iter()
             .flat_map(|v| v.dropped.iter().map(|(b, _)| b.num_rows()))
             .sum();
-        report.rows_filtered += input_rows.saturating_sub(view_dropped + output) as u64;
+        // The query's own filtering (WHERE, an inner join without a match) or fan-out (a
+        // join that matched more than once), measured on this batch.
+        let given = view_dropped + output;
+        report.rows_filtered += input_rows.saturating_sub(given) as u64;
+        report.rows_expanded += given.saturating_sub(input_rows) as u64;
         // Rows the expectations of the views it read dropped, before the flow's own.
         for view in inputs_of_batch.views {
             rows.metrics.extend(view.metrics);

@@ -126,7 +126,6 @@ def main(argv=None):
         files = a.files
         net_stats = {"rows": n, "files": files, "bytes": 0, "empty_station": 0,
                      "unknown_station": 0, "implausible": 0}
-        start = 0
         for fi in range(files):
             count = n // files + (1 if fi < n % files else 0)
             lines = []
@@ -151,9 +150,9 @@ def main(argv=None):
                 else:
                     temp_c = round(-5.0 + day * 0.2 + (minute / 1440.0) * 8.0 + rand() * 20.0, 1)
                     implausible = False
+                if sid and implausible:
+                    totals["implausible_kept"] += 1
                 if sid and sid[:2] != "XX":
-                    if implausible:
-                        totals["implausible_kept"] += 1
                     groups.add((country_of[sid], days_iso[day]))
                 if implausible:
                     net_stats["implausible"] += 1
@@ -176,7 +175,6 @@ def main(argv=None):
                     with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
                         gz.write(data)
             net_stats["bytes"] += os.path.getsize(path)
-            start += count
         totals["empty_station"] += net_stats["empty_station"]
         totals["unknown_station"] += net_stats["unknown_station"]
         summary["networks"][net] = net_stats
@@ -188,7 +186,7 @@ def main(argv=None):
     summary["bad_rows"] = {
         "empty_station": totals["empty_station"],            # dropped by known_station
         "implausible": sum(s["implausible"] for s in summary["networks"].values()),
-        "implausible_kept": totals["implausible_kept"],      # warned, in readings_enriched
+        "implausible_kept": totals["implausible_kept"],      # in readings: plausible_temperature fails
         "unknown_station": totals["unknown_station"],        # dropped by the inner join
     }
     summary["expected"] = {
