@@ -338,6 +338,26 @@ mod tests {
     }
 
     #[test]
+    fn libraries_that_match_no_file_are_an_error() {
+        let d = def("name: p\nlibraries:\n  - glob: { include: ../nowhere/*.sql }\n");
+        let s = d
+            .resolve(
+                "p",
+                "dev",
+                Path::new("b/resources/p.yml"),
+                Path::new("b/resources"),
+            )
+            .unwrap();
+        let e = s.sql_files().unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "pipeline `p`: its libraries (`b/resources/../nowhere/*.sql`) match no file"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_pipeline_resolves_with_defaults_and_relative_paths() {
         let d = def("name: p\nlibraries:\n  - glob: { include: ../sql/*.sql }\n  - file: { path: x.sql }\nconfiguration: { dir: /data, n: 3 }\n");
         let s = d
