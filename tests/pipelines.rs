@@ -396,3 +396,31 @@ async fn a_join_that_fans_out_is_accounted_for() {
     assert!(!out.contains("do not add up"), "{out}");
     assert_eq!(p.count("main", "tagged").await, 3);
 }
+
+/// A materialized view over files quarantines their lines that do not parse, with file
+/// and line, and its quarantine holds what its latest refresh set aside.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_materialized_view_quarantines_unparseable_lines_of_its_files() {
+    let p = PipelineProject::new(&[(
+        "q.sql",
+        "CREATE MATERIALIZED VIEW ref AS SELECT id, CAST(n AS INT) AS n\n\
+         FROM read_files('${data}/ref', format => 'csv', header => true, schema => 'id STRING, n INT');\n",
+    )]);
+    p.write_data("ref/a.csv", b"id,n\na,1\nb,2,extra\nc,3\n");
+    let out = p.ok(&["pipeline", "run"]);
+    assert!(
+        out.contains("flow ref → dev.main.ref: COMPLETED (3 read = 2 written + 0 dropped by expectations + 1 unparseable"),
+        "{out}"
+    );
+    assert_eq!(p.count("main", "ref").await, 2);
+    assert_eq!(
+        p.query("quarantine", "ref", "SELECT file, line, raw FROM t")
+            .await,
+        [["a.csv", "3", "b,2,extra"]]
+    );
+    // The file is fixed: the next refresh leaves nothing in quarantine.
+    p.write_data("ref/a.csv", b"id,n\na,1\nb,2\nc,3\n");
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(p.count("main", "ref").await, 3);
+    assert_eq!(p.count("quarantine", "ref").await, 0);
+}

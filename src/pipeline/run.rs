@@ -223,6 +223,9 @@ struct BatchInputs {
     /// Each view with expectations, split: rows kept, rows dropped (they go to the
     /// quarantine of the flow's target), counts, and a FAIL UPDATE failure.
     views: Vec<expect::Split>,
+    /// Lines of static `read_files` inputs that did not parse: the input's progress
+    /// name, the file, and the reject.
+    unparsed: Vec<(String, String, read_files::Reject)>,
 }
 
 impl BatchInputs {
@@ -363,7 +366,14 @@ fn register_input<'a>(
                     }
                 };
                 let d = if run && !input.stream {
-                    InputData::Batches(files.schema.clone(), read_all(&files)?)
+                    let (batches, rejects) = read_all(&files)?;
+                    let source = input.progress_name(&graph.pipeline.catalog);
+                    batch.unparsed.extend(
+                        rejects
+                            .into_iter()
+                            .map(|(file, r)| (source.clone(), file, r)),
+                    );
+                    InputData::Batches(files.schema.clone(), batches)
                 } else {
                     InputData::Empty(files.schema.clone())
                 };
@@ -380,19 +390,42 @@ fn register_input<'a>(
 }
 
 /// Every row of every file of a static `read_files` (a materialized view's input).
-fn read_all(files: &FilesInput) -> Result<Vec<RecordBatch>, PipelineError> {
+/// A line of `file` that did not parse, as a quarantine row of `flow`.
+fn unparsed_line(flow: &str, source: &str, file: &str, r: read_files::Reject) -> PipelineReject {
+    PipelineReject {
+        flow: flow.into(),
+        source: source.into(),
+        file: Some(file.into()),
+        line: Some(r.line),
+        source_version: None,
+        raw: r.raw,
+        raw_bytes: r.raw_bytes,
+        reason: r.reason,
+        expectations: None,
+    }
+    .cut()
+}
+
+/// Every row of a static `read_files` input, and the lines that did not parse (with
+/// their file).
+#[allow(clippy::type_complexity)]
+fn read_all(
+    files: &FilesInput,
+) -> Result<(Vec<RecordBatch>, Vec<(String, read_files::Reject)>), PipelineError> {
     let listing = read_files::list(&files.dir, &files.options)?;
     let mut out = Vec::new();
+    let mut rejects = Vec::new();
     for file in &listing.files {
         let mut reader = FileReader::open(file, data_schema(&files.schema), &files.options)?;
         while let Some(chunk) = reader.next_chunk(super::DEFAULT_BATCH_ROWS) {
-            for r in &chunk.rejects {
+            for r in chunk.rejects {
                 tracing::warn!(file = %file.name, line = r.line, "skipped: {}", r.reason);
+                rejects.push((file.name.clone(), r));
             }
             out.push(chunk.batch);
         }
     }
-    Ok(out)
+    Ok((out, rejects))
 }
 
 /// `schema` without its last column (`_metadata`), the schema a [`FileReader`] is given.
@@ -915,6 +948,16 @@ impl Update<'_> {
         })
     }
 
+    /// Whether the dataset's quarantine table exists.
+    fn quarantine_exists(&self, dataset: &Dataset) -> bool {
+        self.quarantine_name(dataset).is_some_and(|n| {
+            n.warehouse(&self.warehouse_root())
+                .path(&n.table_name())
+                .join("_delta_log")
+                .is_dir()
+        })
+    }
+
     async fn quarantine_sink(&self, dataset: &Dataset) -> Result<DeltaSink, PipelineError> {
         let name = self
             .quarantine_name(dataset)
@@ -1085,22 +1128,10 @@ impl Update<'_> {
                 }
                 report.rows_read +=
                     batch.num_rows() as u64 + rejects.iter().map(|r| r.lines).sum::<u64>();
+                let source = input.progress_name(&self.graph.pipeline.catalog);
                 let rejects: Vec<PipelineReject> = rejects
                     .into_iter()
-                    .map(|r| {
-                        PipelineReject {
-                            flow: flow.name.clone(),
-                            source: input.progress_name(&self.graph.pipeline.catalog),
-                            file: Some(file.name.clone()),
-                            line: Some(r.line),
-                            source_version: None,
-                            raw: r.raw,
-                            raw_bytes: r.raw_bytes,
-                            reason: r.reason,
-                            expectations: None,
-                        }
-                        .cut()
-                    })
+                    .map(|r| unparsed_line(&flow.name, &source, &file.name, r))
                     .collect();
                 let step = progress.next(file, through, false);
                 let origin = Origin::File { step: step.clone() };
@@ -1164,6 +1195,19 @@ impl Update<'_> {
             true,
         )
         .await?;
+        if let Some((source, file, r)) = inputs_of_batch.unparsed.first() {
+            // A static side is read whole for every batch: its bad lines are not this
+            // flow's rows, so they are reported, once, rather than quarantined each time.
+            let note = format!(
+                "{} line(s) of the static input {source} did not parse and were left out (first: {file}:{}: {})",
+                inputs_of_batch.unparsed.len(),
+                r.line,
+                r.reason
+            );
+            if !report.notes.contains(&note) {
+                report.notes.push(note);
+            }
+        }
         let inputs = self.graph.all_inputs(&flow.inputs);
         let labels = plan::labels(self.graph, &inputs);
         let plan = plan::plan_query(&ctx, &flow.file, &flow.query, &labels).await?;
@@ -1359,16 +1403,24 @@ impl Update<'_> {
         }
         let ctx = plan::session();
         let mut prepared = self.prepared.clone();
+        let mut read = BatchInputs::default();
         register_inputs(
             &ctx,
             self.graph,
             self.settings,
             &mut prepared,
             &flow.inputs,
-            &mut BatchInputs::default(),
+            &mut read,
             true,
         )
         .await?;
+        // Lines of its files that did not parse go to its quarantine, as a stream's do.
+        let mut unparsed: Vec<PipelineReject> = read
+            .unparsed
+            .into_iter()
+            .map(|(source, file, r)| unparsed_line(&flow.name, &source, &file, r))
+            .collect();
+        let mut quarantined = false;
         let labels = plan::labels(self.graph, &inputs);
         let plan = plan::plan_query(&ctx, &flow.file, &flow.query, &labels).await?;
         let run = |e| PipelineError::Query {
@@ -1483,17 +1535,30 @@ impl Update<'_> {
                     .clone()
                     .filter(Expr::Not(Box::new(keep.clone())))
                     .map_err(run)?;
-                self.quarantine_view(flow, dataset, dropped, width, report)
-                    .await?;
+                self.quarantine_view(
+                    flow,
+                    dataset,
+                    Some((dropped, width)),
+                    std::mem::take(&mut unparsed),
+                    report,
+                )
+                .await?;
+                quarantined = true;
                 df.filter(keep).map_err(run)?.select(data).map_err(run)?
             } else {
                 df.select(data).map_err(run)?
             }
         };
+        // Its quarantine holds what its latest refresh set aside, so it is replaced even
+        // when nothing is.
+        if !quarantined && (!unparsed.is_empty() || self.quarantine_exists(dataset)) {
+            self.quarantine_view(flow, dataset, None, unparsed, report)
+                .await?;
+        }
         crate::fault::point("pipeline.before_refresh");
         let (v, rows) = sink.overwrite_query(df, txns).await?;
         if table.expectations.is_empty() {
-            report.rows_read = rows;
+            report.rows_read = rows + report.rows_quarantined;
         }
         report.rows_written = rows;
         report.versions.push((sink.qualified_name().into(), v));
@@ -1506,8 +1571,8 @@ impl Update<'_> {
         &self,
         flow: &Flow,
         dataset: &Dataset,
-        dropped: deltalake::datafusion::prelude::DataFrame,
-        width: usize,
+        dropped: Option<(deltalake::datafusion::prelude::DataFrame, usize)>,
+        unparsed: Vec<PipelineReject>,
         report: &mut FlowReport,
     ) -> Result<(), PipelineError> {
         let table = dataset.table.as_ref().expect("a table");
@@ -1515,8 +1580,13 @@ impl Update<'_> {
             flow: flow.name.clone(),
             source: e,
         };
-        let batches = dropped.collect().await.map_err(run)?;
-        let mut rows = Vec::new();
+        let (batches, width) = match dropped {
+            Some((df, width)) => (df.collect().await.map_err(run)?, width),
+            None => (Vec::new(), 0),
+        };
+        report.rows_quarantined = unparsed.len() as u64;
+        report.rows_read += unparsed.len() as u64;
+        let mut rows = unparsed;
         for b in &batches {
             let data =
                 b.project(&(0..width).collect::<Vec<_>>())
@@ -1547,7 +1617,7 @@ impl Update<'_> {
                 );
             }
         }
-        report.rows_dropped = rows.len() as u64;
+        report.rows_dropped = rows.len() as u64 - report.rows_quarantined;
         let mut sink = self.quarantine_sink(dataset).await?;
         let spec = quarantine::pipeline_table(sink.name().clone());
         let ctx = plan::session();
