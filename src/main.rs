@@ -78,7 +78,8 @@ enum Command {
     },
     /// Benchmark the job on generated data: per-stage throughput, end to end, incremental,
     /// the SCD2 MERGE, freshness and peak memory, for each broker; --peers adds Python
-    /// deltalake + polars and the original pipeline on Spark. Build with --release first
+    /// deltalake + polars, the original pipeline on Spark, and the weather example's
+    /// pipeline on Spark Declarative Pipelines 4.3. Build with --release first
     /// (`cargo run --release -- bench`): debug figures mean little.
     Bench {
         /// Data rows to generate.
@@ -91,7 +92,8 @@ enum Command {
         /// MEDALLION_KAFKA_JARS or ~/.cache/medallion-tools/kafka-4.1.0).
         #[arg(long, value_delimiter = ',', default_value = "memory,sqlite,kafka")]
         brokers: Vec<String>,
-        /// Also run the peers (a venv with polars, deltalake, pyspark, delta-spark).
+        /// Also run the peers (venvs with polars, deltalake, pyspark 3.5 with delta-spark,
+        /// and pyspark 4.3 for Spark Declarative Pipelines).
         #[arg(long)]
         peers: bool,
         /// Files landed one at a time for the freshness figure.
