@@ -92,10 +92,11 @@ enum Command {
         /// MEDALLION_KAFKA_JARS or ~/.cache/medallion-tools/kafka-4.1.0).
         #[arg(long, value_delimiter = ',', default_value = "memory,sqlite,kafka")]
         brokers: Vec<String>,
-        /// Also run the peers (venvs with polars, deltalake, pyspark 3.5 with delta-spark,
-        /// and pyspark 4.3 for Spark Declarative Pipelines).
-        #[arg(long)]
-        peers: bool,
+        /// Also run the peers: all of them, or those named (polars, spark, sdp). Their
+        /// venvs hold polars and deltalake, pyspark 3.5 with delta-spark, and pyspark 4.3
+        /// for Spark Declarative Pipelines (sdp).
+        #[arg(long, num_args = 0.., value_delimiter = ',', default_missing_value = "all", value_name = "PEERS")]
+        peers: Option<Vec<String>>,
         /// Files landed one at a time for the freshness figure.
         #[arg(long, default_value_t = 50)]
         freshness_files: usize,
@@ -944,6 +945,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|b| b.parse::<BrokerKind>())
                 .collect::<Result<Vec<_>, _>>()?;
+            let peers = bench::Peers::parse(peers.as_deref())?;
             let bundle = std::fs::canonicalize(&cli.bundle)
                 .with_context(|| format!("cannot find the bundle {}", cli.bundle.display()))?;
             let project_dir = bundle.parent().map(PathBuf::from).unwrap_or_default();

@@ -68,6 +68,8 @@ pub enum BenchError {
         timeout: Duration,
         log: PathBuf,
     },
+    #[error("unknown peer `{0}`: use polars, spark or sdp (or --peers alone for all)")]
+    UnknownPeer(String),
     #[error("unknown broker `{0}`: use memory, sqlite or kafka")]
     UnknownBroker(String),
     #[error("peer {peer} failed: {reason}. Its output is in {log}")]
@@ -136,7 +138,7 @@ pub struct BenchOptions {
     pub rows: u64,
     pub indices: u32,
     pub brokers: Vec<BrokerKind>,
-    pub peers: bool,
+    pub peers: Peers,
     /// Working folder: data, warehouses, logs (emptied first).
     pub dir: PathBuf,
     /// The bundle whose job is measured, and its target.
@@ -150,6 +152,44 @@ pub struct BenchOptions {
     pub project_dir: PathBuf,
     /// The command line, recorded in the report.
     pub command: String,
+}
+
+/// Which peers `--peers` runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peers {
+    /// Python deltalake + polars.
+    pub polars: bool,
+    /// The original pipeline on Spark, against Apache Kafka.
+    pub spark: bool,
+    /// The weather example on Spark Declarative Pipelines.
+    pub sdp: bool,
+}
+
+impl Peers {
+    /// `None`: no `--peers`; `all`, or a list of `polars`, `spark`, `sdp`.
+    pub fn parse(names: Option<&[String]>) -> Result<Peers, BenchError> {
+        let mut p = Peers::default();
+        for name in names.unwrap_or_default() {
+            match name.trim() {
+                "all" | "" => {
+                    p = Peers {
+                        polars: true,
+                        spark: true,
+                        sdp: true,
+                    }
+                }
+                "polars" => p.polars = true,
+                "spark" => p.spark = true,
+                "sdp" => p.sdp = true,
+                other => return Err(BenchError::UnknownPeer(other.into())),
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn any(&self) -> bool {
+        self.polars || self.spark || self.sdp
+    }
 }
 
 /// A broker the benchmark started itself, kept alive while it is measured.
@@ -225,7 +265,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         peers: None,
         ratios: Vec::new(),
     };
-    if options.peers {
+    if options.peers.any() {
         peers::run(options, &data, &mut report).await?;
     }
     Ok(report)
@@ -540,4 +580,20 @@ fn first_i64(batches: &[deltalake::arrow::record_batch::RecordBatch]) -> Option<
             .downcast_ref::<deltalake::arrow::array::Int64Array>()
             .map(|a| a.value(0))
     })
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_all_or_those_named() {
+        assert!(!Peers::parse(None).unwrap().any());
+        let all = Peers::parse(Some(&["all".into()])).unwrap();
+        assert!(all.polars && all.spark && all.sdp);
+        let sdp = Peers::parse(Some(&["sdp".into()])).unwrap();
+        assert!(sdp.sdp && !sdp.polars && !sdp.spark);
+        let e = Peers::parse(Some(&["duckdb".into()])).unwrap_err();
+        assert!(e.to_string().contains("use polars, spark or sdp"), "{e}");
+    }
 }

@@ -38,6 +38,37 @@ pub async fn run(
         path: dir.clone(),
         source,
     })?;
+    let mut peers = serde_json::Map::new();
+    if options.peers.polars || options.peers.spark {
+        polars_and_spark(options, data, &dir, report, &mut peers).await?;
+    }
+    if options.peers.sdp {
+        eprintln!("bench: peers: Spark Declarative Pipelines ...");
+        match super::sdp::run(options, &dir, report).await {
+            Ok(sdp) => {
+                peers.insert("spark_declarative_pipelines".into(), sdp);
+            }
+            Err(e) => {
+                eprintln!("bench: peers: Spark Declarative Pipelines failed: {e}");
+                peers.insert(
+                    "spark_declarative_pipelines".into(),
+                    json!({ "error": e.to_string() }),
+                );
+            }
+        }
+    }
+    report.peers = Some(Value::Object(peers));
+    Ok(())
+}
+
+/// Python deltalake + polars, and the original pipeline on Spark, as `--peers` names them.
+async fn polars_and_spark(
+    options: &BenchOptions,
+    data: &DataSet,
+    dir: &Path,
+    report: &mut BenchReport,
+    peers: &mut serde_json::Map<String, Value>,
+) -> Result<(), BenchError> {
     let scripts = options.project_dir.join("bench").join("peers");
     eprintln!("bench: peers: preparing the Python venv ...");
     let python = venv(
@@ -49,8 +80,33 @@ pub async fn run(
         ],
         &dir.join("venv.log"),
     )?;
-    let mut peers = serde_json::Map::new();
+    if options.peers.polars {
+        polars(data, dir, &python, &scripts, report, peers)?;
+    }
+    if options.peers.spark {
+        eprintln!("bench: peers: the original pipeline on Spark ...");
+        match spark(options, data, &python, &scripts, dir, report).await {
+            Ok(spark) => {
+                peers.insert("spark".into(), spark);
+            }
+            Err(e) => {
+                eprintln!("bench: peers: Spark failed: {e}");
+                peers.insert("spark".into(), json!({ "error": e.to_string() }));
+            }
+        }
+    }
+    Ok(())
+}
 
+/// Python deltalake + polars: the SCD2 MERGE and CSV → Delta.
+fn polars(
+    data: &DataSet,
+    dir: &Path,
+    python: &Path,
+    scripts: &Path,
+    report: &mut BenchReport,
+    peers: &mut serde_json::Map<String, Value>,
+) -> Result<(), BenchError> {
     eprintln!("bench: peers: Python deltalake + polars ...");
     let polars = |name: &str, base: &Path| -> Result<Value, BenchError> {
         let work = dir.join(name);
@@ -63,7 +119,7 @@ pub async fn run(
             work.display().to_string(),
         ];
         script(
-            &python,
+            python,
             &scripts.join("polars_delta.py"),
             &args,
             &dir.join(format!("{name}.log")),
@@ -124,32 +180,6 @@ pub async fn run(
     }
     peers.insert("deltalake_polars_merge_100k".into(), merge);
     peers.insert("deltalake_polars_main".into(), load);
-
-    eprintln!("bench: peers: the original pipeline on Spark ...");
-    match spark(options, data, &python, &scripts, &dir, report).await {
-        Ok(spark) => {
-            peers.insert("spark".into(), spark);
-        }
-        Err(e) => {
-            eprintln!("bench: peers: Spark failed: {e}");
-            peers.insert("spark".into(), json!({ "error": e.to_string() }));
-        }
-    }
-
-    eprintln!("bench: peers: Spark Declarative Pipelines ...");
-    match super::sdp::run(options, &dir, report).await {
-        Ok(sdp) => {
-            peers.insert("spark_declarative_pipelines".into(), sdp);
-        }
-        Err(e) => {
-            eprintln!("bench: peers: Spark Declarative Pipelines failed: {e}");
-            peers.insert(
-                "spark_declarative_pipelines".into(),
-                json!({ "error": e.to_string() }),
-            );
-        }
-    }
-    report.peers = Some(Value::Object(peers));
     Ok(())
 }
 
