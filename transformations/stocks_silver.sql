@@ -26,22 +26,35 @@ CREATE TEMPORARY VIEW stocks_parsed (
     Volume IS NOT NULL OR volume_text IS NULL
   ) ON VIOLATION DROP ROW
 )
-AS WITH fields AS (
+AS WITH records AS (
   SELECT
     "partition",
     "offset",
     value,
-    starts_with(ltrim(value), '{') AND get_json_object(value, '$') IS NOT NULL AS is_object,
-    -- A missing member, JSON null, an empty text and the text `null` are all no value.
-    nullif(nullif(trim(get_json_object(value, '$.Index')), ''), 'null') AS index_text,
-    nullif(nullif(trim(get_json_object(value, '$.Date')), ''), 'null') AS date_text,
-    nullif(nullif(trim(get_json_object(value, '$.Open')), ''), 'null') AS open_text,
-    nullif(nullif(trim(get_json_object(value, '$.High')), ''), 'null') AS high_text,
-    nullif(nullif(trim(get_json_object(value, '$.Low')), ''), 'null') AS low_text,
-    nullif(nullif(trim(get_json_object(value, '$.Close')), ''), 'null') AS close_text,
-    nullif(nullif(trim(get_json_object(value, '$[''Adj Close'']')), ''), 'null') AS adj_close_text,
-    nullif(nullif(trim(get_json_object(value, '$.Volume')), ''), 'null') AS volume_text
+    -- One parse per record. `_corrupt_record` holds the value when it is not a JSON object.
+    from_json(
+      value,
+      'Index STRING, Date STRING, Open STRING, High STRING, Low STRING, Close STRING,
+       `Adj Close` STRING, Volume STRING, _corrupt_record STRING'
+    ) AS r
   FROM STREAM(bronze.bronze)
+),
+fields AS (
+  SELECT
+    "partition",
+    "offset",
+    value,
+    r IS NOT NULL AND r['_corrupt_record'] IS NULL AS is_object,
+    -- A missing member, JSON null, an empty text and the text `null` are all no value.
+    nullif(nullif(trim(r['Index']), ''), 'null') AS index_text,
+    nullif(nullif(trim(r['Date']), ''), 'null') AS date_text,
+    nullif(nullif(trim(r['Open']), ''), 'null') AS open_text,
+    nullif(nullif(trim(r['High']), ''), 'null') AS high_text,
+    nullif(nullif(trim(r['Low']), ''), 'null') AS low_text,
+    nullif(nullif(trim(r['Close']), ''), 'null') AS close_text,
+    nullif(nullif(trim(r['Adj Close']), ''), 'null') AS adj_close_text,
+    nullif(nullif(trim(r['Volume']), ''), 'null') AS volume_text
+  FROM records
 ),
 numbers AS (
   SELECT

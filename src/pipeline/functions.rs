@@ -3,6 +3,8 @@
 //! - `get_json_object(json, '$.a.b')`: the member at a path of a JSON text, as text (a
 //!   string member unquoted, anything else as compact JSON); NULL when the text is not
 //!   JSON or the path is absent, as in Spark.
+//! - `from_json(json, 'a STRING, b DOUBLE')`: the members of a JSON object as a struct, in
+//!   one parse per row ([`super::from_json`]).
 //!
 //! DataFusion already has, under Spark's names or close to them: `struct`,
 //! `named_struct`, `TRY_CAST`, `to_char` (Spark's `date_format`), `to_date`,
@@ -22,6 +24,7 @@ use deltalake::datafusion::prelude::SessionContext;
 /// Registers the functions in a session.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(GetJsonObject::new()));
+    ctx.register_udf(ScalarUDF::from(super::from_json::FromJson::new()));
 }
 
 /// `get_json_object(json, path)`.

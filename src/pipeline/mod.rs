@@ -10,6 +10,7 @@
 pub mod events;
 pub mod expect;
 pub mod files_progress;
+pub mod from_json;
 pub mod functions;
 pub mod graph;
 pub mod parse;
