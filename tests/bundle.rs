@@ -92,6 +92,39 @@ fn an_unknown_variable_reference_is_reported_where_it_is() {
 }
 
 #[test]
+fn line_limits_below_their_minimum_are_reported_where_they_are() {
+    for (setting, expected) in [
+        (
+            "max_line_bytes: 63",
+            "max_line_bytes is 63; it must be at least 64",
+        ),
+        ("max_fields: 1", "max_fields is 1; it must be at least 2"),
+    ] {
+        assert_invalid(
+            "key_column: Index\n",
+            &format!("key_column: Index\n            {setting}\n"),
+            1,
+            expected,
+        );
+    }
+    assert_invalid(
+        "partition_by: year_month\n",
+        "partition_by: year_month\n            batch_bytes: 0\n",
+        1,
+        "batch_bytes is 0; it must be at least 1",
+    );
+    // The minimums themselves are valid.
+    let w = Workspace::new();
+    break_job(
+        &w,
+        "key_column: Index\n",
+        "key_column: Index\n            max_line_bytes: 64\n            max_fields: 2\n",
+    );
+    let (ok, err) = validate(&w, &[]);
+    assert!(ok, "{err}");
+}
+
+#[test]
 fn development_mode_prefixes_names_and_pauses_schedules() {
     let w = Workspace::new();
     let bundle = Bundle::load(&w.bundle_file()).unwrap();

@@ -29,26 +29,8 @@ async fn assert_exactly_once(w: &Workspace, records: &[Record], good: u64) {
     let lines = source_lines(records);
     assert_eq!(lines.len() as u64, good, "no line was sent twice");
 
-    let bronze_rows = w
-        .query(
-            &bronze(),
-            "SELECT partition, \"offset\", value FROM t ORDER BY partition, \"offset\"",
-        )
+    w.assert_bronze_holds(records, "bronze holds every Kafka record exactly once")
         .await;
-    let kafka_rows: Vec<Vec<String>> = records
-        .iter()
-        .map(|r| {
-            vec![
-                r.partition.to_string(),
-                r.offset.to_string(),
-                r.value.clone(),
-            ]
-        })
-        .collect();
-    assert_eq!(
-        bronze_rows, kafka_rows,
-        "bronze holds every Kafka record exactly once"
-    );
     assert_eq!(
         w.count(&ingest_quarantine()).await,
         BAD_LINES,
@@ -125,6 +107,38 @@ async fn killed_between_bronze_commits_leaves_no_duplicate_offsets() {
 async fn killed_after_the_last_bronze_commit() {
     // 3,001 records in batches of 500: the 7th commit is the last one.
     crash_then_rerun("bronze.after_commit@7", "rows written  0").await;
+}
+
+/// Killed after two bronze commits of 500 rows; the rerun commits in batches of 333, and
+/// a third run in batches of 777: bronze resumes from its recorded offsets, not from a
+/// count of batches, and holds each Kafka record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_between_bronze_commits_then_rerun_with_another_batch_rows() {
+    let broker = TestBroker::start().await;
+    let mut w = Workspace::with_broker(&broker);
+    w.set_var("batch_rows", "500");
+    let good = land_input(&w);
+    w.run_binary_ok(&["--task", "ingest"]).await;
+    let crashed = w
+        .run_binary(
+            &["--task", "bronze"],
+            &[("MEDALLION_FAULT", "bronze.after_commit@2")],
+        )
+        .await;
+    assert!(!crashed.status.success(), "the run should have died");
+    assert!(String::from_utf8_lossy(&crashed.stderr).contains("fault injected"));
+    assert_eq!(w.count(&bronze()).await, 1000, "two commits of 500 landed");
+
+    w.set_var("batch_rows", "333");
+    let out = w.run_binary_ok(&["--task", "bronze"]).await;
+    assert!(out.contains("rows written  2001"), "{out}");
+    let records = topic_records(&broker.bootstrap(), "Stocks").await;
+    assert_exactly_once(&w, &records, good).await;
+
+    w.set_var("batch_rows", "777");
+    let out = w.run_binary_ok(&["--task", "bronze"]).await;
+    assert!(out.contains("rows written  0"), "{out}");
+    assert_exactly_once(&w, &records, good).await;
 }
 
 /// The fixture's records (duplicates, a correction, late and bad rows) and generated

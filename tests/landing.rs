@@ -191,6 +191,121 @@ async fn a_record_too_large_for_kafka_is_quarantined_and_later_files_go_through(
     assert_eq!(topic_count(&broker.bootstrap(), "Stocks").await, 2);
 }
 
+/// The topic's own `max.message.bytes` (here 2,000, created so before ingest) sizes the
+/// limit: a row of about 3 KB, which Kafka's defaults would take, is quarantined with
+/// the limit in its reason, and the rows beside it are sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_above_the_topics_max_message_bytes_is_quarantined() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let broker = TestBroker::start().await;
+    let w = Workspace::with_broker(&broker);
+    let endpoint = medallion::kafka::KafkaEndpoint::new(broker.bootstrap(), Default::default());
+    let admin: AdminClient<DefaultClientContext> = endpoint.config().create().unwrap();
+    let topic =
+        NewTopic::new("Stocks", 3, TopicReplication::Fixed(1)).set("max.message.bytes", "2000");
+    for result in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    assert_eq!(
+        endpoint
+            .topic_config("Stocks", "max.message.bytes")
+            .await
+            .as_deref(),
+        Some("2000"),
+        "the embedded broker returns the topic's configuration"
+    );
+    let big = format!("NYA,2024-01-03,{},2,0.5,1.5,1.5,10", "1".repeat(3000));
+    w.land(
+        "a.csv",
+        &csv(&[
+            "NYA,2024-01-02,1,2,0.5,1.5,1.5,10",
+            &big,
+            "NYA,2024-01-04,1,2,0.5,1.5,1.5,10",
+        ]),
+    );
+    w.run_binary_ok(&["--task", "ingest"]).await;
+    let rows = w
+        .query(&ingest_quarantine(), "SELECT file, line, reason FROM t")
+        .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0][0].as_str(), rows[0][1].as_str()), ("a.csv", "3"));
+    // 2,000 less the room kept for the record batch's framing.
+    assert!(
+        rows[0][2].contains("above the 1488 bytes the producer and the topic accept")
+            && rows[0][2].contains("max.message.bytes"),
+        "{rows:?}"
+    );
+    let records = topic_records(&broker.bootstrap(), "Stocks").await;
+    let mut lines: Vec<&str> = records
+        .iter()
+        .map(|r| r.headers["source_line"].as_str())
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["2", "4"]);
+}
+
+/// The job's `max_line_bytes` and `max_fields` replace the defaults: a line of 131 bytes
+/// and a file of 10 columns go through with the defaults, and the same content landed
+/// again after the job sets 100 and 8 is quarantined with the setting in its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_jobs_max_line_bytes_and_max_fields_quarantine_what_the_defaults_let_through() {
+    let broker = TestBroker::start().await;
+    let w = Workspace::with_broker(&broker);
+    let long = format!("NYA,2024-01-03,1,2,0.5,1.5,1.5,{}", "9".repeat(100));
+    let narrow = csv(&["NYA,2024-01-02,1,2,0.5,1.5,1.5,10", &long]);
+    let wide = format!(
+        "{},Exchange,Sector\r\nNYA,2024-02-02,1,2,0.5,1.5,1.5,10,NYSE,Fin\r\n",
+        medallion::generate::HEADER
+    );
+    w.land("a.csv", &narrow);
+    w.land("a_wide.csv", wide.as_bytes());
+    w.run_binary_ok(&["--task", "ingest"]).await;
+    assert_eq!(w.ingest_quarantined_lines().await, 0);
+    assert_eq!(topic_count(&broker.bootstrap(), "Stocks").await, 3);
+
+    let job = w.root().join("resources/kafka_stream_job.yml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    assert!(text.contains("            key_column: Index\n"));
+    std::fs::write(
+        &job,
+        text.replace(
+            "            key_column: Index\n",
+            "            key_column: Index\n            max_line_bytes: 100\n            max_fields: 8\n",
+        ),
+    )
+    .unwrap();
+    w.land("b.csv", &narrow);
+    w.land("b_wide.csv", wide.as_bytes());
+    w.run_binary_ok(&["--task", "ingest"]).await;
+    let rows = w
+        .query(
+            &ingest_quarantine(),
+            "SELECT file, line, lines, reason FROM t ORDER BY file",
+        )
+        .await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0][..3], ["b.csv", "3", "1"], "{rows:?}");
+    assert!(
+        rows[0][3].contains(&format!(
+            "is {} bytes long, above max_line_bytes (100)",
+            long.len()
+        )),
+        "{rows:?}"
+    );
+    assert_eq!(rows[1][..3], ["b_wide.csv", "1", "1"], "{rows:?}");
+    assert!(
+        rows[1][3].starts_with("the header has 10 fields, above max_fields (8)"),
+        "{rows:?}"
+    );
+    // Only b.csv's short line was sent by the second run.
+    assert_eq!(topic_count(&broker.bootstrap(), "Stocks").await, 4);
+}
+
 /// An `Index` too long to name a partition folder of close_price_silver is quarantined
 /// by stocks, and the SCD2 MERGE goes on with the other rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -174,6 +174,78 @@ async fn a_second_run_sends_nothing_and_a_new_file_is_the_only_one_ingested() {
     );
 }
 
+/// Runs one task of the job in this process and expects it to succeed.
+async fn run_task(w: &Workspace, task: &str) -> medallion::progress::TaskSummary {
+    let options = medallion::job::RunOptions {
+        task: Some(task.into()),
+        ..Default::default()
+    };
+    let report = medallion::job::run(&w.settings(), &options).await.unwrap();
+    if let Some(failed) = report.failure() {
+        panic!("task {} failed: {:?}", failed.task, failed.notes);
+    }
+    report.summary(task).unwrap().clone()
+}
+
+/// The kafka_to_delta task's `batch_bytes` ends a commit before `batch_rows` does: 1,000
+/// records of equal size with room for 100,000 rows but 20,000 bytes per commit make one
+/// commit per `ceil(20,000 / size)` records, and bronze holds each record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_bytes_splits_a_bronze_run_into_commits() {
+    const ROWS: usize = 1000;
+    const BATCH_BYTES: usize = 20_000;
+    let broker = TestBroker::start().await;
+    let mut w = Workspace::with_broker(&broker);
+    w.set_var("batch_rows", "100000");
+    let job = w.root().join("resources/kafka_stream_job.yml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    assert!(text.contains("            partition_by: year_month\n"));
+    std::fs::write(
+        &job,
+        text.replace(
+            "            partition_by: year_month\n",
+            &format!(
+                "            partition_by: year_month\n            batch_bytes: {BATCH_BYTES}\n"
+            ),
+        ),
+    )
+    .unwrap();
+    // Fixed-width rows: every record has the same key and value sizes.
+    let rows: Vec<String> = (0..ROWS)
+        .map(|i| format!("NYA,2024-01-{:02},1,2,0.5,1.5,1.5,{i:05}", 1 + i % 28))
+        .collect();
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    w.land("a.csv", &csv(&refs));
+    run_task(&w, "ingest").await;
+    let records = topic_records(&broker.bootstrap(), "Stocks").await;
+    assert_eq!(records.len(), ROWS);
+    let size = records[0].key.as_ref().unwrap().len() + records[0].value.len();
+    assert!(records
+        .iter()
+        .all(|r| r.key.as_ref().unwrap().len() + r.value.len() == size));
+
+    let bronze_run = run_task(&w, "bronze").await;
+    let per_commit = BATCH_BYTES.div_ceil(size);
+    let commits = ROWS.div_ceil(per_commit);
+    assert!(commits > 1, "{size} bytes a record");
+    assert_eq!(
+        bronze_run.versions.len(),
+        commits,
+        "{:?}",
+        bronze_run.versions
+    );
+    // In the table's log: its creation, then one version per commit.
+    let log = w.settings().warehouse.path(&bronze()).join("_delta_log");
+    let versions = std::fs::read_dir(log)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("json".as_ref()))
+        .count();
+    assert_eq!(versions, commits + 1);
+
+    w.assert_bronze_holds(&records, "bronze holds every record once")
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_rows_and_files_go_to_quarantine_and_the_counts_reconcile() {
     let broker = TestBroker::start().await;

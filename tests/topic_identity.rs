@@ -62,6 +62,45 @@ async fn a_topic_deleted_and_created_again_is_refused_by_bronze() {
     );
 }
 
+/// A run dies mid-file; the topic is deleted and created again. The rerun cannot resume
+/// the file from offsets of the old topic: ingest fails with the reason and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_in_progress_is_not_resumed_into_a_topic_created_again() {
+    let broker = TestBroker::start().await;
+    let w = Workspace::with_broker(&broker);
+    w.generate(small(2000, 1, 11));
+    let crashed = w
+        .run_binary(&[], &[("MEDALLION_FAULT", "ingest.acked@700")])
+        .await;
+    assert!(!crashed.status.success());
+    assert!(String::from_utf8_lossy(&crashed.stderr).contains("fault injected"));
+    let endpoint = KafkaEndpoint::new(broker.bootstrap(), BTreeMap::new());
+    let before = endpoint.topic_id_async("Stocks").await.unwrap();
+    assert!(before.is_some(), "the broker reports topic ids");
+    assert!(topic_count(&broker.bootstrap(), "Stocks").await >= 700);
+
+    endpoint.delete_topic("Stocks").await.unwrap();
+    endpoint
+        .ensure_topic("Stocks", w.settings().kafka.partitions, 1)
+        .await
+        .unwrap();
+    assert_ne!(endpoint.topic_id_async("Stocks").await.unwrap(), before);
+
+    let (ok, text) = run_failing(&w).await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("is not the topic that files in progress were sent to")
+            && text.contains("ingest-Stocks.json")
+            && text.contains("medallion reset"),
+        "{text}"
+    );
+    assert_eq!(
+        topic_count(&broker.bootstrap(), "Stocks").await,
+        0,
+        "nothing was sent to the new topic"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_removed_before_bronze_read_them_fail_the_run_unless_allowed() {
     let Some(kafka) = ApacheKafka::start() else {

@@ -322,6 +322,14 @@ impl JobDef {
                 }
             }
             if let TaskKind::KafkaToDelta(s) = &t.kind {
+                if s.batch_bytes == 0 {
+                    problems.push(Problem {
+                        path: format!("tasks[{i}].kafka_to_delta.batch_bytes"),
+                        message: "batch_bytes is 0; it must be at least 1 (the default is \
+                                  268435456, 256 MB)"
+                            .into(),
+                    });
+                }
                 if s.partition_by != "year_month" {
                     problems.push(Problem {
                         path: format!("tasks[{i}].kafka_to_delta.partition_by"),

@@ -189,6 +189,28 @@ impl Workspace {
     }
 
     /// Rows of a table in this workspace's catalog, by SQL over DataFusion.
+    /// Asserts that bronze holds exactly `records`, each once, in partition and offset
+    /// order.
+    pub async fn assert_bronze_holds(&self, records: &[Record], what: &str) {
+        let rows = self
+            .query(
+                &bronze(),
+                "SELECT partition, \"offset\", value FROM t ORDER BY partition, \"offset\"",
+            )
+            .await;
+        let kafka_rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|r| {
+                vec![
+                    r.partition.to_string(),
+                    r.offset.to_string(),
+                    r.value.clone(),
+                ]
+            })
+            .collect();
+        assert_eq!(rows, kafka_rows, "{what}");
+    }
+
     pub async fn query(&self, name: &TableName, sql: &str) -> Vec<Vec<String>> {
         let settings = self.settings();
         query_table(&settings.warehouse.path(name), sql).await
