@@ -42,6 +42,12 @@ pub struct FromJson {
     signature: Signature,
 }
 
+impl Default for FromJson {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl FromJson {
     pub fn new() -> Self {
         FromJson {

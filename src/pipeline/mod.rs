@@ -20,7 +20,11 @@ pub mod run;
 pub mod types;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
+
+use futures::FutureExt;
+use tokio::task::JoinSet;
 
 use crate::bundle::pipeline::LibraryError;
 use crate::bundle::{PipelineSpec, Settings};
@@ -212,9 +216,11 @@ impl UpdateReport {
     }
 }
 
-/// Runs one update of `pipeline`: every selected flow in graph order, each exactly once.
-/// A flow that fails stops the flows that read its dataset; the others go on. Every
-/// step is in the event log.
+/// Runs one update of `pipeline`: every selected flow exactly once, each as soon as the
+/// flows that write what it reads have finished, as many at a time as there are cores
+/// (the flows into one table run one after another, in graph order). A flow that fails
+/// stops the flows that read its dataset; the others go on. Every step is in the event
+/// log, and the report lists the flows in graph order.
 pub async fn update(
     settings: &Settings,
     pipeline: &PipelineSpec,
@@ -249,13 +255,14 @@ pub async fn update(
     for name in &selection.full_refresh {
         full.insert(run::resolve_named(&graph, name)?);
     }
-    let mut runner = run::Update {
-        settings,
-        graph: &graph,
+    let graph = Arc::new(graph);
+    let runner = Arc::new(run::Update {
+        settings: Arc::new(settings.clone()),
+        graph: graph.clone(),
         prepared,
         update_id: update_id.clone(),
         batch_rows: settings.batch_rows,
-    };
+    });
     for d in graph.datasets.values() {
         if d.kind != graph::DatasetKind::TemporaryView
             && (selection.full_refresh_all || full.contains(&d.name))
@@ -272,29 +279,54 @@ pub async fn update(
         }
     }
     let started = Instant::now();
-    let mut reports: Vec<FlowReport> = Vec::new();
-    let mut failed: BTreeSet<graph::FullName> = BTreeSet::new();
-    for &i in &graph.order {
+    let mut flows = Flows::new(&graph);
+    let mut running: JoinSet<(usize, Result<FlowReport, PipelineError>)> = JoinSet::new();
+    let most = std::thread::available_parallelism().map_or(2, |n| n.get());
+    loop {
+        // Start each flow whose inputs are complete, in graph order; a flow that is
+        // skipped completes at once and may let the next ones start.
+        while running.len() < most {
+            let Some(i) = flows.next_ready() else { break };
+            let flow = &graph.flows[i];
+            let upstream = graph.upstream(&flow.inputs);
+            if !refresh.is_empty() && !refresh.contains(&flow.target) {
+                let mut r = skipped(flow, "not selected by --refresh");
+                r.state = "SKIPPED";
+                flows.finish(i, r, &mut log).await?;
+            } else if let Some(up) = upstream.iter().find(|u| flows.failed.contains(*u)) {
+                let r = skipped(flow, &format!("skipped: upstream {up} failed"));
+                flows.failed.insert(flow.target.clone());
+                flows.finish(i, r, &mut log).await?;
+            } else {
+                let runner = runner.clone();
+                running.spawn(async move {
+                    let run = std::panic::AssertUnwindSafe(runner.run_flow(i)).catch_unwind();
+                    let result = run.await.unwrap_or_else(|panic| {
+                        Err(PipelineError::Write {
+                            reason: format!(
+                                "the flow panicked: {}",
+                                crate::scheduler::panic_message(&*panic)
+                            ),
+                        })
+                    });
+                    (i, result)
+                });
+            }
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        let (i, result) = done.expect("flows are never cancelled, and a panic is caught");
         let flow = &graph.flows[i];
-        let upstream = graph.upstream(&flow.inputs);
-        let mut report = if !refresh.is_empty() && !refresh.contains(&flow.target) {
-            let mut r = skipped(flow, "not selected by --refresh");
-            r.state = "SKIPPED";
-            r
-        } else if let Some(up) = upstream.iter().find(|u| failed.contains(*u)) {
-            failed.insert(flow.target.clone());
-            skipped(flow, &format!("skipped: upstream {up} failed"))
-        } else {
-            match runner.run_flow(i).await {
-                Ok(r) => r,
-                Err(e) => {
-                    failed.insert(flow.target.clone());
-                    let mut r = skipped(flow, "");
-                    r.notes.clear();
-                    r.state = "FAILED";
-                    r.error = Some(crate::secrets::mask(&e.to_string()).into_owned());
-                    r
-                }
+        let mut report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                flows.failed.insert(flow.target.clone());
+                let mut r = skipped(flow, "");
+                r.notes.clear();
+                r.state = "FAILED";
+                r.error = Some(crate::secrets::mask(&e.to_string()).into_owned());
+                r
             }
         };
         if report.state == "COMPLETED" && !report.reconciles() {
@@ -302,9 +334,9 @@ pub async fn update(
                 .notes
                 .push("the counts do not add up: please report this".into());
         }
-        log.write(&[flow_event(&report)]).await?;
-        reports.push(report);
+        flows.finish(i, report, &mut log).await?;
     }
+    let reports = flows.reports();
     let report = UpdateReport {
         pipeline: pipeline.name.clone(),
         update_id,
@@ -338,6 +370,67 @@ pub async fn run_locked(
         .await
         .expect("the lock task does not panic")?;
     update(settings, pipeline, selection).await
+}
+
+/// The flows of one update: which have started, and the reports of those that are done.
+struct Flows<'g> {
+    graph: &'g graph::Graph,
+    started: BTreeSet<usize>,
+    done: std::collections::BTreeMap<usize, FlowReport>,
+    failed: BTreeSet<graph::FullName>,
+}
+
+impl<'g> Flows<'g> {
+    fn new(graph: &'g graph::Graph) -> Self {
+        Flows {
+            graph,
+            started: BTreeSet::new(),
+            done: Default::default(),
+            failed: BTreeSet::new(),
+        }
+    }
+
+    /// The first flow, in graph order, that has not started and whose inputs are
+    /// complete: no flow before it that is still to finish writes a dataset it reads, or
+    /// its own target (the flows into one table run in order).
+    fn next_ready(&mut self) -> Option<usize> {
+        let order = &self.graph.order;
+        let ready = order.iter().enumerate().find(|(pos, i)| {
+            if self.started.contains(i) {
+                return false;
+            }
+            let flow = &self.graph.flows[**i];
+            let upstream = self.graph.upstream(&flow.inputs);
+            !order[..*pos].iter().any(|j| {
+                let before = &self.graph.flows[*j].target;
+                !self.done.contains_key(j) && (before == &flow.target || upstream.contains(before))
+            })
+        });
+        let i = *ready?.1;
+        self.started.insert(i);
+        Some(i)
+    }
+
+    /// Records a flow's end in the event log.
+    async fn finish(
+        &mut self,
+        i: usize,
+        report: FlowReport,
+        log: &mut events::EventLog,
+    ) -> Result<(), PipelineError> {
+        log.write(&[flow_event(&report)]).await?;
+        self.done.insert(i, report);
+        Ok(())
+    }
+
+    /// The reports, in graph order.
+    fn reports(mut self) -> Vec<FlowReport> {
+        self.graph
+            .order
+            .iter()
+            .filter_map(|i| self.done.remove(i))
+            .collect()
+    }
 }
 
 fn skipped(flow: &graph::Flow, note: &str) -> FlowReport {
@@ -381,5 +474,71 @@ fn flow_event(r: &FlowReport) -> events::Event {
         })),
         error: r.error.clone(),
         ..events::Event::new("flow_progress", format!("flow `{}` is {}", r.flow, r.state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(sql: &str) -> graph::Graph {
+        let spec = PipelineSpec {
+            key: "p".into(),
+            name: "p".into(),
+            catalog: "dev".into(),
+            schema: "s".into(),
+            libraries: vec![],
+            configuration: Default::default(),
+            sinks: Default::default(),
+            continuous: false,
+            file: "medallion.yml".into(),
+        };
+        let files = vec![graph::ParsedFile {
+            definitions: parse::parse_file("t.sql", 0, sql).unwrap(),
+            file: "t.sql".into(),
+        }];
+        graph::Graph::build(&spec, files).unwrap()
+    }
+
+    fn name(g: &graph::Graph, i: usize) -> String {
+        g.flows[i].name.clone()
+    }
+
+    /// Independent flows start together; a flow waits for those that write what it
+    /// reads, and for the flows before it into the same table.
+    #[test]
+    fn flows_start_when_what_they_read_is_complete() {
+        let g = graph(
+            "CREATE STREAMING TABLE a AS SELECT * FROM STREAM(ext.x);
+             CREATE STREAMING TABLE b AS SELECT * FROM STREAM(ext.y);
+             CREATE MATERIALIZED VIEW c AS SELECT * FROM a JOIN b ON a.k = b.k;
+             CREATE STREAMING TABLE u;
+             CREATE FLOW u1 AS INSERT INTO u BY NAME SELECT * FROM STREAM(ext.x);
+             CREATE FLOW u2 AS INSERT INTO u BY NAME SELECT * FROM STREAM(ext.y);",
+        );
+        let mut flows = Flows::new(&g);
+        let mut first = vec![];
+        while let Some(i) = flows.next_ready() {
+            first.push(name(&g, i));
+        }
+        first.sort();
+        assert_eq!(first, ["a", "b", "u1"], "c waits for a and b, u2 for u1");
+        let done = |flows: &mut Flows, n: &str| {
+            let i = (0..g.flows.len()).find(|&i| name(&g, i) == n).unwrap();
+            flows.done.insert(i, skipped(&g.flows[i], ""));
+        };
+        done(&mut flows, "a");
+        assert_eq!(flows.next_ready(), None, "c still waits for b");
+        done(&mut flows, "u1");
+        assert_eq!(
+            flows.next_ready().map(|i| name(&g, i)).as_deref(),
+            Some("u2")
+        );
+        done(&mut flows, "b");
+        assert_eq!(
+            flows.next_ready().map(|i| name(&g, i)).as_deref(),
+            Some("c")
+        );
+        assert_eq!(flows.next_ready(), None);
     }
 }

@@ -862,10 +862,10 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Pipel
     })
 }
 
-/// One update of a pipeline.
-pub struct Update<'a> {
-    pub settings: &'a Settings,
-    pub graph: &'a Graph,
+/// One update of a pipeline, shared by the flows that run at the same time.
+pub struct Update {
+    pub settings: Arc<Settings>,
+    pub graph: Arc<Graph>,
     pub prepared: Prepared,
     pub update_id: String,
     pub batch_rows: usize,
@@ -877,7 +877,7 @@ enum Origin {
     File { step: Step },
 }
 
-impl Update<'_> {
+impl Update {
     fn warehouse_root(&self) -> PathBuf {
         self.settings
             .warehouse
@@ -967,7 +967,7 @@ impl Update<'_> {
     }
 
     /// Runs one flow.
-    pub async fn run_flow(&mut self, index: usize) -> Result<FlowReport, PipelineError> {
+    pub async fn run_flow(&self, index: usize) -> Result<FlowReport, PipelineError> {
         let flow = &self.graph.flows[index];
         let started = Instant::now();
         let mut report = FlowReport::new(flow);
@@ -982,7 +982,7 @@ impl Update<'_> {
     async fn append_flow(&self, flow: &Flow, report: &mut FlowReport) -> Result<(), PipelineError> {
         let dataset = &self.graph.datasets[&flow.target];
         let schema = self.prepared.schemas[&flow.target].clone();
-        let spec = target_spec(self.settings, dataset, &schema).await?;
+        let spec = target_spec(&self.settings, dataset, &schema).await?;
         let warehouse = dataset.name.warehouse(&self.warehouse_root());
         let mut sink = DeltaSink::open(&warehouse, spec).await?;
         let mut quarantine = self.quarantine_sink(dataset).await?;
@@ -1018,7 +1018,7 @@ impl Update<'_> {
         quarantine: &mut DeltaSink,
         report: &mut FlowReport,
     ) -> Result<(), PipelineError> {
-        let Some(table) = open(self.settings, name).await? else {
+        let Some(table) = open(&self.settings, name).await? else {
             report
                 .notes
                 .push(format!("{name} does not exist yet: nothing to read"));
@@ -1187,8 +1187,8 @@ impl Update<'_> {
         let mut inputs_of_batch = BatchInputs::with(&input.placeholder, data);
         register_inputs(
             &ctx,
-            self.graph,
-            self.settings,
+            &self.graph,
+            &self.settings,
             &mut prepared,
             &flow.inputs,
             &mut inputs_of_batch,
@@ -1209,7 +1209,7 @@ impl Update<'_> {
             }
         }
         let inputs = self.graph.all_inputs(&flow.inputs);
-        let labels = plan::labels(self.graph, &inputs);
+        let labels = plan::labels(&self.graph, &inputs);
         let plan = plan::plan_query(&ctx, &flow.file, &flow.query, &labels).await?;
         let mut rows = self.rows(&ctx, flow, table, plan, &labels).await?;
         let count = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows()).sum::<usize>();
@@ -1346,7 +1346,7 @@ impl Update<'_> {
                     if self.graph.datasets.get(n).is_some_and(|d| d.view.is_some()) {
                         continue;
                     }
-                    match open(self.settings, n).await? {
+                    match open(&self.settings, n).await? {
                         Some(t) => {
                             // A refresh reads the whole input: its data files' size.
                             report.bytes_read += crate::delta::data_bytes(&t);
@@ -1378,9 +1378,9 @@ impl Update<'_> {
             target_file_size: None,
         };
         let warehouse = dataset.name.warehouse(&self.warehouse_root());
-        let existed = open(self.settings, &dataset.name).await?.is_some();
+        let existed = open(&self.settings, &dataset.name).await?.is_some();
         if existed {
-            let existing = existing_schema(self.settings, &dataset.name).await?;
+            let existing = existing_schema(&self.settings, &dataset.name).await?;
             if existing.is_some_and(|e| !schemas_match(&e, &schema)) {
                 // A materialized view is recomputed whole: a new shape replaces the old.
                 self.forget(dataset)?;
@@ -1406,8 +1406,8 @@ impl Update<'_> {
         let mut read = BatchInputs::default();
         register_inputs(
             &ctx,
-            self.graph,
-            self.settings,
+            &self.graph,
+            &self.settings,
             &mut prepared,
             &flow.inputs,
             &mut read,
@@ -1421,7 +1421,7 @@ impl Update<'_> {
             .map(|(source, file, r)| unparsed_line(&flow.name, &source, &file, r))
             .collect();
         let mut quarantined = false;
-        let labels = plan::labels(self.graph, &inputs);
+        let labels = plan::labels(&self.graph, &inputs);
         let plan = plan::plan_query(&ctx, &flow.file, &flow.query, &labels).await?;
         let run = |e| PipelineError::Query {
             flow: flow.name.clone(),
