@@ -44,7 +44,8 @@ fields AS (
     "partition",
     "offset",
     value,
-    r IS NOT NULL AND r['_corrupt_record'] IS NULL AS is_object,
+    -- (Not `r IS NOT NULL`: the optimizer would parse the value a second time for it.)
+    value IS NOT NULL AND trim(value) <> '' AND r['_corrupt_record'] IS NULL AS is_object,
     -- A missing member, JSON null, an empty text and the text `null` are all no value.
     nullif(nullif(trim(r['Index']), ''), 'null') AS index_text,
     nullif(nullif(trim(r['Date']), ''), 'null') AS date_text,

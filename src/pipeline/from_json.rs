@@ -18,7 +18,8 @@
 //!   such rows (`EXPECT (j._corrupt_record IS NULL)`).
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
@@ -37,9 +38,55 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 pub const CORRUPT_RECORD: &str = "_corrupt_record";
 
 /// `from_json(json, schema)`.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 pub struct FromJson {
     signature: Signature,
+    recent: Recent,
+}
+
+impl PartialEq for FromJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl Eq for FromJson {}
+
+impl std::hash::Hash for FromJson {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state)
+    }
+}
+
+/// The structs parsed last, with the texts they came from. The optimizer may evaluate
+/// one `from_json` several times over the same batch (once for each member a `CASE`
+/// reads, say), and the parse is what costs: a batch parsed a moment ago is not parsed
+/// again. The texts are held, so that their buffers cannot be reused while they are a
+/// key.
+#[derive(Debug, Default)]
+struct Recent(Mutex<VecDeque<(ArrayRef, Fields, ArrayRef)>>);
+
+/// How many batches [`Recent`] keeps.
+const RECENT: usize = 4;
+
+impl Recent {
+    fn get(&self, texts: &ArrayRef, fields: &Fields) -> Option<ArrayRef> {
+        let recent = self.0.lock().ok()?;
+        let data = texts.to_data();
+        recent
+            .iter()
+            .find(|(t, f, _)| f == fields && t.to_data().ptr_eq(&data))
+            .map(|(_, _, parsed)| parsed.clone())
+    }
+
+    fn put(&self, texts: ArrayRef, fields: Fields, parsed: ArrayRef) {
+        if let Ok(mut recent) = self.0.lock() {
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back((texts, fields, parsed));
+        }
+    }
 }
 
 impl Default for FromJson {
@@ -52,6 +99,7 @@ impl FromJson {
     pub fn new() -> Self {
         FromJson {
             signature: Signature::any(2, Volatility::Immutable),
+            recent: Recent::default(),
         }
     }
 }
@@ -132,12 +180,14 @@ impl ScalarUDFImpl for FromJson {
         let Some(json) = args.args.first() else {
             return exec_err!("from_json takes (json, schema)");
         };
-        let array: ArrayRef = json.to_array(args.number_rows)?;
-        let array = cast(&array, &DataType::Utf8)?;
-        Ok(ColumnarValue::Array(Arc::new(parse_column(
-            array.as_string::<i32>(),
-            fields,
-        )?)))
+        let texts: ArrayRef = json.to_array(args.number_rows)?;
+        if let Some(parsed) = self.recent.get(&texts, fields) {
+            return Ok(ColumnarValue::Array(parsed));
+        }
+        let array = cast(&texts, &DataType::Utf8)?;
+        let parsed: ArrayRef = Arc::new(parse_column(array.as_string::<i32>(), fields)?);
+        self.recent.put(texts, fields.clone(), parsed.clone());
+        Ok(ColumnarValue::Array(parsed))
     }
 }
 
