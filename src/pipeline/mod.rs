@@ -7,6 +7,7 @@
 //! of every query against the schemas ([`run::prepare`], which is `dry-run`) → an update
 //! that runs each flow exactly once ([`run`]), recorded in the event log ([`events`]).
 
+pub mod cdc;
 pub mod events;
 pub mod expect;
 pub mod files_progress;
@@ -226,8 +227,11 @@ pub async fn update(
     pipeline: &PipelineSpec,
     selection: &Selection,
 ) -> Result<UpdateReport, PipelineError> {
+    let begun = Instant::now();
     let graph = load(pipeline)?;
+    tracing::debug!(elapsed = ?begun.elapsed(), "pipeline: SQL loaded");
     let prepared = run::prepare(&graph, settings).await?;
+    tracing::debug!(elapsed = ?begun.elapsed(), "pipeline: planned");
     let update_id = uuid::Uuid::now_v7().to_string();
     let catalog_root = settings
         .warehouse
@@ -250,6 +254,7 @@ pub async fn update(
         )
     }])
     .await?;
+    tracing::debug!(elapsed = ?begun.elapsed(), "pipeline: event log opened");
     let refresh = run::selected_flows(&graph, selection)?;
     let mut full: BTreeSet<graph::FullName> = BTreeSet::new();
     for name in &selection.full_refresh {
@@ -335,6 +340,7 @@ pub async fn update(
                 .push("the counts do not add up: please report this".into());
         }
         flows.finish(i, report, &mut log).await?;
+        tracing::debug!(elapsed = ?begun.elapsed(), flow = %flow.name, "pipeline: flow done");
     }
     let reports = flows.reports();
     let report = UpdateReport {
@@ -354,6 +360,7 @@ pub async fn update(
         ..events::Event::new("update_progress", format!("update {} is {state}", report.update_id))
     }])
     .await?;
+    tracing::debug!(elapsed = ?begun.elapsed(), "pipeline: update recorded");
     Ok(report)
 }
 

@@ -1,0 +1,18 @@
+//! AUTO CDC (`CREATE FLOW … AS AUTO CDC INTO`, also spelt `APPLY CHANGES INTO`): a table
+//! kept by Delta MERGE from a stream of change events, as SCD Type 1 or Type 2.
+//!
+//! The semantics are those of `pipelines.md` (see README.md, "AUTO CDC"):
+//! [`replay`] applies the events of one key, whatever their arrival order, and holds
+//! every rule; the rest of the module reads what a batch's keys touch and writes what
+//! changed.
+//!
+//! How a batch of events is applied to a Type 2 history without reading all of it:
+//! the events of a key are kept (an event is not always visible in the history: an
+//! update of untracked columns, a duplicate and a delete of an absent key leave no row
+//! of their own, yet a late event can make them matter again). A batch whose earliest
+//! event of a key has sequence `t` replays that key from `b`, the last version start
+//! below `t`: the versions from `b` on are rebuilt from the events from `b` on, with
+//! the version open just before `b` (if one is) as the starting state. Nothing before
+//! `b` can change, since no event of the batch comes before it ([`replay::resume_from`]).
+
+pub mod replay;

@@ -1,0 +1,396 @@
+//! The rules by example, and a property test: random event streams, split into random
+//! batches in random arrival orders and applied the way the flow applies them (replay
+//! from the last version start before each key's earliest new event, over a stored
+//! history and event store), give exactly what an in-memory model gives by replaying
+//! every event in sequence order.
+
+use super::*;
+use crate::generate::Rng;
+
+/// Test values: a tracked and an untracked column, either NULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Row {
+    tracked: Option<u8>,
+    untracked: Option<u8>,
+}
+
+impl Values for Row {
+    fn same_tracked(&self, other: &Self) -> bool {
+        self.tracked == other.tracked
+    }
+    fn fill_nulls_from(&self, before: &Self) -> Self {
+        Row {
+            tracked: self.tracked.or(before.tracked),
+            untracked: self.untracked.or(before.untracked),
+        }
+    }
+}
+
+fn up(seq: u32, arrival: u64, tracked: u8, untracked: u8) -> Event<u32, (), Row> {
+    Event {
+        seq,
+        sys: (),
+        arrival,
+        change: Change::Upsert(Row {
+            tracked: Some(tracked),
+            untracked: Some(untracked),
+        }),
+    }
+}
+
+fn del(seq: u32, arrival: u64) -> Event<u32, (), Row> {
+    Event {
+        seq,
+        sys: (),
+        arrival,
+        change: Change::Delete,
+    }
+}
+
+/// A version as (start, end, tracked, untracked).
+type Shape = (u32, Option<u32>, Option<u8>, Option<u8>);
+
+fn shape(r: &Replayed<u32, Row>) -> Vec<Shape> {
+    r.versions
+        .iter()
+        .map(|v| (v.start, v.end, v.values.tracked, v.values.untracked))
+        .collect()
+}
+
+#[test]
+fn a_tracked_change_starts_a_version_and_an_untracked_one_updates_in_place() {
+    let r = scd2(
+        None,
+        vec![up(1, 0, 1, 0), up(3, 1, 1, 5), up(5, 2, 2, 5)],
+        false,
+    );
+    assert_eq!(
+        shape(&r),
+        vec![(1, Some(5), Some(1), Some(5)), (5, None, Some(2), Some(5))]
+    );
+}
+
+#[test]
+fn out_of_order_events_are_placed_by_sequence() {
+    let in_order = scd2(
+        None,
+        vec![up(1, 0, 1, 0), up(2, 1, 2, 0), up(3, 2, 3, 0)],
+        false,
+    );
+    let late = scd2(
+        None,
+        vec![up(3, 0, 3, 0), up(1, 1, 1, 0), up(2, 2, 2, 0)],
+        false,
+    );
+    assert_eq!(shape(&in_order), shape(&late));
+    assert_eq!(
+        shape(&late),
+        vec![
+            (1, Some(2), Some(1), Some(0)),
+            (2, Some(3), Some(2), Some(0)),
+            (3, None, Some(3), Some(0))
+        ]
+    );
+}
+
+#[test]
+fn a_delete_closes_the_version_and_the_next_event_starts_one_even_when_equal() {
+    let r = scd2(
+        None,
+        vec![up(1, 0, 1, 0), del(4, 1), del(5, 2), up(6, 3, 1, 0)],
+        false,
+    );
+    assert_eq!(
+        shape(&r),
+        vec![(1, Some(4), Some(1), Some(0)), (6, None, Some(1), Some(0))]
+    );
+}
+
+#[test]
+fn the_later_arrival_replaces_an_event_of_the_same_sequence() {
+    let r = scd2(None, vec![up(1, 0, 1, 0), up(1, 1, 2, 0)], false);
+    assert_eq!(r.duplicates, 1);
+    assert_eq!(shape(&r), vec![(1, None, Some(2), Some(0))]);
+}
+
+#[test]
+fn a_system_sequence_orders_events_of_one_sequence_and_keeps_both() {
+    let e = |sys: u8, arrival: u64, tracked: u8| Event {
+        seq: 1u32,
+        sys,
+        arrival,
+        change: Change::Upsert(Row {
+            tracked: Some(tracked),
+            untracked: None,
+        }),
+    };
+    let r = scd2(None, vec![e(2, 0, 9), e(1, 1, 8)], false);
+    assert_eq!(r.duplicates, 0);
+    let v: Vec<_> = r
+        .versions
+        .iter()
+        .map(|v| (v.start, v.end, v.values.tracked))
+        .collect();
+    assert_eq!(v, vec![(1, Some(1), Some(8)), (1, None, Some(9))]);
+}
+
+#[test]
+fn ignore_null_updates_keeps_the_stored_value() {
+    let mut e = up(2, 1, 1, 0);
+    e.change = Change::Upsert(Row {
+        tracked: None,
+        untracked: Some(7),
+    });
+    let r = scd2(None, vec![up(1, 0, 1, 0), e.clone()], true);
+    assert_eq!(shape(&r), vec![(1, None, Some(1), Some(7))]);
+    // Without the clause, NULL is a value: a tracked change.
+    let r = scd2(None, vec![up(1, 0, 1, 0), e], false);
+    assert_eq!(
+        shape(&r),
+        vec![(1, Some(2), Some(1), Some(0)), (2, None, None, Some(7))]
+    );
+}
+
+#[test]
+fn type_1_keeps_the_highest_sequence_and_remembers_deletes() {
+    let (state, ignored) = scd1(
+        None,
+        None,
+        vec![up(5, 0, 1, 0), up(3, 1, 2, 0), del(6, 2), up(4, 3, 3, 0)],
+        false,
+    );
+    assert_eq!(ignored, 2);
+    assert_eq!(
+        state,
+        Some(Applied {
+            seq: 6,
+            sys: (),
+            values: None
+        })
+    );
+    let (state, _) = scd1(state, None, vec![up(7, 4, 4, 0)], false);
+    assert_eq!(state.unwrap().values.unwrap().tracked, Some(4));
+    // A truncate at 8 makes every earlier event late.
+    let (state, ignored) = scd1(None, Some((&8, &())), vec![up(7, 0, 1, 0)], false);
+    assert_eq!((state, ignored), (None, 1));
+}
+
+/// What the properties vary.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    system_sequence: bool,
+    ignore_null_updates: bool,
+}
+
+type Ev = Event<u32, u8, Row>;
+
+/// A random event stream: few keys and sequences, so that late events, equal
+/// sequences, duplicates, deletes and untracked changes all happen often.
+fn events(rng: &mut Rng, setup: Setup) -> Vec<(u8, Ev)> {
+    let n = 1 + rng.below(24);
+    let null = |rng: &mut Rng, v: u8| (!(setup.ignore_null_updates && rng.chance(25))).then_some(v);
+    (0..n)
+        .map(|_| {
+            let key = rng.below(3) as u8;
+            let change = if rng.chance(20) {
+                Change::Delete
+            } else {
+                let tracked = rng.below(3) as u8;
+                let untracked = rng.below(4) as u8;
+                Change::Upsert(Row {
+                    tracked: null(rng, tracked),
+                    untracked: null(rng, untracked),
+                })
+            };
+            let event = Event {
+                seq: rng.below(8) as u32,
+                sys: if setup.system_sequence {
+                    rng.below(3) as u8
+                } else {
+                    0
+                },
+                arrival: 0,
+                change,
+            };
+            (key, event)
+        })
+        .collect()
+}
+
+/// The model: every event of each key, in sequence order, the last arrival of equal
+/// orders only, folded one after another from nothing.
+fn model(all: &[(u8, Ev)], ignore_null_updates: bool) -> Vec<(u8, Vec<Version<u32, Row>>)> {
+    let mut out = Vec::new();
+    for key in 0..3u8 {
+        let mut mine: Vec<&Ev> = all
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, e)| e)
+            .collect();
+        mine.sort_by_key(|e| (e.seq, e.sys, e.arrival));
+        let mut kept: Vec<&Ev> = Vec::new();
+        for e in mine {
+            if let Some(last) = kept.last() {
+                if (last.seq, last.sys) == (e.seq, e.sys) {
+                    kept.pop();
+                }
+            }
+            kept.push(e);
+        }
+        let mut versions: Vec<Version<u32, Row>> = Vec::new();
+        for e in kept {
+            let open = versions
+                .last()
+                .filter(|v| v.end.is_none())
+                .map(|v| v.values);
+            match (&e.change, open) {
+                (Change::Delete, Some(_)) => versions.last_mut().unwrap().end = Some(e.seq),
+                (Change::Delete, None) => {}
+                (Change::Upsert(v), Some(before)) => {
+                    let v = if ignore_null_updates {
+                        v.fill_nulls_from(&before)
+                    } else {
+                        *v
+                    };
+                    if v.tracked == before.tracked {
+                        versions.last_mut().unwrap().values = v;
+                    } else {
+                        versions.last_mut().unwrap().end = Some(e.seq);
+                        versions.push(Version {
+                            start: e.seq,
+                            end: None,
+                            values: v,
+                        });
+                    }
+                }
+                (Change::Upsert(v), None) => versions.push(Version {
+                    start: e.seq,
+                    end: None,
+                    values: *v,
+                }),
+            }
+        }
+        out.push((key, versions));
+    }
+    out
+}
+
+/// The flow's way: batches applied one after another to a stored history and a stored
+/// event store, each key replayed from where [`resume_from`] says, over the part of its
+/// history that [`rebuild`] is given.
+fn incremental(
+    batches: &[Vec<(u8, Ev)>],
+    ignore_null_updates: bool,
+) -> Vec<(u8, Vec<Version<u32, Row>>)> {
+    let mut history: Vec<(u8, Vec<Version<u32, Row>>)> = (0..3).map(|k| (k, vec![])).collect();
+    let mut store: Vec<(u8, Ev)> = Vec::new();
+    for batch in batches {
+        for (key, versions) in history.iter_mut() {
+            let new: Vec<Ev> = batch
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, e)| e.clone())
+                .collect();
+            let Some(first) = new.iter().map(|e| e.seq).min() else {
+                continue;
+            };
+            let from = resume_from(versions.iter().map(|v| &v.start), &first).copied();
+            // The scope, as the flow selects it from the table: versions from `from` on,
+            // and the one that ended at `from`.
+            let keep = match from {
+                None => 0,
+                Some(from) => versions
+                    .iter()
+                    .position(|v| v.start >= from || v.end == Some(from))
+                    .unwrap_or(versions.len()),
+            };
+            let scope = versions.split_off(keep);
+            let mut events: Vec<Ev> = store
+                .iter()
+                .filter(|(k, e)| k == key && from.is_none_or(|f| e.seq >= f))
+                .map(|(_, e)| e.clone())
+                .collect();
+            events.extend(new);
+            let rebuilt = rebuild(&scope, from.as_ref(), events, ignore_null_updates);
+            versions.extend(rebuilt.versions);
+        }
+        store.extend(batch.iter().cloned());
+    }
+    history
+}
+
+#[test]
+fn any_batching_and_arrival_order_gives_the_in_order_history() {
+    let setups = [false, true].into_iter().flat_map(|system_sequence| {
+        [false, true].map(|ignore_null_updates| Setup {
+            system_sequence,
+            ignore_null_updates,
+        })
+    });
+    let mut cases = 0;
+    for setup in setups {
+        for seed in 0..3000u64 {
+            let mut rng = Rng(seed);
+            let mut all = events(&mut rng, setup);
+            rng.shuffle(&mut all);
+            for (arrival, (_, e)) in all.iter_mut().enumerate() {
+                e.arrival = arrival as u64;
+            }
+            let mut batches: Vec<Vec<(u8, Ev)>> = vec![vec![]];
+            for e in &all {
+                if rng.chance(30) {
+                    batches.push(vec![]);
+                }
+                batches.last_mut().unwrap().push(e.clone());
+            }
+            let expected = model(&all, setup.ignore_null_updates);
+            let got = incremental(&batches, setup.ignore_null_updates);
+            assert_eq!(
+                got, expected,
+                "seed {seed}, {setup:?}: batches {batches:#?}"
+            );
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 12_000);
+}
+
+#[test]
+fn type_1_ends_with_the_highest_sequence_whatever_the_arrival_order() {
+    for seed in 0..3000u64 {
+        let mut rng = Rng(seed);
+        let setup = Setup {
+            system_sequence: seed % 2 == 0,
+            ignore_null_updates: false,
+        };
+        let mut all = events(&mut rng, setup);
+        rng.shuffle(&mut all);
+        for (arrival, (_, e)) in all.iter_mut().enumerate() {
+            e.arrival = arrival as u64;
+        }
+        for key in 0..3u8 {
+            let mine: Vec<Ev> = all
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, e)| e.clone())
+                .collect();
+            // In batches, the state carried from one to the next.
+            let mut state = None;
+            for chunk in mine.chunks(1 + rng.below(4) as usize) {
+                state = scd1(state, None, chunk.to_vec(), false).0;
+            }
+            let highest = mine
+                .iter()
+                .max_by_key(|e| (e.seq, e.sys, e.arrival))
+                .map(|e| match &e.change {
+                    Change::Upsert(v) => Some(*v),
+                    Change::Delete => None,
+                });
+            assert_eq!(
+                state.map(|s| s.values),
+                highest,
+                "seed {seed}, key {key}: {mine:?}"
+            );
+        }
+    }
+}
