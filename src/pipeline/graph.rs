@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::parse::{
-    Definition, FlowBody, Loc, Name, QueryDef, SourceKind, TableDef, TableKind, ViewDef,
+    AutoCdcDef, Definition, FlowBody, Loc, Name, QueryDef, SourceKind, TableDef, TableKind, ViewDef,
 };
 use crate::bundle::PipelineSpec;
 use crate::catalog::{TableName, Warehouse};
@@ -92,6 +92,8 @@ pub enum FlowKind {
     Append,
     /// Rewrites the target with the query's result when an input changed.
     Materialize,
+    /// Merges change events into the target (`AUTO CDC INTO`): [`Flow::cdc`] says how.
+    AutoCdc,
 }
 
 /// A flow: a query whose result goes into a dataset.
@@ -105,6 +107,8 @@ pub struct Flow {
     pub query: QueryDef,
     /// The relations the query names.
     pub inputs: Vec<Input>,
+    /// The clauses of an AUTO CDC flow.
+    pub cdc: Option<Box<AutoCdcDef>>,
 }
 
 /// One relation of a query, resolved.
@@ -223,6 +227,7 @@ impl Graph {
                                 parsed.file.clone(),
                                 t.loc,
                                 q.clone(),
+                                None,
                             ));
                         }
                     }
@@ -248,14 +253,27 @@ impl Graph {
                             parsed.file.clone(),
                             f.loc,
                             q,
+                            None,
                         )),
-                        FlowBody::AutoCdc(_) => {
-                            return Err(GraphError {
-                                file: parsed.file.clone(),
-                                loc: f.loc,
-                                message: format!("flow `{}` is an AUTO CDC flow, which this version of medallion does not run yet", f.name),
-                                fix: "keep the SCD step as a job task (scd2_close_price) until AUTO CDC lands".into(),
-                            });
+                        FlowBody::AutoCdc(c) => {
+                            if !c.stream {
+                                return Err(GraphError {
+                                    file: parsed.file.clone(),
+                                    loc: c.source.loc,
+                                    message: format!("AUTO CDC reads `{}` whole; it reads its change events as a stream", c.source),
+                                    fix: format!("write FROM STREAM({})", c.source),
+                                });
+                            }
+                            pending_flows.push((
+                                f.name.parts.last().cloned().unwrap_or_default(),
+                                graph.resolve(&f.target),
+                                f.target.clone(),
+                                FlowKind::AutoCdc,
+                                parsed.file.clone(),
+                                f.loc,
+                                c.query.clone(),
+                                Some(Box::new(c)),
+                            ))
                         }
                     },
                 }
@@ -275,7 +293,7 @@ impl Graph {
             graph.datasets.get_mut(&name).expect("defined").view = Some((q, inputs));
         }
         let mut flow_names = BTreeSet::new();
-        for (name, target, written, kind, file, loc, query) in pending_flows {
+        for (name, target, written, kind, file, loc, query, cdc) in pending_flows {
             let Some(dataset) = graph.datasets.get(&target) else {
                 return Err(GraphError {
                     file,
@@ -295,6 +313,37 @@ impl Graph {
                     fix: "flows append to streaming tables only: declare the target with CREATE STREAMING TABLE, or put the query in the materialized view's AS".into(),
                 });
             }
+            if kind == FlowKind::AutoCdc {
+                let other = dataset.flows.first().map(|&i| &graph.flows[i].name);
+                let own_query = dataset.table.as_ref().is_some_and(|t| t.query.is_some());
+                if dataset.kind != DatasetKind::StreamingTable || own_query || other.is_some() {
+                    return Err(GraphError {
+                        file,
+                        loc: written.loc,
+                        message: format!(
+                            "AUTO CDC flow `{name}` writes `{written}`, which {}",
+                            match other {
+                                Some(o) => format!("flow `{o}` also writes"),
+                                None if own_query => "has a query of its own".into(),
+                                None => format!("is a {}", dataset.kind.label()),
+                            }
+                        ),
+                        fix: format!("an AUTO CDC target is a streaming table declared without AS and written by this flow alone: CREATE OR REFRESH STREAMING TABLE {written};"),
+                    });
+                }
+            } else if let Some(&first) = dataset.flows.first() {
+                if graph.flows[first].kind == FlowKind::AutoCdc {
+                    return Err(GraphError {
+                        file,
+                        loc: written.loc,
+                        message: format!(
+                            "flow `{name}` inserts into `{written}`, which AUTO CDC flow `{}` maintains",
+                            graph.flows[first].name
+                        ),
+                        fix: "an AUTO CDC target is written by its AUTO CDC flow alone: insert into another table".into(),
+                    });
+                }
+            }
             if !flow_names.insert(name.clone()) {
                 return Err(GraphError {
                     file,
@@ -313,6 +362,7 @@ impl Graph {
                 loc,
                 query,
                 inputs,
+                cdc,
             });
             graph
                 .datasets

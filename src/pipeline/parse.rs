@@ -47,7 +47,7 @@ pub struct Loc {
 }
 
 impl Loc {
-    fn of(location: Location) -> Self {
+    pub(crate) fn of(location: Location) -> Self {
         Loc {
             line: location.line,
             column: location.column,
@@ -291,6 +291,12 @@ pub struct AutoCdcDef {
     pub scd_type: u8,
     /// `TRACK HISTORY ON` (type 2 only).
     pub track_history: Option<ColumnList>,
+    /// The flow's query: `SELECT *` of the source, with the values of the clauses as the
+    /// columns named in [`crate::pipeline::cdc::columns`], so that DataFusion plans and
+    /// computes them like any query.
+    pub query: QueryDef,
+    /// Where `KEYS` starts.
+    pub keys_loc: Loc,
 }
 
 /// A list of columns in `COLUMNS` or `TRACK HISTORY ON`.
@@ -1570,10 +1576,12 @@ impl<'a> Stmt<'a> {
         let target = self.name("the target table")?;
         self.expect_kw("FROM", shape)?;
         let (source, stream) = self.cdc_source()?;
-        self.expect_kw("KEYS", shape)?;
+        let keys_loc = self.expect_kw("KEYS", shape)?;
         let keys = self.column_names("KEYS")?;
+        let placeholder = format!("__f{}_s{}", self.file_index, *self.next_source);
+        *self.next_source += 1;
         let mut cdc = AutoCdcDef {
-            source,
+            source: source.clone(),
             stream,
             keys,
             ignore_null_updates: false,
@@ -1584,6 +1592,20 @@ impl<'a> Stmt<'a> {
             columns: ColumnList::All,
             scd_type: 1,
             track_history: None,
+            query: QueryDef {
+                query: select_all(&placeholder),
+                loc: source.loc,
+                text: String::new(),
+                sources: vec![Source {
+                    placeholder: placeholder.clone(),
+                    kind: SourceKind::Table {
+                        name: source.clone(),
+                        stream,
+                    },
+                    loc: source.loc,
+                }],
+            },
+            keys_loc,
         };
         let mut sequence_by = None;
         let mut seen = BTreeSet::new();
@@ -1679,6 +1701,12 @@ impl<'a> Stmt<'a> {
                 "remove APPLY AS TRUNCATE WHEN, or store the target as SCD TYPE 1",
             ));
         }
+        cdc.query.query = cdc_query(&placeholder, &cdc);
+        cdc.query.text = format!(
+            "SELECT * FROM {}{}",
+            if cdc.stream { "STREAM " } else { "" },
+            cdc.source
+        );
         Ok((target, cdc))
     }
 
@@ -1791,6 +1819,44 @@ impl<'a> Stmt<'a> {
             sources,
         })
     }
+}
+
+/// `SELECT * FROM <table>`.
+fn select_all(table: &str) -> Box<Query> {
+    let text = format!("SELECT * FROM {table}");
+    let statement = Parser::parse_sql(&GenericDialect {}, &text)
+        .expect("a constant query parses")
+        .remove(0);
+    let sqlparser::ast::Statement::Query(query) = statement else {
+        unreachable!("a SELECT is a query")
+    };
+    query
+}
+
+/// `SELECT *, (SEQUENCE BY) AS __cdc_sequence, ... FROM <placeholder>`: the rows of an
+/// AUTO CDC flow's source with the values of its clauses.
+fn cdc_query(placeholder: &str, cdc: &AutoCdcDef) -> Box<Query> {
+    use crate::pipeline::cdc::columns;
+    let mut query = select_all(placeholder);
+    let clauses = [
+        (Some(&cdc.sequence_by), columns::SEQUENCE),
+        (cdc.system_sequence_by.as_ref(), columns::SYSTEM_SEQUENCE),
+        (cdc.apply_as_delete.as_ref(), columns::DELETE),
+        (cdc.apply_as_truncate.as_ref(), columns::TRUNCATE),
+    ];
+    if let sqlparser::ast::SetExpr::Select(select) = query.body.as_mut() {
+        for (expr, alias) in clauses {
+            if let Some(expr) = expr {
+                select
+                    .projection
+                    .push(sqlparser::ast::SelectItem::ExprWithAlias {
+                        expr: expr.clone(),
+                        alias: Ident::with_quote('"', alias),
+                    });
+            }
+        }
+    }
+    query
 }
 
 /// Rewrites the keyword forms `STREAM t`, `STREAM s.t` and `STREAM read_files(...)` into

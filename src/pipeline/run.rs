@@ -194,6 +194,8 @@ pub struct Selection {
 pub struct Prepared {
     pub schemas: BTreeMap<FullName, SchemaRef>,
     pub files: BTreeMap<String, FilesInput>,
+    /// Each AUTO CDC flow's clauses, resolved (by flow index).
+    pub cdc: BTreeMap<usize, crate::pipeline::cdc::shape::Shape>,
 }
 
 /// A `read_files` input: its schema (with `_metadata`), options and folder.
@@ -529,7 +531,9 @@ pub async fn prepare(graph: &Graph, settings: &Settings) -> Result<Prepared, Pip
             .map(|i| i.placeholder.clone())
             .collect();
         match flow.kind {
-            FlowKind::Append => plan::check_streaming(&flow.file, flow.loc, &plan, &streams)?,
+            FlowKind::Append | FlowKind::AutoCdc => {
+                plan::check_streaming(&flow.file, flow.loc, &plan, &streams)?
+            }
             FlowKind::Materialize => {
                 if let Some(s) = inputs.iter().find(|i| i.stream) {
                     return Err(PipelineError::Plan(PlanError::at(
@@ -544,6 +548,35 @@ pub async fn prepare(graph: &Graph, settings: &Settings) -> Result<Prepared, Pip
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         if let Some(table) = &dataset.table {
             check_expectations(&ctx, &flow.file, table, plan.clone(), &labels).await?;
+        }
+        if let (Some(cdc), Some(table)) = (&flow.cdc, &dataset.table) {
+            let shape = crate::pipeline::cdc::shape::Shape::resolve(
+                &flow.file,
+                flow.loc,
+                cdc,
+                &schema,
+                &table.properties,
+            )?;
+            let merged = dataset_schema(dataset, std::slice::from_ref(&shape.schema))?;
+            if !table.columns.is_empty() && !schemas_match(&merged, &shape.schema) {
+                return Err(PipelineError::Plan(PlanError::at(
+                    &dataset.file,
+                    dataset.loc,
+                    format!(
+                        "`{}` declares the columns {}, but AUTO CDC flow `{}` gives {}",
+                        dataset.name,
+                        column_list(&merged),
+                        flow.name,
+                        column_list(&shape.schema)
+                    ),
+                    "declare the columns the flow gives (for SCD type 2, with __START_AT and __END_AT of the sequence's type), or none",
+                )));
+            }
+            prepared
+                .schemas
+                .insert(flow.target.clone(), shape.schema.clone());
+            prepared.cdc.insert(i, shape);
+            continue;
         }
         flow_schemas
             .entry(flow.target.clone())
@@ -658,6 +691,16 @@ async fn checked_plan(
         sources: Vec::new(),
     };
     Ok(plan::plan_query(ctx, file, &q, labels).await?)
+}
+
+/// `a INT, b STRING, ...`, as the SQL declares columns.
+fn column_list(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A dataset's schema: its declared columns, or the union of its flows' columns by name,
@@ -974,6 +1017,11 @@ impl Update {
         match flow.kind {
             FlowKind::Append => self.append_flow(flow, &mut report).await?,
             FlowKind::Materialize => self.materialize(flow, &mut report).await?,
+            FlowKind::AutoCdc => {
+                return Err(PipelineError::Write {
+                    reason: format!("AUTO CDC flow `{}` passes dry-run, but this build does not run AUTO CDC flows yet", flow.name),
+                })
+            }
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)

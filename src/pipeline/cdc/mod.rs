@@ -16,3 +16,18 @@
 //! `b` can change, since no event of the batch comes before it ([`replay::resume_from`]).
 
 pub mod replay;
+pub mod shape;
+
+/// The columns the flow's query adds to the source's rows: the values of its clauses.
+pub mod columns {
+    /// `SEQUENCE BY`.
+    pub const SEQUENCE: &str = "__cdc_sequence";
+    /// `SYSTEM SEQUENCE BY`.
+    pub const SYSTEM_SEQUENCE: &str = "__cdc_system_sequence";
+    /// `APPLY AS DELETE WHEN`.
+    pub const DELETE: &str = "__cdc_delete";
+    /// `APPLY AS TRUNCATE WHEN`.
+    pub const TRUNCATE: &str = "__cdc_truncate";
+    /// Every one of them.
+    pub const ALL: [&str; 4] = [SEQUENCE, SYSTEM_SEQUENCE, DELETE, TRUNCATE];
+}
