@@ -48,6 +48,22 @@ pub enum DeltaError {
     },
 }
 
+/// What a MERGE cost: it depends on the files it rewrites, not on the rows it adds.
+fn log_merge(table: &str, metrics: &deltalake::operations::merge::MergeMetrics) {
+    tracing::debug!(
+        table,
+        files_scanned = metrics.num_target_files_scanned,
+        files_skipped = metrics.num_target_files_skipped_during_scan,
+        rows_copied = metrics.num_target_rows_copied,
+        files_added = metrics.num_target_files_added,
+        files_removed = metrics.num_target_files_removed,
+        scan_ms = metrics.scan_time_ms,
+        rewrite_ms = metrics.rewrite_time_ms,
+        execution_ms = metrics.execution_time_ms,
+        "MERGE metrics"
+    );
+}
+
 /// `delta.checkpointInterval` of the tables medallion creates.
 pub const CHECKPOINT_INTERVAL: u64 = 10;
 
@@ -276,6 +292,92 @@ impl DeltaSink {
             })
     }
 
+    /// The rows that `filter` keeps (a DataFusion expression over the table's columns),
+    /// in the table's types, reading only the files whose partition values and
+    /// statistics may hold some.
+    pub async fn scan(&self, filter: Expr) -> Result<Vec<RecordBatch>, DeltaError> {
+        let wrap = |e: deltalake::datafusion::error::DataFusionError| DeltaError::Query {
+            table: self.qualified.clone(),
+            reason: e.to_string(),
+        };
+        let ctx = crate::sql::session(&[("t", &self.table)])
+            .await
+            .map_err(|e| DeltaError::Query {
+                table: self.qualified.clone(),
+                reason: e.to_string(),
+            })?;
+        let batches = ctx
+            .table("t")
+            .await
+            .map_err(wrap)?
+            .filter(filter)
+            .map_err(wrap)?
+            .collect()
+            .await
+            .map_err(wrap)?;
+        // Strings come back as views; callers get the table's own types.
+        batches.iter().map(|b| self.conform(b)).collect()
+    }
+
+    /// A MERGE that replaces rows: each row of `source` whose `op` column is `delete`
+    /// deletes the target rows it matches under `on` (written over `source.` and
+    /// `target.` columns); every other row is inserted. With `txns`, in one commit.
+    /// Returns the new version and the rows deleted and inserted.
+    pub async fn replace_rows(
+        &mut self,
+        source: DataFrame,
+        on: Expr,
+        op: &str,
+        delete: &str,
+        txns: Vec<Transaction>,
+    ) -> Result<(i64, usize, usize), DeltaError> {
+        use deltalake::datafusion::prelude::lit;
+        let wrap = |source| DeltaError::Table {
+            table: self.qualified.clone(),
+            source,
+        };
+        let source_col = |c: &str| Expr::Column(Column::new(Some("source"), c));
+        let deleting = source_col(op).eq(lit(delete));
+        let columns = self.column_names();
+        let (table, metrics) = self
+            .table
+            .clone()
+            .merge(source, deleting.clone().and(on))
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
+            .with_writer_properties(writer_properties(&self.spec.schema))
+            .when_matched_delete(|d| d)
+            .map_err(wrap)?
+            .when_not_matched_insert(|i| {
+                columns
+                    .iter()
+                    .fold(i.predicate(source_col(op).not_eq(lit(delete))), |i, c| {
+                        i.set(c.as_str(), source_col(c))
+                    })
+            })
+            .map_err(wrap)?
+            .await
+            .map_err(wrap)?;
+        log_merge(&self.qualified, &metrics);
+        self.table = table;
+        Ok((
+            self.version(),
+            metrics.num_target_rows_deleted,
+            metrics.num_target_rows_inserted,
+        ))
+    }
+
+    /// The names of the table's columns, in order.
+    fn column_names(&self) -> Vec<String> {
+        self.spec
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
     /// The version last committed under `app_id`, if any.
     pub async fn txn_version(&self, app_id: &str) -> Result<Option<i64>, DeltaError> {
         let snapshot = self.snapshot()?;
@@ -368,13 +470,7 @@ impl DeltaSink {
             table: self.qualified.clone(),
             source,
         };
-        let columns: Vec<String> = self
-            .spec
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let columns = self.column_names();
         let (table, metrics) = self
             .table
             .clone()
@@ -397,19 +493,7 @@ impl DeltaSink {
             .map_err(wrap)?
             .await
             .map_err(wrap)?;
-        // What a MERGE costs depends on the files it rewrites, not on the rows it adds.
-        tracing::debug!(
-            table = %self.qualified,
-            files_scanned = metrics.num_target_files_scanned,
-            files_skipped = metrics.num_target_files_skipped_during_scan,
-            rows_copied = metrics.num_target_rows_copied,
-            files_added = metrics.num_target_files_added,
-            files_removed = metrics.num_target_files_removed,
-            scan_ms = metrics.scan_time_ms,
-            rewrite_ms = metrics.rewrite_time_ms,
-            execution_ms = metrics.execution_time_ms,
-            "MERGE metrics"
-        );
+        log_merge(&self.qualified, &metrics);
         self.table = table;
         Ok((
             self.version(),

@@ -64,6 +64,8 @@ pub enum PipelineError {
     Progress(#[from] files_progress::ProgressError),
     #[error(transparent)]
     Files(#[from] read_files::ReadFilesError),
+    #[error(transparent)]
+    Cdc(#[from] cdc::CdcError),
     #[error("Delta table {table}: {source}")]
     Table {
         table: String,

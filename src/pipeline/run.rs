@@ -26,6 +26,7 @@ use deltalake::kernel::Transaction;
 use deltalake::DeltaTable;
 use serde::Serialize;
 
+use super::cdc::store::Changes;
 use super::expect::{self, Metric};
 use super::files_progress::{FilesProgress, Step, COMMIT_INFO_KEY};
 use super::graph::{Dataset, DatasetKind, Flow, FlowKind, FullName, Graph, Input, InputSource};
@@ -67,6 +68,8 @@ pub struct FlowReport {
     pub notes: Vec<String>,
     pub error: Option<String>,
     pub elapsed_ms: u64,
+    /// What an AUTO CDC flow did to its target.
+    pub cdc: Option<crate::pipeline::cdc::scd2::Applied>,
 }
 
 impl FlowReport {
@@ -146,6 +149,7 @@ impl FlowReport {
             notes: Vec::new(),
             error: None,
             elapsed_ms: 0,
+            cdc: None,
         }
     }
 
@@ -196,6 +200,14 @@ pub struct Prepared {
     pub files: BTreeMap<String, FilesInput>,
     /// Each AUTO CDC flow's clauses, resolved (by flow index).
     pub cdc: BTreeMap<usize, crate::pipeline::cdc::shape::Shape>,
+}
+
+/// What a streaming flow writes to: its target, the quarantine, and for an AUTO CDC
+/// flow its event store.
+pub struct Outputs {
+    pub sink: DeltaSink,
+    pub quarantine: DeltaSink,
+    pub store: Option<DeltaSink>,
 }
 
 /// A `read_files` input: its schema (with `_metadata`), options and folder.
@@ -1015,25 +1027,44 @@ impl Update {
         let started = Instant::now();
         let mut report = FlowReport::new(flow);
         match flow.kind {
-            FlowKind::Append => self.append_flow(flow, &mut report).await?,
-            FlowKind::Materialize => self.materialize(flow, &mut report).await?,
-            FlowKind::AutoCdc => {
-                return Err(PipelineError::Write {
-                    reason: format!("AUTO CDC flow `{}` passes dry-run, but this build does not run AUTO CDC flows yet", flow.name),
-                })
+            FlowKind::Append | FlowKind::AutoCdc => {
+                self.append_flow(index, flow, &mut report).await?
             }
+            FlowKind::Materialize => self.materialize(flow, &mut report).await?,
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
 
-    async fn append_flow(&self, flow: &Flow, report: &mut FlowReport) -> Result<(), PipelineError> {
+    async fn append_flow(
+        &self,
+        index: usize,
+        flow: &Flow,
+        report: &mut FlowReport,
+    ) -> Result<(), PipelineError> {
         let dataset = &self.graph.datasets[&flow.target];
         let schema = self.prepared.schemas[&flow.target].clone();
         let spec = target_spec(&self.settings, dataset, &schema).await?;
         let warehouse = dataset.name.warehouse(&self.warehouse_root());
-        let mut sink = DeltaSink::open(&warehouse, spec).await?;
-        let mut quarantine = self.quarantine_sink(dataset).await?;
+        let sink = DeltaSink::open(&warehouse, spec).await?;
+        let quarantine = self.quarantine_sink(dataset).await?;
+        let store = match self.prepared.cdc.get(&index) {
+            Some(shape) => {
+                let partitions = dataset
+                    .table
+                    .as_ref()
+                    .map(|t| t.partitioned_by.clone())
+                    .unwrap_or_default();
+                let spec = crate::pipeline::cdc::store::spec(sink.name(), shape, partitions);
+                Some(DeltaSink::open(&warehouse, spec).await?)
+            }
+            None => None,
+        };
+        let mut out = Outputs {
+            sink,
+            quarantine,
+            store,
+        };
         let inputs: Vec<Input> = self
             .graph
             .all_inputs(&flow.inputs)
@@ -1044,15 +1075,20 @@ impl Update {
         for input in &inputs {
             match &input.source {
                 InputSource::Dataset(name) | InputSource::External(name) => {
-                    self.stream_table(flow, input, name, &mut sink, &mut quarantine, report)
+                    self.stream_table(flow, input, name, &mut out, report)
                         .await?
                 }
                 InputSource::Files { .. } => {
-                    self.stream_files(flow, input, &mut sink, &mut quarantine, report)
-                        .await?
+                    self.stream_files(flow, input, &mut out, report).await?
                 }
                 InputSource::Kafka { .. } => unreachable!("refused when planning"),
             }
+        }
+        if let Some(c) = &report.cdc {
+            report.notes.push(format!(
+                "AUTO CDC: {} version(s) written, {} stored version(s) replaced; {} event(s) replaced by a later arrival with the same sequence; {} key(s) replayed from their history (late data or new keys)",
+                c.inserted, c.deleted, c.duplicates, c.keys_replayed_from_history
+            ));
         }
         Ok(())
     }
@@ -1062,8 +1098,7 @@ impl Update {
         flow: &Flow,
         input: &Input,
         name: &FullName,
-        sink: &mut DeltaSink,
-        quarantine: &mut DeltaSink,
+        out: &mut Outputs,
         report: &mut FlowReport,
     ) -> Result<(), PipelineError> {
         let Some(table) = open(&self.settings, name).await? else {
@@ -1075,9 +1110,12 @@ impl Update {
         let app = self.app(flow, input);
         let latest = table.version().map_or(-1, |v| v as i64);
         loop {
-            let done = sink.txn_version(&app).await?;
-            let side = quarantine.txn_version(&app).await?;
-            let Some((from, to)) = crate::stream::next_range(done, &[side], latest) else {
+            let done = out.sink.txn_version(&app).await?;
+            let mut side = vec![out.quarantine.txn_version(&app).await?];
+            if let Some(store) = &out.store {
+                side.push(store.txn_version(&app).await?);
+            }
+            let Some((from, to)) = crate::stream::next_range(done, &side, latest) else {
                 break;
             };
             let appended =
@@ -1115,8 +1153,7 @@ impl Update {
                 &origin,
                 &app,
                 appended.to,
-                sink,
-                quarantine,
+                out,
                 report,
             )
             .await?;
@@ -1128,8 +1165,7 @@ impl Update {
         &self,
         flow: &Flow,
         input: &Input,
-        sink: &mut DeltaSink,
-        quarantine: &mut DeltaSink,
+        out: &mut Outputs,
         report: &mut FlowReport,
     ) -> Result<(), PipelineError> {
         let files = self.prepared.files[&input.placeholder].clone();
@@ -1138,7 +1174,7 @@ impl Update {
         let cache = self
             .state_dir(dataset)
             .join(format!("{}.json", crate::pipeline::safe_file_name(&app)));
-        let mut progress = FilesProgress::load(&cache, sink, &app).await?;
+        let mut progress = FilesProgress::load(&cache, &out.sink, &app).await?;
         let listing = read_files::list(&files.dir, &files.options)?;
         report.notes.extend(listing.skipped);
         let stable = std::time::Duration::from_millis(files.options.stable_ms);
@@ -1185,7 +1221,7 @@ impl Update {
                 let origin = Origin::File { step: step.clone() };
                 let data = InputData::Batches(files.schema.clone(), vec![batch]);
                 self.batch(
-                    flow, input, data, rejects, &origin, &app, step.seq, sink, quarantine, report,
+                    flow, input, data, rejects, &origin, &app, step.seq, out, report,
                 )
                 .await?;
                 progress.apply(&step);
@@ -1194,6 +1230,7 @@ impl Update {
             report.bytes_read += file.size;
             // The file is done: a commit of the progress alone.
             let step = progress.next(file, through, true);
+            let sink = &mut out.sink;
             sink.set_commit_info(COMMIT_INFO_KEY, serde_json::json!({ app.clone(): step }));
             let v = sink
                 .append(vec![], vec![Transaction::new(&app, step.seq)])
@@ -1217,10 +1254,14 @@ impl Update {
         origin: &Origin,
         app: &str,
         version: i64,
-        sink: &mut DeltaSink,
-        quarantine: &mut DeltaSink,
+        out: &mut Outputs,
         report: &mut FlowReport,
     ) -> Result<(), PipelineError> {
+        let Outputs {
+            sink,
+            quarantine,
+            store,
+        } = out;
         let dataset = &self.graph.datasets[&flow.target];
         let table = dataset
             .table
@@ -1259,6 +1300,7 @@ impl Update {
         let inputs = self.graph.all_inputs(&flow.inputs);
         let labels = plan::labels(&self.graph, &inputs);
         let plan = plan::plan_query(&ctx, &flow.file, &flow.query, &labels).await?;
+        let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let mut rows = self.rows(&ctx, flow, table, plan, &labels).await?;
         let count = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows()).sum::<usize>();
         let output = count(&rows.kept)
@@ -1291,36 +1333,60 @@ impl Update {
         }
         report.add_metrics(rows.metrics);
         let source = input.progress_name(&self.graph.pipeline.catalog);
+        // A row of this batch for the quarantine, as JSON.
+        let reject = |json: String, reason: String, expectations: Option<String>| {
+            PipelineReject {
+                flow: flow.name.clone(),
+                source: source.clone(),
+                file: None,
+                line: None,
+                source_version: match origin {
+                    Origin::Table { version } => Some(*version),
+                    Origin::File { .. } => None,
+                },
+                raw_bytes: json.len() as u64,
+                raw: json,
+                reason,
+                expectations,
+            }
+            .cut()
+        };
         for (batch, failed) in &rows.dropped {
             for (json, names) in expect::rows_as_json(batch).into_iter().zip(failed) {
-                rejects.push(
-                    PipelineReject {
-                        flow: flow.name.clone(),
-                        source: source.clone(),
-                        file: None,
-                        line: None,
-                        source_version: match origin {
-                            Origin::Table { version } => Some(*version),
-                            Origin::File { .. } => None,
-                        },
-                        raw_bytes: json.len() as u64,
-                        raw: json,
-                        reason: format!("failed expectation(s): {}", names.join(", ")),
-                        expectations: Some(names.join(",")),
-                    }
-                    .cut(),
-                );
+                let reason = format!("failed expectation(s): {}", names.join(", "));
+                rejects.push(reject(json, reason, Some(names.join(","))));
                 report.rows_dropped += 1;
             }
         }
-        report.rows_quarantined +=
-            rejects.iter().filter(|r| r.expectations.is_none()).count() as u64;
         let mut kept = rows.kept;
         if let Some(pk) = &table.primary_key {
             let (fresh, duplicates) = first_per_key(&ctx, sink, &kept, &pk.columns).await?;
             report.duplicates += duplicates;
             kept = fresh;
         }
+        // An AUTO CDC flow's rows are change events; one without a key or a sequence is
+        // quarantined.
+        let index = self.graph.flows.iter().position(|f| std::ptr::eq(f, flow));
+        let cdc = index.and_then(|i| self.prepared.cdc.get(&i));
+        let changes = match cdc {
+            Some(shape) => {
+                let all = match kept.first() {
+                    Some(b) => deltalake::arrow::compute::concat_batches(&b.schema(), &kept)
+                        .map_err(crate::pipeline::cdc::CdcError::from)?,
+                    None => RecordBatch::new_empty(output_schema.clone()),
+                };
+                let (changes, rejected) = Changes::from_rows(shape, &all, version)?;
+                if let Some(r) = rejected {
+                    for (json, reason) in expect::rows_as_json(&r.rows).into_iter().zip(r.reasons) {
+                        rejects.push(reject(json, reason, None));
+                    }
+                }
+                Some((shape, changes))
+            }
+            None => None,
+        };
+        report.rows_quarantined +=
+            rejects.iter().filter(|r| r.expectations.is_none()).count() as u64;
         let txn = || vec![Transaction::new(app, version)];
         if let Origin::File { step, .. } = origin {
             let info = serde_json::json!({ app: step });
@@ -1337,6 +1403,21 @@ impl Update {
                 .push((quarantine.qualified_name().into(), v));
         }
         crate::fault::point("pipeline.after_quarantine");
+        if let (Some((shape, changes)), Some(store)) = (changes, store.as_mut()) {
+            report.rows_written += changes.len() as u64;
+            let applied =
+                crate::pipeline::cdc::scd2::apply(shape, sink, store, changes, app, version)
+                    .await?;
+            report
+                .cdc
+                .get_or_insert_with(Default::default)
+                .add(&applied);
+            report
+                .versions
+                .push((sink.qualified_name().into(), applied.version));
+            crate::fault::point("pipeline.after_commit");
+            return Ok(());
+        }
         let schema = sink_schema(sink)?;
         let batches = kept
             .iter()

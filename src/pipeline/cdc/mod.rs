@@ -15,8 +15,28 @@
 //! the version open just before `b` (if one is) as the starting state. Nothing before
 //! `b` can change, since no event of the batch comes before it ([`replay::resume_from`]).
 
+pub mod pool;
 pub mod replay;
+pub mod scd2;
 pub mod shape;
+pub mod store;
+
+use deltalake::arrow::error::ArrowError;
+
+use crate::delta::DeltaError;
+
+/// Errors while applying change events.
+#[derive(Debug, thiserror::Error)]
+pub enum CdcError {
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
+    #[error("AUTO CDC: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("AUTO CDC: {0}")]
+    DataFusion(#[from] deltalake::datafusion::error::DataFusionError),
+    #[error("AUTO CDC: the rows lack the column `{0}`; please report this")]
+    Missing(String),
+}
 
 /// The columns the flow's query adds to the source's rows: the values of its clauses.
 pub mod columns {

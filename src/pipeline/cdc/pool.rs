@@ -1,0 +1,281 @@
+//! The rows an AUTO CDC batch works on (new events, stored events, stored versions), held
+//! once, in Arrow, whatever their column types: events and versions point into them.
+//! Each column is also kept in Arrow's row format, so that values of any type are
+//! compared as bytes, and sequences of any orderable type are ordered as bytes.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch};
+use deltalake::arrow::compute::interleave;
+use deltalake::arrow::datatypes::{DataType, Field};
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+
+use super::replay::Values;
+
+/// A row of the pool: (batch, row).
+pub type At = (u32, u32);
+
+/// A sequence value: ordered by its row-format bytes, written from where it is.
+#[derive(Debug, Clone)]
+pub struct Seq {
+    pub row: OwnedRow,
+    pub at: At,
+}
+
+impl PartialEq for Seq {
+    fn eq(&self, other: &Self) -> bool {
+        self.row == other.row
+    }
+}
+impl Eq for Seq {}
+impl PartialOrd for Seq {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Seq {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.row.cmp(&other.row)
+    }
+}
+
+/// The stored columns of every row a batch works on, and their sequence values.
+pub struct Pool {
+    batches: Vec<RecordBatch>,
+    /// `[batch][column]`, each column by its own converter, so that a version made of
+    /// cells of several events (IGNORE NULL UPDATES) compares column by column.
+    encoded: Vec<Vec<Rows>>,
+    converters: Vec<RowConverter>,
+    tracked: Vec<usize>,
+    sequences: Vec<ArrayRef>,
+    sequence: RowConverter,
+    /// One NULL of the sequence's type, for versions without an end.
+    null_sequence: u32,
+}
+
+impl Pool {
+    /// A pool for rows of `stored` columns, of which `tracked` (indexes) decide when a
+    /// Type 2 version starts, with sequences of type `sequence`.
+    pub fn new(
+        stored: &[Field],
+        tracked: Vec<usize>,
+        sequence: &DataType,
+    ) -> Result<Self, ArrowError> {
+        let converters = stored
+            .iter()
+            .map(|f| RowConverter::new(vec![SortField::new(f.data_type().clone())]))
+            .collect::<Result<_, _>>()?;
+        let mut pool = Pool {
+            batches: Vec::new(),
+            encoded: Vec::new(),
+            converters,
+            tracked,
+            sequences: Vec::new(),
+            sequence: RowConverter::new(vec![SortField::new(sequence.clone())])?,
+            null_sequence: 0,
+        };
+        pool.null_sequence = pool.add_sequences(new_null_array(sequence, 1))?.0;
+        Ok(pool)
+    }
+
+    /// Adds a batch of the stored columns (in order, of their types); returns its index.
+    pub fn add_values(&mut self, batch: RecordBatch) -> Result<u32, ArrowError> {
+        let encoded = self
+            .converters
+            .iter()
+            .zip(batch.columns())
+            .map(|(c, column)| c.convert_columns(std::slice::from_ref(column)))
+            .collect::<Result<_, _>>()?;
+        self.batches.push(batch);
+        self.encoded.push(encoded);
+        Ok(self.batches.len() as u32 - 1)
+    }
+
+    /// Adds sequence values; returns their index and their row format.
+    pub fn add_sequences(&mut self, values: ArrayRef) -> Result<(u32, Rows), ArrowError> {
+        let rows = self
+            .sequence
+            .convert_columns(std::slice::from_ref(&values))?;
+        self.sequences.push(values);
+        Ok((self.sequences.len() as u32 - 1, rows))
+    }
+
+    /// The sequence value `row` of `rows`, which [`Pool::add_sequences`] gave as `index`.
+    pub fn seq(rows: &Rows, index: u32, row: usize) -> Seq {
+        Seq {
+            row: rows.row(row).owned(),
+            at: (index, row as u32),
+        }
+    }
+
+    /// Whether column `c` holds equal values at `a` and `b`.
+    fn equal(&self, c: usize, a: At, b: At) -> bool {
+        self.encoded[a.0 as usize][c].row(a.1 as usize)
+            == self.encoded[b.0 as usize][c].row(b.1 as usize)
+    }
+
+    fn is_null(&self, c: usize, at: At) -> bool {
+        self.batches[at.0 as usize].column(c).is_null(at.1 as usize)
+    }
+
+    /// Whether two cell sets hold the same values in every column.
+    pub fn same_values(&self, a: &Cells<'_>, b: &Cells<'_>) -> bool {
+        (0..self.converters.len()).all(|c| self.equal(c, a.cell(c), b.cell(c)))
+    }
+
+    /// The cells of row `at`.
+    pub fn row(&self, at: At) -> Cells<'_> {
+        Cells {
+            pool: self,
+            at: CellsAt::Row(at),
+        }
+    }
+
+    /// Column `c` of `rows`, gathered from the pool.
+    pub fn column(&self, c: usize, rows: &[&Cells<'_>]) -> Result<ArrayRef, ArrowError> {
+        let arrays: Vec<&dyn Array> = self.batches.iter().map(|b| b.column(c).as_ref()).collect();
+        let indices: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|r| {
+                let (b, i) = r.cell(c);
+                (b as usize, i as usize)
+            })
+            .collect();
+        interleave(&arrays, &indices)
+    }
+
+    /// The sequence values `seqs` (NULL for `None`), gathered from the pool.
+    pub fn sequences(&self, seqs: &[Option<&Seq>]) -> Result<ArrayRef, ArrowError> {
+        let arrays: Vec<&dyn Array> = self.sequences.iter().map(|a| a.as_ref()).collect();
+        let indices: Vec<(usize, usize)> = seqs
+            .iter()
+            .map(|s| {
+                let (a, i) = s.map_or((self.null_sequence, 0), |s| s.at);
+                (a as usize, i as usize)
+            })
+            .collect();
+        interleave(&arrays, &indices)
+    }
+}
+
+/// Where a value set's cells are.
+#[derive(Debug, Clone)]
+enum CellsAt {
+    /// All in one row.
+    Row(At),
+    /// Column by column (after IGNORE NULL UPDATES filled some from an earlier row).
+    Columns(Arc<[At]>),
+}
+
+/// The values of an event or a version: cells of the pool.
+#[derive(Clone)]
+pub struct Cells<'p> {
+    pool: &'p Pool,
+    at: CellsAt,
+}
+
+impl std::fmt::Debug for Cells<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.at.fmt(f)
+    }
+}
+
+impl Cells<'_> {
+    /// Where column `c`'s value is.
+    pub fn cell(&self, c: usize) -> At {
+        match &self.at {
+            CellsAt::Row(at) => *at,
+            CellsAt::Columns(cells) => cells[c],
+        }
+    }
+}
+
+impl Values for Cells<'_> {
+    fn same_tracked(&self, other: &Self) -> bool {
+        self.pool
+            .tracked
+            .iter()
+            .all(|&c| self.pool.equal(c, self.cell(c), other.cell(c)))
+    }
+
+    fn fill_nulls_from(&self, before: &Self) -> Self {
+        let columns = self.pool.converters.len();
+        let cells: Arc<[At]> = (0..columns)
+            .map(|c| {
+                let at = self.cell(c);
+                if self.pool.is_null(c, at) {
+                    before.cell(c)
+                } else {
+                    at
+                }
+            })
+            .collect();
+        Cells {
+            pool: self.pool,
+            at: CellsAt::Columns(cells),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{Int64Array, StringArray};
+    use deltalake::arrow::datatypes::Schema;
+
+    #[test]
+    fn cells_compare_and_fill_across_batches() {
+        let stored = vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+        ];
+        let schema = Arc::new(Schema::new(stored.clone()));
+        let mut pool = Pool::new(&stored, vec![1], &DataType::Int64).unwrap();
+        let a = pool
+            .add_values(
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(StringArray::from(vec!["x", "x"])),
+                        Arc::new(Int64Array::from(vec![Some(1), None])),
+                    ],
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        let b = pool
+            .add_values(
+                RecordBatch::try_new(
+                    schema,
+                    vec![
+                        Arc::new(StringArray::from(vec!["x"])),
+                        Arc::new(Int64Array::from(vec![1])),
+                    ],
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        let (first, null_v, other) = (pool.row((a, 0)), pool.row((a, 1)), pool.row((b, 0)));
+        assert!(first.same_tracked(&other) && pool.same_values(&first, &other));
+        assert!(!null_v.same_tracked(&first));
+        let filled = null_v.fill_nulls_from(&first);
+        assert!(filled.same_tracked(&first));
+        let v = pool.column(1, &[&filled, &null_v]).unwrap();
+        assert_eq!(
+            v.as_any().downcast_ref::<Int64Array>().unwrap(),
+            &Int64Array::from(vec![Some(1), None])
+        );
+        let (i, rows) = pool
+            .add_sequences(Arc::new(Int64Array::from(vec![5, 3])))
+            .unwrap();
+        let (five, three) = (Pool::seq(&rows, i, 0), Pool::seq(&rows, i, 1));
+        assert!(three < five);
+        let s = pool.sequences(&[Some(&three), None]).unwrap();
+        assert_eq!(
+            s.as_any().downcast_ref::<Int64Array>().unwrap(),
+            &Int64Array::from(vec![Some(3), None])
+        );
+    }
+}

@@ -1,0 +1,573 @@
+//! A batch of change events applied to a Type 2 history in Delta.
+//!
+//! For each key of the batch: the version open now (one read of the open versions of
+//! the batch's keys, which file statistics keep to the files holding them) says where
+//! to replay from: if it starts before the key's earliest new event, from its start;
+//! otherwise (late data, a key closed by a delete, a new key) from the last version
+//! start before that event, which needs the key's versions. The versions from there
+//! on, the one that ended there, and the stored events from there on are read, the
+//! key is replayed ([`super::replay::rebuild`]), and what differs is written: one MERGE
+//! that deletes the versions that changed and inserts their replacements, with the
+//! source's progress, after the events went to the event store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use deltalake::datafusion::common::{Column, ScalarValue};
+use deltalake::datafusion::logical_expr::{binary_expr, lit, Expr, Operator};
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::Transaction;
+
+use super::pool::{Cells, Pool, Seq};
+use super::replay::{self, Change, Event, Version};
+use super::shape::{Shape, END_AT, START_AT};
+use super::store::{self, Changes};
+use super::CdcError;
+use crate::delta::DeltaSink;
+
+/// The MERGE source's column that says what a row does.
+const OP: &str = "__cdc_op";
+const DELETE: &str = "delete";
+const INSERT: &str = "insert";
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct Applied {
+    /// Versions written: new ones, and stored ones whose end or values changed.
+    pub inserted: usize,
+    /// Stored versions replaced.
+    pub deleted: usize,
+    /// Events replaced by a later arrival with the same sequence.
+    pub duplicates: usize,
+    /// Keys replayed from before their open version (late data, new keys).
+    pub keys_replayed_from_history: usize,
+    /// The target's version after the batch.
+    pub version: i64,
+}
+
+impl Applied {
+    /// Adds the counts of a later batch.
+    pub fn add(&mut self, later: &Applied) {
+        self.inserted += later.inserted;
+        self.deleted += later.deleted;
+        self.duplicates += later.duplicates;
+        self.keys_replayed_from_history += later.keys_replayed_from_history;
+        self.version = later.version;
+    }
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+/// One key's part of the work.
+struct Key {
+    /// Rows of the batch's events (in `changes`).
+    rows: Vec<usize>,
+    /// The earliest new event's sequence.
+    first: OwnedRow,
+    /// Where to replay from: `None` for the key's whole history, until known.
+    from: Option<Seq>,
+    /// Whether its versions must be read to know `from`.
+    slow: bool,
+}
+
+/// A stored version read for a batch, with its processing time.
+struct Stored<'p> {
+    version: Version<Seq, Cells<'p>>,
+    written_at: Option<i64>,
+}
+
+/// Applies `changes` (the events of source version `version`, for `txn`) to the history
+/// in `target`, keeping them in `store`.
+pub async fn apply(
+    shape: &Shape,
+    target: &mut DeltaSink,
+    store: &mut DeltaSink,
+    changes: Changes,
+    app: &str,
+    version: i64,
+) -> Result<Applied, CdcError> {
+    let txn = || vec![Transaction::new(app, version)];
+    let stored_count = shape.stored.len();
+    let keys_of = |b: &RecordBatch| -> Vec<ArrayRef> {
+        shape.keys.iter().map(|&k| b.column(k).clone()).collect()
+    };
+    let key_converter = RowConverter::new(
+        shape
+            .keys
+            .iter()
+            .map(|&k| SortField::new(shape.stored[k].data_type().clone()))
+            .collect(),
+    )?;
+    let sys_converter = match &shape.system_sequence {
+        Some(t) => Some(RowConverter::new(vec![SortField::new(t.clone())])?),
+        None => None,
+    };
+    let mut pool = Pool::new(&shape.stored, shape.tracked.clone(), &shape.sequence)?;
+
+    // The batch's keys, and each one's earliest event.
+    let new_rows = key_converter.convert_columns(&keys_of(&changes.values))?;
+    let (new_seqs_at, new_seqs) = pool.add_sequences(changes.sequence.clone())?;
+    let mut keys: HashMap<OwnedRow, Key> = HashMap::new();
+    for i in 0..changes.len() {
+        let seq = new_seqs.row(i);
+        let key = keys.entry(new_rows.row(i).owned()).or_insert_with(|| Key {
+            rows: Vec::new(),
+            first: seq.owned(),
+            from: None,
+            slow: true,
+        });
+        key.rows.push(i);
+        if seq < key.first.row() {
+            key.first = seq.owned();
+        }
+    }
+    let first_row_of: Vec<usize> = keys.values().map(|k| k.rows[0]).collect();
+    let all_keys = key_filter(shape, &changes.values, &first_row_of)?;
+
+    // The open versions: where each key replays from, when it is in order.
+    let open = if keys.is_empty() {
+        vec![]
+    } else {
+        target
+            .scan(all_keys.clone().and(column(END_AT).is_null()))
+            .await?
+    };
+    for b in &open {
+        let rows = key_converter.convert_columns(&keys_of(b))?;
+        let (at, starts) = pool.add_sequences(column_of(b, START_AT)?)?;
+        for i in 0..b.num_rows() {
+            if let Some(key) = keys.get_mut(&rows.row(i).owned()) {
+                let start = Pool::seq(&starts, at, i);
+                if start.row < key.first {
+                    key.from = Some(start);
+                    key.slow = false;
+                }
+            }
+        }
+    }
+
+    // The stored versions the batch can change.
+    let (fast, slow): (Vec<&Key>, Vec<&Key>) = keys.values().partition(|k| !k.slow);
+    let lowest = |ks: &[&Key]| ks.iter().filter_map(|k| k.from.as_ref()).min().cloned();
+    let fast_from = lowest(&fast);
+    let mut scans: Vec<(Expr, Option<Seq>)> = Vec::new();
+    if let Some(from) = &fast_from {
+        let rows: Vec<usize> = fast.iter().map(|k| k.rows[0]).collect();
+        let from = pool_scalar(&pool, from)?;
+        let filter = key_filter(shape, &changes.values, &rows)?.and(
+            column(START_AT)
+                .gt_eq(lit(from.clone()))
+                .or(column(END_AT).gt_eq(lit(from))),
+        );
+        scans.push((filter, fast_from.clone()));
+    }
+    if !slow.is_empty() {
+        let rows: Vec<usize> = slow.iter().map(|k| k.rows[0]).collect();
+        scans.push((key_filter(shape, &changes.values, &rows)?, None));
+    }
+    let mut version_batches = Vec::new();
+    for (filter, _) in &scans {
+        version_batches.extend(target.scan(filter.clone()).await?);
+    }
+    // The stored events from where each key replays.
+    let mut event_filters: Vec<Expr> = Vec::new();
+    if let Some(from) = &fast_from {
+        let rows: Vec<usize> = fast.iter().map(|k| k.rows[0]).collect();
+        event_filters.push(
+            key_filter(shape, &changes.values, &rows)?
+                .and(column(store::SEQUENCE).gt_eq(lit(pool_scalar(&pool, from)?))),
+        );
+    }
+    if !slow.is_empty() {
+        let rows: Vec<usize> = slow.iter().map(|k| k.rows[0]).collect();
+        event_filters.push(key_filter(shape, &changes.values, &rows)?);
+    }
+    let mut event_batches = Vec::new();
+    for f in event_filters {
+        event_batches.extend(store.scan(f).await?);
+    }
+    // The events go to the store before the history changes, with the progress: a rerun
+    // after a crash between the two finds them there, and reads them from there.
+    let in_store = !crate::stream::needs(store.txn_version(app).await?, version);
+    if !in_store && !changes.is_empty() {
+        let spec = store::spec(target.name(), shape, vec![]);
+        let rows = changes.to_store(&spec)?;
+        store.append(vec![rows], txn()).await?;
+    }
+    crate::fault::point("cdc.after_events");
+
+    // Everything into the pool, then events and versions that point into it.
+    let new_values = (!in_store).then(|| pool.add_values(changes.values.clone()));
+    let new_values = new_values.transpose()?;
+    struct Read {
+        values: u32,
+        keys: Rows,
+        starts: (u32, Rows),
+        ends: (u32, Rows),
+        end_values: ArrayRef,
+        written_at: Option<TimestampMicrosecondArray>,
+    }
+    let mut versions_read = Vec::new();
+    for b in &version_batches {
+        versions_read.push(Read {
+            values: pool.add_values(b.project(&(0..stored_count).collect::<Vec<_>>())?)?,
+            keys: key_converter.convert_columns(&keys_of(b))?,
+            starts: pool.add_sequences(column_of(b, START_AT)?)?,
+            ends: pool.add_sequences(column_of(b, END_AT)?)?,
+            end_values: column_of(b, END_AT)?,
+            written_at: shape.written_at.as_ref().and_then(|c| {
+                b.column_by_name(c).and_then(|a| {
+                    a.as_any()
+                        .downcast_ref::<TimestampMicrosecondArray>()
+                        .cloned()
+                })
+            }),
+        });
+    }
+    struct EventsRead {
+        values: u32,
+        keys: Rows,
+        seqs: (u32, Rows),
+        sys: Option<Rows>,
+        changes: Changes,
+    }
+    let mut events_read = Vec::new();
+    for b in &event_batches {
+        let c = Changes::from_store(shape, b)?;
+        events_read.push(EventsRead {
+            values: pool.add_values(c.values.clone())?,
+            keys: key_converter.convert_columns(&keys_of(&c.values))?,
+            seqs: pool.add_sequences(c.sequence.clone())?,
+            sys: encode_sys(&sys_converter, &c.system_sequence)?,
+            changes: c,
+        });
+    }
+    let new_sys = encode_sys(&sys_converter, &changes.system_sequence)?;
+    let pool = pool;
+
+    // Each key's scope of stored versions and its events.
+    let mut scope: HashMap<OwnedRow, Vec<Stored<'_>>> = HashMap::new();
+    for r in &versions_read {
+        for i in 0..r.keys.num_rows() {
+            let key = r.keys.row(i).owned();
+            if !keys.contains_key(&key) {
+                continue;
+            }
+            let stored = Stored {
+                version: Version {
+                    start: Pool::seq(&r.starts.1, r.starts.0, i),
+                    end: (!r.end_values.is_null(i)).then(|| Pool::seq(&r.ends.1, r.ends.0, i)),
+                    values: pool.row((r.values, i as u32)),
+                },
+                written_at: r.written_at.as_ref().map(|w| w.value(i)),
+            };
+            scope.entry(key).or_default().push(stored);
+        }
+    }
+    // A key read whole (slow) replays from its last version start before its earliest
+    // new event; every key keeps the versions from `from` on and the one ending there.
+    let mut replayed_from_history = 0;
+    for (k, key) in keys.iter_mut() {
+        let mine = scope.remove(k).unwrap_or_default();
+        if key.slow {
+            replayed_from_history += 1;
+            let first = &key.first;
+            key.from = mine
+                .iter()
+                .map(|s| &s.version.start)
+                .filter(|s| s.row < *first)
+                .max()
+                .cloned();
+        }
+        let kept: Vec<Stored<'_>> = match &key.from {
+            None => mine,
+            Some(from) => mine
+                .into_iter()
+                .filter(|s| s.version.start >= *from || s.version.end.as_ref() == Some(from))
+                .collect(),
+        };
+        scope.insert(k.clone(), kept);
+    }
+    let mut events: HashMap<OwnedRow, Vec<Event<Seq, Option<OwnedRow>, Cells<'_>>>> =
+        HashMap::new();
+    for r in &events_read {
+        for i in 0..r.keys.num_rows() {
+            let key = r.keys.row(i).owned();
+            let Some(k) = keys.get(&key) else { continue };
+            let seq = Pool::seq(&r.seqs.1, r.seqs.0, i);
+            if k.from.as_ref().is_some_and(|from| seq < *from) {
+                continue;
+            }
+            let e = event(
+                pool.row((r.values, i as u32)),
+                seq,
+                r.sys.as_ref().map(|s| s.row(i).owned()),
+                r.changes.arrival.value(i),
+                r.changes.delete.value(i),
+            );
+            events.entry(key).or_default().push(e);
+        }
+    }
+    if let Some(values) = new_values {
+        for (k, key) in &keys {
+            for &i in &key.rows {
+                let e = event(
+                    pool.row((values, i as u32)),
+                    Pool::seq(&new_seqs, new_seqs_at, i),
+                    new_sys.as_ref().map(|s| s.row(i).owned()),
+                    changes.arrival.value(i),
+                    changes.delete.value(i),
+                );
+                events.entry(k.clone()).or_default().push(e);
+            }
+        }
+    }
+
+    // Replay, and compare with what is stored.
+    let mut deletes: Vec<&Stored<'_>> = Vec::new();
+    let mut inserts: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> = Vec::new();
+    let mut duplicates = 0;
+    let empty = Vec::new();
+    for (k, key) in &keys {
+        let old = scope.get(k).unwrap_or(&empty);
+        let old_versions: Vec<Version<Seq, Cells<'_>>> =
+            old.iter().map(|s| s.version.clone()).collect();
+        let replayed = replay::rebuild(
+            &old_versions,
+            key.from.as_ref(),
+            events.remove(k).unwrap_or_default(),
+            shape.ignore_null_updates,
+        );
+        duplicates += replayed.duplicates;
+        let mut matched = vec![false; old.len()];
+        let mut changed: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> = Vec::new();
+        let mut fresh: Vec<Version<Seq, Cells<'_>>> = Vec::new();
+        for v in replayed.versions {
+            let same = |s: &Stored<'_>, ends: bool| {
+                s.version.start == v.start
+                    && (!ends || s.version.end == v.end)
+                    && pool.same_values(&s.version.values, &v.values)
+            };
+            if let Some(i) = (0..old.len()).find(|&i| !matched[i] && same(&old[i], true)) {
+                matched[i] = true;
+            } else if let Some(i) = (0..old.len()).find(|&i| !matched[i] && same(&old[i], false)) {
+                // Re-cut: the same version with another end keeps when it was written.
+                matched[i] = true;
+                deletes.push(&old[i]);
+                changed.push((v, old[i].written_at));
+            } else {
+                fresh.push(v);
+            }
+        }
+        deletes.extend(
+            old.iter()
+                .zip(&matched)
+                .filter(|(_, m)| !**m)
+                .map(|(s, _)| s),
+        );
+        // A deleted (start, end) also deletes an unchanged version of the same start and
+        // end (two versions of one sequence value): write that one again too.
+        let gone: HashSet<(&OwnedRow, Option<&OwnedRow>)> = deletes
+            .iter()
+            .map(|s| (&s.version.start.row, s.version.end.as_ref().map(|e| &e.row)))
+            .collect();
+        for (i, s) in old.iter().enumerate() {
+            let triple = (&s.version.start.row, s.version.end.as_ref().map(|e| &e.row));
+            if matched[i] && !deletes.iter().any(|d| std::ptr::eq(*d, s)) && gone.contains(&triple)
+            {
+                deletes.push(s);
+                changed.push((s.version.clone(), s.written_at));
+            }
+        }
+        inserts.extend(changed);
+        inserts.extend(fresh.into_iter().map(|v| (v, None)));
+    }
+
+    if deletes.is_empty() && inserts.is_empty() {
+        let v = target.append(vec![], txn()).await?;
+        return Ok(Applied {
+            duplicates,
+            keys_replayed_from_history: replayed_from_history,
+            version: v,
+            ..Applied::default()
+        });
+    }
+    let source = merge_source(shape, &pool, &deletes, &inserts)?;
+    let on = merge_on(shape);
+    crate::fault::point("cdc.before_merge");
+    let df = SessionContext::new().read_batch(source)?;
+    let (v, deleted, inserted) = target.replace_rows(df, on, OP, DELETE, txn()).await?;
+    Ok(Applied {
+        inserted,
+        deleted,
+        duplicates,
+        keys_replayed_from_history: replayed_from_history,
+        version: v,
+    })
+}
+
+/// An event of the pool.
+fn event(
+    values: Cells<'_>,
+    seq: Seq,
+    sys: Option<OwnedRow>,
+    arrival: i64,
+    delete: bool,
+) -> Event<Seq, Option<OwnedRow>, Cells<'_>> {
+    Event {
+        seq,
+        sys,
+        arrival: arrival as u64,
+        change: if delete {
+            Change::Delete
+        } else {
+            Change::Upsert(values)
+        },
+    }
+}
+
+fn column_of(b: &RecordBatch, name: &str) -> Result<ArrayRef, CdcError> {
+    b.column_by_name(name)
+        .cloned()
+        .ok_or_else(|| CdcError::Missing(name.into()))
+}
+
+fn encode_sys(
+    converter: &Option<RowConverter>,
+    values: &Option<ArrayRef>,
+) -> Result<Option<Rows>, CdcError> {
+    Ok(match (converter, values) {
+        (Some(c), Some(v)) => Some(c.convert_columns(std::slice::from_ref(v))?),
+        _ => None,
+    })
+}
+
+/// The sequence value `seq` as a literal.
+fn pool_scalar(pool: &Pool, seq: &Seq) -> Result<ScalarValue, CdcError> {
+    let array = pool.sequences(&[Some(seq)])?;
+    Ok(ScalarValue::try_from_array(&array, 0)?)
+}
+
+/// Keeps the rows whose keys are among those at `rows` of `values`: per key column, its
+/// values as an `IN` list and their range (which file statistics can prune by). Exact
+/// for one key column; for several, a superset that the caller narrows.
+fn key_filter(shape: &Shape, values: &RecordBatch, rows: &[usize]) -> Result<Expr, CdcError> {
+    let mut filter: Option<Expr> = None;
+    for &k in &shape.keys {
+        let array = values.column(k);
+        let mut seen: Vec<ScalarValue> = Vec::new();
+        let mut distinct: HashSet<ScalarValue> = HashSet::new();
+        for &r in rows {
+            let v = ScalarValue::try_from_array(array, r)?;
+            if distinct.insert(v.clone()) {
+                seen.push(v);
+            }
+        }
+        let min = seen
+            .iter()
+            .min_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let max = seen
+            .iter()
+            .max_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let name = shape.stored[k].name();
+        let mut f = column(name).in_list(seen.iter().cloned().map(lit).collect(), false);
+        if let (Some(min), Some(max)) = (min, max) {
+            f = column(name)
+                .gt_eq(lit(min.clone()))
+                .and(column(name).lt_eq(lit(max.clone())))
+                .and(f);
+        }
+        filter = Some(match filter {
+            Some(x) => x.and(f),
+            None => f,
+        });
+    }
+    Ok(filter.unwrap_or(lit(true)))
+}
+
+/// `source.<op> = 'delete' AND target.k = source.k ... AND start and end equal`: the
+/// versions to delete. (The MERGE adds the op test.)
+fn merge_on(shape: &Shape) -> Expr {
+    let side = |s: &str, c: &str| Expr::Column(Column::new(Some(s), c));
+    let mut on = side("target", START_AT)
+        .eq(side("source", START_AT))
+        .and(binary_expr(
+            side("target", END_AT),
+            Operator::IsNotDistinctFrom,
+            side("source", END_AT),
+        ));
+    for &k in &shape.keys {
+        let name = shape.stored[k].name();
+        on = side("target", name).eq(side("source", name)).and(on);
+    }
+    on
+}
+
+/// The MERGE's source: the versions to delete, then those to insert, in the target's
+/// columns and [`OP`].
+fn merge_source(
+    shape: &Shape,
+    pool: &Pool,
+    deletes: &[&Stored<'_>],
+    inserts: &[(Version<Seq, Cells<'_>>, Option<i64>)],
+) -> Result<RecordBatch, CdcError> {
+    let rows: Vec<&Version<Seq, Cells<'_>>> = deletes
+        .iter()
+        .map(|s| &s.version)
+        .chain(inserts.iter().map(|(v, _)| v))
+        .collect();
+    let cells: Vec<&Cells<'_>> = rows.iter().map(|v| &v.values).collect();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for c in 0..shape.stored.len() {
+        columns.push(pool.column(c, &cells)?);
+    }
+    let starts: Vec<Option<&Seq>> = rows.iter().map(|v| Some(&v.start)).collect();
+    let ends: Vec<Option<&Seq>> = rows.iter().map(|v| v.end.as_ref()).collect();
+    columns.push(pool.sequences(&starts)?);
+    columns.push(pool.sequences(&ends)?);
+    let now = chrono::Utc::now().timestamp_micros();
+    if shape.current.is_some() {
+        columns.push(Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|v| Some(v.end.is_none())),
+        )));
+    }
+    if shape.written_at.is_some() {
+        let written = deletes.iter().map(|s| s.written_at.unwrap_or(now)).chain(
+            inserts
+                .iter()
+                .enumerate()
+                .map(|(i, (_, w))| w.unwrap_or(now + i as i64)),
+        );
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from_iter_values(written).with_timezone("UTC"),
+        ));
+    }
+    if shape.closed_at.is_some() {
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from_iter(rows.iter().map(|v| v.end.as_ref().map(|_| now)))
+                .with_timezone("UTC"),
+        ));
+    }
+    columns.push(Arc::new(StringArray::from_iter_values(
+        std::iter::repeat_n(DELETE, deletes.len())
+            .chain(std::iter::repeat_n(INSERT, inserts.len())),
+    )));
+    let mut fields: Vec<Field> = shape
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    fields.push(Field::new(OP, DataType::Utf8, false));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}

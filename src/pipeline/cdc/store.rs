@@ -1,0 +1,202 @@
+//! The change events of an AUTO CDC flow: taken from the flow's rows, and kept in the
+//! flow's event store, `<schema>.__apply_changes_storage_<target>` (the name DLT gives its
+//! own), a Delta table partitioned as the target.
+//!
+//! A Type 2 history does not show every event: an update of untracked columns, a
+//! duplicate, a delete of an absent key leave no row of their own, yet a late event can
+//! make them matter again. The store keeps them all, so that a key can be replayed from
+//! any version start ([`super::replay::resume_from`]).
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use deltalake::arrow::compute::{cast, filter_record_batch};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use super::columns;
+use super::shape::Shape;
+use super::CdcError;
+use crate::catalog::TableName;
+use crate::delta::TableSpec;
+
+/// The store's column of each event's `SEQUENCE BY` value.
+pub const SEQUENCE: &str = "__SEQUENCE";
+/// Its `SYSTEM SEQUENCE BY` value.
+pub const SYSTEM_SEQUENCE: &str = "__SYSTEM_SEQUENCE";
+/// Its arrival: `(source version << 32) + row`, increasing with the order of arrival.
+pub const ARRIVAL: &str = "__ARRIVAL";
+/// Whether `APPLY AS DELETE WHEN` held.
+pub const DELETE: &str = "__DELETE";
+
+/// The event store of the flow into `target`.
+pub fn name(target: &TableName) -> TableName {
+    TableName::new(
+        &target.schema,
+        format!("__apply_changes_storage_{}", target.table),
+    )
+}
+
+/// The event store's table: the stored columns, then the event's order and kind.
+pub fn spec(target: &TableName, shape: &Shape, partition_columns: Vec<String>) -> TableSpec {
+    let mut fields: Vec<Field> = shape.stored.clone();
+    fields.push(Field::new(SEQUENCE, shape.sequence.clone(), false));
+    if let Some(t) = &shape.system_sequence {
+        fields.push(Field::new(SYSTEM_SEQUENCE, t.clone(), true));
+    }
+    fields.push(Field::new(ARRIVAL, DataType::Int64, false));
+    fields.push(Field::new(DELETE, DataType::Boolean, false));
+    TableSpec {
+        name: name(target),
+        schema: crate::delta::schema(fields),
+        partition_columns,
+        target_file_size: None,
+    }
+}
+
+/// Change events, column by column.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    /// The stored columns, of the target's types.
+    pub values: RecordBatch,
+    pub sequence: ArrayRef,
+    pub system_sequence: Option<ArrayRef>,
+    pub delete: BooleanArray,
+    pub arrival: Int64Array,
+}
+
+/// Rows of the flow that cannot be events, with the reason of each.
+pub struct Rejected {
+    pub rows: RecordBatch,
+    pub reasons: Vec<String>,
+}
+
+impl Changes {
+    /// The events of the flow's rows `batch` (its query's columns: the source's, and
+    /// [`columns`]), arrived `(version << 32) + row`. A row whose key or sequence is NULL
+    /// is rejected with the reason.
+    pub fn from_rows(
+        shape: &Shape,
+        batch: &RecordBatch,
+        version: i64,
+    ) -> Result<(Changes, Option<Rejected>), CdcError> {
+        let column = |name: &str| batch.column_by_name(name).cloned();
+        let mut reasons: Vec<Option<String>> = vec![None; batch.num_rows()];
+        let mut note = |array: &ArrayRef, what: &str| {
+            for (i, r) in reasons.iter_mut().enumerate() {
+                if r.is_none() && array.is_null(i) {
+                    *r = Some(what.to_string());
+                }
+            }
+        };
+        for &k in &shape.keys {
+            let name = shape.stored[k].name();
+            if let Some(a) = column(name) {
+                note(&a, &format!("AUTO CDC: the key `{name}` is NULL"));
+            }
+        }
+        let sequence =
+            column(columns::SEQUENCE).ok_or_else(|| CdcError::Missing(columns::SEQUENCE.into()))?;
+        note(&sequence, "AUTO CDC: the SEQUENCE BY value is NULL");
+        let keep = BooleanArray::from_iter(reasons.iter().map(|r| Some(r.is_none())));
+        let rejected = (keep.false_count() > 0).then(|| Rejected {
+            rows: filter_record_batch(
+                batch,
+                &deltalake::arrow::compute::not(&keep).expect("a boolean array"),
+            )
+            .expect("a mask of the batch's length"),
+            reasons: reasons.iter().flatten().cloned().collect(),
+        });
+        let batch = filter_record_batch(batch, &keep)?;
+        let arrival = Int64Array::from_iter_values(
+            keep.iter()
+                .enumerate()
+                .filter(|(_, k)| *k == Some(true))
+                .map(|(i, _)| (version << 32) + i as i64),
+        );
+        let changes = Changes::from_columns(
+            shape,
+            &batch,
+            [columns::SEQUENCE, columns::SYSTEM_SEQUENCE, columns::DELETE],
+            arrival,
+        )?;
+        Ok((changes, rejected))
+    }
+
+    /// The events of a batch of the event store.
+    pub fn from_store(shape: &Shape, batch: &RecordBatch) -> Result<Changes, CdcError> {
+        let arrival = batch
+            .column_by_name(ARRIVAL)
+            .and_then(|a| a.as_any().downcast_ref::<Int64Array>().cloned())
+            .ok_or_else(|| CdcError::Missing(ARRIVAL.into()))?;
+        Changes::from_columns(shape, batch, [SEQUENCE, SYSTEM_SEQUENCE, DELETE], arrival)
+    }
+
+    fn from_columns(
+        shape: &Shape,
+        batch: &RecordBatch,
+        [sequence, system_sequence, delete]: [&str; 3],
+        arrival: Int64Array,
+    ) -> Result<Changes, CdcError> {
+        let typed = |name: &str, t: &DataType| -> Result<ArrayRef, CdcError> {
+            let a = batch
+                .column_by_name(name)
+                .ok_or_else(|| CdcError::Missing(name.into()))?;
+            Ok(cast(a, t)?)
+        };
+        let values = shape
+            .stored
+            .iter()
+            .map(|f| typed(f.name(), f.data_type()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let schema: SchemaRef = Arc::new(Schema::new(shape.stored.clone()));
+        let values = RecordBatch::try_new_with_options(
+            schema,
+            values,
+            &deltalake::arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(batch.num_rows())),
+        )?;
+        let system_sequence = match &shape.system_sequence {
+            Some(t) => Some(typed(system_sequence, t)?),
+            None => None,
+        };
+        // A NULL condition is not a delete.
+        let delete = match batch.column_by_name(delete) {
+            Some(d) => {
+                let d = cast(d, &DataType::Boolean)?;
+                let d = d
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .expect("cast to boolean");
+                BooleanArray::from_iter(d.iter().map(|v| Some(v == Some(true))))
+            }
+            None => BooleanArray::from(vec![false; batch.num_rows()]),
+        };
+        Ok(Changes {
+            values,
+            sequence: typed(sequence, &shape.sequence)?,
+            system_sequence,
+            delete,
+            arrival,
+        })
+    }
+
+    /// The events as rows of the event store.
+    pub fn to_store(&self, spec: &TableSpec) -> Result<RecordBatch, CdcError> {
+        let mut columns: Vec<ArrayRef> = self.values.columns().to_vec();
+        columns.push(self.sequence.clone());
+        if let Some(s) = &self.system_sequence {
+            columns.push(s.clone());
+        }
+        columns.push(Arc::new(self.arrival.clone()));
+        columns.push(Arc::new(self.delete.clone()));
+        Ok(RecordBatch::try_new(spec.schema.clone(), columns)?)
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.num_rows()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,158 @@
+//! AUTO CDC flows through the real binary, on real Delta tables: a change feed in JSON
+//! Lines, applied as SCD Type 2 however its events are split into runs and ordered.
+
+mod common;
+
+use common::pipelines::PipelineProject;
+
+const SCD2: &str = "
+CREATE OR REFRESH STREAMING TABLE changes AS
+SELECT id, name, city, CAST(ts AS BIGINT) AS ts, op
+FROM STREAM read_files('${data}/changes', format => 'json');
+
+CREATE OR REFRESH STREAMING TABLE customers_history;
+
+CREATE FLOW customers_scd2 AS AUTO CDC INTO customers_history
+FROM STREAM(changes)
+KEYS (id)
+APPLY AS DELETE WHEN op = 'DELETE'
+SEQUENCE BY ts
+COLUMNS * EXCEPT (op)
+STORED AS SCD TYPE 2
+TRACK HISTORY ON * EXCEPT (city, ts);
+";
+
+/// The change events, numbered as the expected history below explains them.
+fn event(n: usize) -> &'static str {
+    [
+        "",
+        // 1: Ann arrives in Paris.
+        r#"{"id": "1", "name": "Ann", "city": "Paris", "ts": "1", "op": "UPSERT"}"#,
+        // 2: she moves to Lyon: city is not tracked, so version 1 is updated in place.
+        r#"{"id": "1", "name": "Ann", "city": "Lyon", "ts": "2", "op": "UPSERT"}"#,
+        // 3: her name changes: a new version from 4.
+        r#"{"id": "1", "name": "Anna", "city": "Lyon", "ts": "4", "op": "UPSERT"}"#,
+        // 4: Bob.
+        r#"{"id": "2", "name": "Bob", "city": "Rome", "ts": "1", "op": "UPSERT"}"#,
+        // 5: Bob is deleted at 3.
+        r#"{"id": "2", "name": null, "city": null, "ts": "3", "op": "DELETE"}"#,
+        // 6: and comes back at 5, unchanged: a new version all the same.
+        r#"{"id": "2", "name": "Bob", "city": "Rome", "ts": "5", "op": "UPSERT"}"#,
+        // 7: a correction at 3, between Ann and Anna.
+        r#"{"id": "1", "name": "Annie", "city": "Lyon", "ts": "3", "op": "UPSERT"}"#,
+    ][n]
+}
+
+/// The history every arrival order must give.
+const HISTORY: &[&str] = &[
+    "1|Ann|Lyon|2|1|3",
+    "1|Annie|Lyon|3|3|4",
+    "1|Anna|Lyon|4|4|NULL",
+    "2|Bob|Rome|1|1|3",
+    "2|Bob|Rome|5|5|NULL",
+];
+
+fn lines(events: &[usize]) -> Vec<u8> {
+    events
+        .iter()
+        .map(|&n| format!("{}\n", event(n)))
+        .collect::<String>()
+        .into_bytes()
+}
+
+async fn history(p: &PipelineProject) -> Vec<String> {
+    p.query(
+        "main",
+        "customers_history",
+        "SELECT id, name, city, ts, \"__START_AT\", \"__END_AT\" FROM t ORDER BY id, \"__START_AT\"",
+    )
+    .await
+    .into_iter()
+    .map(|r| r.join("|"))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scd2_gives_the_in_order_history_whatever_the_arrival_order() {
+    // In order, in one run.
+    let p = PipelineProject::new(&[("cdc.sql", SCD2)]);
+    p.write_data("changes/a.json", &lines(&[1, 2, 3, 4, 5, 6, 7]));
+    let out = p.ok(&["pipeline", "run"]);
+    assert!(out.contains("customers_scd2"), "{out}");
+    assert_eq!(history(&p).await, HISTORY);
+
+    // Out of order, over three runs: deletes and returns before what they follow, and
+    // the late correction last.
+    let p = PipelineProject::new(&[("cdc.sql", SCD2)]);
+    for (i, part) in [vec![3, 6], vec![5, 1], vec![4, 7, 2]].iter().enumerate() {
+        p.write_data(&format!("changes/{i}.json"), &lines(part));
+        p.ok(&["pipeline", "run"]);
+    }
+    assert_eq!(history(&p).await, HISTORY);
+
+    // A rerun with nothing new changes nothing.
+    let before = p.count("main", "customers_history").await;
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(p.count("main", "customers_history").await, before);
+    assert_eq!(history(&p).await, HISTORY);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_without_a_key_or_a_sequence_are_quarantined_with_the_reason() {
+    let p = PipelineProject::new(&[("cdc.sql", SCD2)]);
+    let mut data = lines(&[1, 4]);
+    data.extend_from_slice(
+        b"{\"id\": null, \"name\": \"X\", \"city\": \"Y\", \"ts\": \"1\", \"op\": \"UPSERT\"}\n",
+    );
+    data.extend_from_slice(
+        b"{\"id\": \"3\", \"name\": \"Z\", \"city\": \"Y\", \"ts\": null, \"op\": \"UPSERT\"}\n",
+    );
+    p.write_data("changes/a.json", &data);
+    let out = p.ok(&["pipeline", "run"]);
+    assert!(
+        out.contains(
+            "flow customers_scd2 → dev.main.customers_history: COMPLETED (4 read = 2 written"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("do not add up"), "{out}");
+    assert_eq!(
+        history(&p).await,
+        ["1|Ann|Paris|1|1|NULL", "2|Bob|Rome|1|1|NULL"]
+    );
+    let q = p
+        .query(
+            "quarantine",
+            "customers_history",
+            "SELECT reason FROM t ORDER BY reason",
+        )
+        .await;
+    assert_eq!(
+        q,
+        [
+            vec!["AUTO CDC: the SEQUENCE BY value is NULL".to_string()],
+            vec!["AUTO CDC: the key `id` is NULL".to_string()],
+        ]
+    );
+}
+
+#[test]
+fn dry_run_locates_a_missing_key_and_an_unorderable_sequence() {
+    let p = PipelineProject::new(&[("cdc.sql", &SCD2.replace("KEYS (id)", "KEYS (customer)"))]);
+    p.write_data("changes/a.json", &lines(&[1]));
+    let err = p.fails(&["pipeline", "dry-run"]);
+    assert!(
+        err.contains("cdc.sql:10:1") && err.contains("KEYS names `customer`"),
+        "{err}"
+    );
+    let p = PipelineProject::new(&[(
+        "cdc.sql",
+        &SCD2.replace("SEQUENCE BY ts", "SEQUENCE BY make_array(ts)"),
+    )]);
+    p.write_data("changes/a.json", &lines(&[1]));
+    let err = p.fails(&["pipeline", "dry-run"]);
+    assert!(
+        err.contains("cdc.sql:12:13") && err.contains("cannot be ordered"),
+        "{err}"
+    );
+}
