@@ -156,3 +156,44 @@ fn dry_run_locates_a_missing_key_and_an_unorderable_sequence() {
         "{err}"
     );
 }
+
+/// The fault-injection harness for AUTO CDC: a run killed after the events reached the
+/// event store, before the MERGE, or after it, in any of three runs, and run again,
+/// gives the history of a run never killed, with every event stored once.
+#[tokio::test(flavor = "multi_thread")]
+async fn scd2_killed_anywhere_and_rerun_gives_the_same_history() {
+    let parts = [vec![3, 6], vec![5, 1], vec![4, 7, 2]];
+    for point in [
+        "cdc.after_events",
+        "cdc.before_merge",
+        "pipeline.after_commit@2",
+    ] {
+        for killed in 0..parts.len() {
+            let p = PipelineProject::new(&[("cdc.sql", SCD2)]);
+            for (i, part) in parts.iter().enumerate() {
+                p.write_data(&format!("changes/{i}.json"), &lines(part));
+                if i == killed {
+                    let out = p.medallion(&["pipeline", "run"], &[("MEDALLION_FAULT", point)]);
+                    assert!(
+                        !out.status.success()
+                            && String::from_utf8_lossy(&out.stderr).contains("fault injected"),
+                        "{point} in run {i}: the fault did not fire: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                p.ok(&["pipeline", "run"]);
+            }
+            assert_eq!(
+                history(&p).await,
+                HISTORY,
+                "killed at {point} in run {killed}"
+            );
+            assert_eq!(
+                p.count("main", "__apply_changes_storage_customers_history")
+                    .await,
+                7,
+                "killed at {point} in run {killed}: each event is stored once"
+            );
+        }
+    }
+}
