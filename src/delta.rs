@@ -368,6 +368,14 @@ impl DeltaSink {
         ))
     }
 
+    /// The table's partition columns as it was created (an earlier layout stays).
+    pub fn partition_columns(&self) -> Vec<String> {
+        self.table
+            .snapshot()
+            .map(|s| s.metadata().partition_columns().to_vec())
+            .unwrap_or_default()
+    }
+
     /// The names of the table's columns, in order.
     fn column_names(&self) -> Vec<String> {
         self.spec

@@ -1,7 +1,8 @@
-//! Batches of many distinct indices. The duplicate check of stocks and the SCD2 history
-//! read of close_price select them with `IN` lists, not one `OR` clause per index (a
-//! chain that long overflowed DataFusion's stack), and close_price MERGEs at most 256
-//! indices at a time (delta-rs builds one `OR` per partition value of a MERGE's source).
+//! Batches of many distinct indices. The duplicate check of stocks and the reads of the
+//! AUTO CDC flow close_price select them with short `IN` lists or a range, not one `OR`
+//! clause per index (a chain that long overflowed the stack), and close_price MERGEs at
+//! most 256 partition values at a time (delta-rs builds one `OR` per partition value of
+//! a MERGE's source).
 
 mod common;
 
@@ -40,6 +41,29 @@ async fn assert_versions(w: &Workspace, indices: usize, per_index: usize) {
     );
 }
 
+/// close_price_silver's columns (as the stock pipeline's AUTO CDC flow gives them), in
+/// one unpartitioned table.
+fn unpartitioned_close_price() -> medallion::delta::TableSpec {
+    use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
+    let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    medallion::delta::TableSpec {
+        name: TableName::new("silver", "close_price_silver"),
+        schema: medallion::delta::schema(vec![
+            Field::new("Index", DataType::Utf8, true),
+            Field::new("Date", DataType::Date32, true),
+            Field::new("Close", DataType::Float64, true),
+            Field::new("Adj_Close", DataType::Float64, true),
+            Field::new("__START_AT", DataType::Date32, false),
+            Field::new("__END_AT", DataType::Date32, true),
+            Field::new("current", DataType::Boolean, false),
+            Field::new("effective_date", ts(), false),
+            Field::new("end_date", ts(), true),
+        ]),
+        partition_columns: vec![],
+        target_file_size: None,
+    }
+}
+
 /// 20,000 indices in one batch, twice: the second batch reads every index's history and
 /// closes its version. close_price_silver is made unpartitioned first, the layout for
 /// thousands of indices (a folder per index would make this test write 20,000 files),
@@ -48,9 +72,7 @@ async fn assert_versions(w: &Workspace, indices: usize, per_index: usize) {
 async fn twenty_thousand_distinct_indices_in_one_batch() {
     let broker = TestBroker::start().await;
     let w = Workspace::with_broker(&broker);
-    let mut spec = medallion::tasks::close_price::table();
-    spec.partition_columns.clear();
-    medallion::delta::DeltaSink::open(&w.settings().warehouse, spec)
+    medallion::delta::DeltaSink::open(&w.settings().warehouse, unpartitioned_close_price())
         .await
         .unwrap();
     w.land("a.csv", &rows(20_000, 1));

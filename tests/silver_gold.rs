@@ -345,11 +345,13 @@ async fn run_task_runs_one_task_without_kafka() {
         vars: Vec::new(),
     };
     offline.set_var("kafka_bootstrap_servers", "127.0.0.1:1");
-    offline.run_binary_ok(&["--task", "close_price"]).await;
     let out = offline.run_binary_ok(&["--task", "silver_gold"]).await;
     assert!(
-        out.contains("── stocks_silver succeeded") && !out.contains("· kafka"),
+        out.contains("── stocks_silver succeeded")
+            && out.contains("── close_price succeeded")
+            && !out.contains("· kafka"),
         "{out}"
     );
     assert_eq!(offline.count(&t("silver", "stocks_silver")).await, 4);
+    assert_eq!(offline.count(&t("silver", "close_price_silver")).await, 4);
 }

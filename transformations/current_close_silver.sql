@@ -1,6 +1,5 @@
 -- silver.current_close_silver: the current version of each index's close, from the SCD
--- Type 2 history (close_price_silver, written by the job's close_price task), recomputed
--- when the history changes.
+-- Type 2 history (close_price_silver.sql), recomputed when the history changes.
 CREATE OR REFRESH MATERIALIZED VIEW silver.current_close_silver (
   Index STRING NOT NULL,
   Date DATE NOT NULL,

@@ -4,7 +4,7 @@
 -- field as text, `null` for a missing value). The view below takes them apart; its
 -- expectations drop what is not a valid daily record into quarantine.stocks_silver, with
 -- the names of the rules it broke. The table keeps the first valid record of each
--- (Index, Date), in bronze order.
+-- (Index, Date), in bronze order. close_price_silver.sql reads the same view.
 
 CREATE TEMPORARY VIEW stocks_parsed (
   CONSTRAINT value_is_a_json_object EXPECT (is_object) ON VIOLATION DROP ROW,

@@ -884,11 +884,27 @@ async fn target_spec(
     } else {
         fields = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     }
+    // Delta's own property: how large the files of writes and MERGEs may grow.
+    let size = dataset
+        .table
+        .as_ref()
+        .and_then(|t| t.properties.get("delta.targetFileSize"));
+    let target_file_size = match size {
+        None => None,
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            PipelineError::Plan(PlanError::at(
+                &dataset.file,
+                dataset.loc,
+                format!("TBLPROPERTIES 'delta.targetFileSize' is '{v}', not a number of bytes"),
+                "write a whole number of bytes, such as '2097152' for 2 MB",
+            ))
+        })?),
+    };
     Ok(TableSpec {
         name: dataset.name.table_name(),
         schema: Arc::new(Schema::new(fields)),
         partition_columns,
-        target_file_size: None,
+        target_file_size,
     })
 }
 
@@ -1050,11 +1066,8 @@ impl Update {
         let quarantine = self.quarantine_sink(dataset).await?;
         let store = match self.prepared.cdc.get(&index) {
             Some(shape) => {
-                let partitions = dataset
-                    .table
-                    .as_ref()
-                    .map(|t| t.partitioned_by.clone())
-                    .unwrap_or_default();
+                // Partitioned as the target is (which may be an earlier layout).
+                let partitions = sink.partition_columns();
                 let spec = crate::pipeline::cdc::store::spec(sink.name(), shape, partitions);
                 Some(DeltaSink::open(&warehouse, spec).await?)
             }

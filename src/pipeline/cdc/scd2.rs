@@ -330,12 +330,15 @@ pub async fn apply(
         }
     }
 
-    // Replay, and compare with what is stored.
-    let mut deletes: Vec<&Stored<'_>> = Vec::new();
-    let mut inserts: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> = Vec::new();
+    // Replay, and compare with what is stored, key by key (in key order, so that the
+    // MERGEs of a batch are the same on a rerun).
+    let mut order: Vec<&OwnedRow> = keys.keys().collect();
+    order.sort();
     let mut duplicates = 0;
+    let mut changes_by_key: Vec<KeyChanges<'_, '_>> = Vec::new();
     let empty = Vec::new();
-    for (k, key) in &keys {
+    for k in order {
+        let key = &keys[k];
         let old = scope.get(k).unwrap_or(&empty);
         let old_versions: Vec<Version<Seq, Cells<'_>>> =
             old.iter().map(|s| s.version.clone()).collect();
@@ -346,71 +349,144 @@ pub async fn apply(
             shape.ignore_null_updates,
         );
         duplicates += replayed.duplicates;
-        let mut matched = vec![false; old.len()];
-        let mut changed: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> = Vec::new();
-        let mut fresh: Vec<Version<Seq, Cells<'_>>> = Vec::new();
-        for v in replayed.versions {
-            let same = |s: &Stored<'_>, ends: bool| {
-                s.version.start == v.start
-                    && (!ends || s.version.end == v.end)
-                    && pool.same_values(&s.version.values, &v.values)
-            };
-            if let Some(i) = (0..old.len()).find(|&i| !matched[i] && same(&old[i], true)) {
-                matched[i] = true;
-            } else if let Some(i) = (0..old.len()).find(|&i| !matched[i] && same(&old[i], false)) {
-                // Re-cut: the same version with another end keeps when it was written.
-                matched[i] = true;
-                deletes.push(&old[i]);
-                changed.push((v, old[i].written_at));
-            } else {
-                fresh.push(v);
-            }
+        let c = compare(&pool, old, replayed.versions);
+        if !c.deletes.is_empty() || !c.inserts.is_empty() {
+            changes_by_key.push(c);
         }
-        deletes.extend(
-            old.iter()
-                .zip(&matched)
-                .filter(|(_, m)| !**m)
-                .map(|(s, _)| s),
-        );
-        // A deleted (start, end) also deletes an unchanged version of the same start and
-        // end (two versions of one sequence value): write that one again too.
-        let gone: HashSet<(&OwnedRow, Option<&OwnedRow>)> = deletes
-            .iter()
-            .map(|s| (&s.version.start.row, s.version.end.as_ref().map(|e| &e.row)))
-            .collect();
-        for (i, s) in old.iter().enumerate() {
-            let triple = (&s.version.start.row, s.version.end.as_ref().map(|e| &e.row));
-            if matched[i] && !deletes.iter().any(|d| std::ptr::eq(*d, s)) && gone.contains(&triple)
-            {
-                deletes.push(s);
-                changed.push((s.version.clone(), s.written_at));
-            }
-        }
-        inserts.extend(changed);
-        inserts.extend(fresh.into_iter().map(|v| (v, None)));
     }
 
-    if deletes.is_empty() && inserts.is_empty() {
-        let v = target.append(vec![], txn()).await?;
-        return Ok(Applied {
-            duplicates,
-            keys_replayed_from_history: replayed_from_history,
-            version: v,
-            ..Applied::default()
-        });
-    }
-    let source = merge_source(shape, &pool, &deletes, &inserts)?;
-    let on = merge_on(shape);
-    crate::fault::point("cdc.before_merge");
-    let df = SessionContext::new().read_batch(source)?;
-    let (v, deleted, inserted) = target.replace_rows(df, on, OP, DELETE, txn()).await?;
-    Ok(Applied {
-        inserted,
-        deleted,
+    // One MERGE per group of keys whose rows hold at most PER_MERGE partition values
+    // (delta-rs turns a MERGE's partition values into a chain of ORs, and walks it
+    // recursively), the progress with the last: a rerun after a crash between them
+    // replays every key again and finds the earlier groups' versions already there.
+    let partitions: Vec<usize> = target
+        .partition_columns()
+        .iter()
+        .filter_map(|p| shape.stored.iter().position(|f| f.name() == p))
+        .collect();
+    let groups = groups(&pool, &partitions, changes_by_key);
+    let mut applied = Applied {
         duplicates,
         keys_replayed_from_history: replayed_from_history,
-        version: v,
-    })
+        ..Applied::default()
+    };
+    if groups.is_empty() {
+        applied.version = target.append(vec![], txn()).await?;
+        return Ok(applied);
+    }
+    let last = groups.len() - 1;
+    for (n, group) in groups.into_iter().enumerate() {
+        let deletes: Vec<&Stored<'_>> = group.iter().flat_map(|c| c.deletes.iter().copied()).collect();
+        let inserts: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> =
+            group.into_iter().flat_map(|c| c.inserts).collect();
+        let source = merge_source(shape, &pool, &deletes, &inserts)?;
+        crate::fault::point("cdc.before_merge");
+        let df = SessionContext::new().read_batch(source)?;
+        let progress = if n == last { txn() } else { vec![] };
+        let (v, deleted, inserted) = target
+            .replace_rows(df, merge_on(shape), OP, DELETE, progress)
+            .await?;
+        applied.deleted += deleted;
+        applied.inserted += inserted;
+        applied.version = v;
+    }
+    Ok(applied)
+}
+
+/// Most partition values in one MERGE.
+const PER_MERGE: usize = 256;
+
+/// What a batch changes of one key's stored versions.
+struct KeyChanges<'s, 'p> {
+    /// Stored versions to delete.
+    deletes: Vec<&'s Stored<'p>>,
+    /// Versions to write, with the time they were first written if they were stored.
+    inserts: Vec<(Version<Seq, Cells<'p>>, Option<i64>)>,
+}
+
+/// `old` (a key's stored versions in scope) against `new` (what they must be): the
+/// versions kept as they are, re-cut ones (same start and values, another end: they
+/// keep when they were written), and the rest deleted or inserted.
+fn compare<'s, 'p>(
+    pool: &Pool,
+    old: &'s [Stored<'p>],
+    new: Vec<Version<Seq, Cells<'p>>>,
+) -> KeyChanges<'s, 'p> {
+    type Span<'a> = (&'a OwnedRow, Option<&'a OwnedRow>);
+    let span = |v: &'s Version<Seq, Cells<'p>>| -> Span<'s> {
+        (&v.start.row, v.end.as_ref().map(|e| &e.row))
+    };
+    let mut by_span: HashMap<Span<'s>, Vec<usize>> = HashMap::new();
+    let mut by_start: HashMap<&OwnedRow, Vec<usize>> = HashMap::new();
+    for (i, s) in old.iter().enumerate() {
+        by_span.entry(span(&s.version)).or_default().push(i);
+        by_start.entry(&s.version.start.row).or_default().push(i);
+    }
+    // None: not matched; Some(false): unchanged; Some(true): re-cut.
+    let mut matched: Vec<Option<bool>> = vec![None; old.len()];
+    let mut inserts = Vec::new();
+    for v in new {
+        let same = |i: &usize| matched[*i].is_none() && pool.same_values(&old[*i].version.values, &v.values);
+        let end = v.end.as_ref().map(|e| &e.row);
+        if let Some(&i) = by_span.get(&(&v.start.row, end)).and_then(|c| c.iter().find(|i| same(i))) {
+            matched[i] = Some(false);
+        } else if let Some(&i) = by_start.get(&v.start.row).and_then(|c| c.iter().find(|i| same(i))) {
+            matched[i] = Some(true);
+            inserts.push((v, old[i].written_at));
+        } else {
+            inserts.push((v, None));
+        }
+    }
+    let mut deletes: Vec<&Stored<'p>> = Vec::new();
+    for (i, m) in matched.iter().enumerate() {
+        if *m != Some(false) {
+            deletes.push(&old[i]);
+        }
+    }
+    // The MERGE deletes by (key, start, end): a version kept as it is with the start
+    // and end of one deleted (two versions of one sequence value) is written again.
+    let gone: HashSet<Span<'s>> = deletes.iter().map(|s| span(&s.version)).collect();
+    for (i, s) in old.iter().enumerate() {
+        if matched[i] == Some(false) && gone.contains(&span(&s.version)) {
+            deletes.push(s);
+            inserts.push((s.version.clone(), s.written_at));
+        }
+    }
+    KeyChanges { deletes, inserts }
+}
+
+/// The keys' changes in groups whose rows hold at most [`PER_MERGE`] values of the
+/// target's partition columns (`partitions`, indexes of stored columns); one group
+/// when the target is not partitioned.
+fn groups<'s, 'p>(
+    pool: &Pool,
+    partitions: &[usize],
+    changes: Vec<KeyChanges<'s, 'p>>,
+) -> Vec<Vec<KeyChanges<'s, 'p>>> {
+    let mut out: Vec<Vec<KeyChanges<'s, 'p>>> = Vec::new();
+    let mut values: HashSet<Vec<u8>> = HashSet::new();
+    for c in changes {
+        let mine: HashSet<Vec<u8>> = c
+            .deletes
+            .iter()
+            .map(|s| &s.version.values)
+            .chain(c.inserts.iter().map(|(v, _)| &v.values))
+            .map(|cells| {
+                partitions
+                    .iter()
+                    .flat_map(|&p| pool.encoded(p, cells.cell(p)).to_vec())
+                    .collect()
+            })
+            .collect();
+        let fits = values.union(&mine).count() <= PER_MERGE;
+        if out.is_empty() || (!fits && !values.is_empty()) {
+            out.push(Vec::new());
+            values.clear();
+        }
+        values.extend(mine);
+        out.last_mut().expect("a group").push(c);
+    }
+    out
 }
 
 /// An event of the pool.
@@ -455,9 +531,12 @@ fn pool_scalar(pool: &Pool, seq: &Seq) -> Result<ScalarValue, CdcError> {
     Ok(ScalarValue::try_from_array(&array, 0)?)
 }
 
+/// The most values of a key column in one `IN` list of a read.
+const IN_LIST_MAX: usize = 64;
+
 /// Keeps the rows whose keys are among those at `rows` of `values`: per key column, its
-/// values as an `IN` list and their range (which file statistics can prune by). Exact
-/// for one key column; for several, a superset that the caller narrows.
+/// values as an `IN` list and their range (which file statistics can prune by). A
+/// superset when there are several key columns or many values, which the caller narrows.
 fn key_filter(shape: &Shape, values: &RecordBatch, rows: &[usize]) -> Result<Expr, CdcError> {
     let mut filter: Option<Expr> = None;
     for &k in &shape.keys {
@@ -477,12 +556,17 @@ fn key_filter(shape: &Shape, values: &RecordBatch, rows: &[usize]) -> Result<Exp
             .iter()
             .max_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         let name = shape.stored[k].name();
-        let mut f = column(name).in_list(seen.iter().cloned().map(lit).collect(), false);
+        let mut f = lit(true);
         if let (Some(min), Some(max)) = (min, max) {
             f = column(name)
                 .gt_eq(lit(min.clone()))
-                .and(column(name).lt_eq(lit(max.clone())))
-                .and(f);
+                .and(column(name).lt_eq(lit(max.clone())));
+        }
+        // delta-rs turns an IN list into a chain of ORs to skip files, and walks it
+        // recursively: long lists overflow the stack. Beyond IN_LIST_MAX values, the
+        // range alone selects, and the caller keeps the batch's keys.
+        if seen.len() <= IN_LIST_MAX {
+            f = f.and(column(name).in_list(seen.iter().cloned().map(lit).collect(), false));
         }
         filter = Some(match filter {
             Some(x) => x.and(f),
