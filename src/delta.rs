@@ -463,53 +463,6 @@ impl DeltaSink {
         Ok((self.version(), rows))
     }
 
-    /// MERGE `source` into the table on `predicate` (aliases `target` and `source`):
-    /// matched rows get the `update` columns from the source, unmatched source rows are
-    /// inserted whole. One commit, with `txns`. Returns the new version and the rows
-    /// (inserted, updated).
-    pub async fn merge(
-        &mut self,
-        source: DataFrame,
-        predicate: &str,
-        update: &[&str],
-        txns: Vec<Transaction>,
-    ) -> Result<(i64, usize, usize), DeltaError> {
-        let wrap = |source| DeltaError::Table {
-            table: self.qualified.clone(),
-            source,
-        };
-        let columns = self.column_names();
-        let (table, metrics) = self
-            .table
-            .clone()
-            .merge(source, predicate)
-            .with_source_alias("source")
-            .with_target_alias("target")
-            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
-            .with_writer_properties(writer_properties(&self.spec.schema))
-            .when_matched_update(|u| {
-                update
-                    .iter()
-                    .fold(u, |u, c| u.update(*c, format!("source.{}", quoted(c))))
-            })
-            .map_err(wrap)?
-            .when_not_matched_insert(|i| {
-                columns
-                    .iter()
-                    .fold(i, |i, c| i.set(c.as_str(), format!("source.{}", quoted(c))))
-            })
-            .map_err(wrap)?
-            .await
-            .map_err(wrap)?;
-        log_merge(&self.qualified, &metrics);
-        self.table = table;
-        Ok((
-            self.version(),
-            metrics.num_target_rows_inserted,
-            metrics.num_target_rows_updated,
-        ))
-    }
-
     /// The batch with the table's schema: columns by name, cast to the table's types. SQL
     /// results come back with other string encodings and nullability than the table's.
     fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch, DeltaError> {

@@ -1,6 +1,6 @@
 //! The job `kafka_stream_job`: its tasks as a DAG, run with a trigger.
 //!
-//! The stock job: `ingest → bronze → close_price → silver_gold` (a `pipeline_task`).
+//! The stock job: `ingest → bronze → silver_gold` (a `pipeline_task`).
 //!
 //! A task starts when every task it depends on has succeeded; independent branches run at
 //! the same time. When a task fails, its dependents are skipped and the others finish.
@@ -58,9 +58,6 @@ async fn run_task(
     let mut summary = match &task.kind {
         TaskKind::CsvToKafka(s) => tasks::ingest::run(ctx, s, progress).await.map_err(text),
         TaskKind::KafkaToDelta(s) => tasks::bronze::run(ctx, s, progress).await.map_err(text),
-        TaskKind::Scd2ClosePrice(s) => tasks::close_price::run(ctx, s, progress)
-            .await
-            .map_err(text),
         TaskKind::PipelineTask(t) => run_pipeline(ctx, t, &task.task_key, progress).await,
     }?;
     summary.task = task.task_key.clone();

@@ -33,6 +33,5 @@ pub mod scheduler;
 pub mod secrets;
 pub mod source;
 pub mod sql;
-pub mod stock;
 pub mod stream;
 pub mod tasks;

@@ -10,8 +10,8 @@ use serde_json::Value;
 const STAGES: [&str; 8] = [
     "ingest",
     "bronze",
-    "close_price",
     "silver_gold",
+    "close_price",
     "stocks_silver",
     "current_close_silver",
     "stocks_close_silver",
@@ -94,7 +94,9 @@ fn bench_reports_every_figure_for_the_embedded_broker() {
     let merge = &broker["merge"];
     assert_eq!(merge["history_rows"], 100_000);
     // Every run starts from the same warehouse: a run on a merged one would write nothing.
-    assert!(merge["versions_written"].as_u64().unwrap() >= 10_000);
+    // (The AUTO CDC flow writes each valid change event: 10,000 less the few the
+    // expectations drop.)
+    assert!(merge["versions_written"].as_u64().unwrap() >= 9_900);
     let runs = merge["runs_seconds"].as_array().unwrap();
     assert_eq!(runs.len(), 5);
     let secs = |v: &Value| v.as_f64().unwrap();

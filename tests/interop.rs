@@ -108,12 +108,12 @@ async fn python_deltalake_reads_bronze_and_quarantine() {
     ];
     for (schema, table, source) in refined {
         let name = medallion::catalog::TableName::new(schema, table);
-        // The close_price task records its progress as `<table>/<source>`, a pipeline flow
-        // as `<flow>/<source>` (each flow here is named after its table).
+        // A pipeline flow records its progress as `<flow>/<source>`: each flow here is
+        // named after its table, but the AUTO CDC flow close_price.
         let apps: Vec<String> = source
             .iter()
             .map(|s| match table {
-                "close_price_silver" => format!("{name}/{s}"),
+                "close_price_silver" => format!("close_price/{s}"),
                 _ => format!("{table}/{s}"),
             })
             .collect();

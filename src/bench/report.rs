@@ -67,7 +67,7 @@ fn stage_name(task: &str) -> String {
         "ingest" => "CSV → Kafka",
         "bronze" => "Kafka → bronze",
         "stocks" => "bronze → stocks_silver",
-        "close_price" => "SCD2 MERGE → close_price_silver",
+        "close_price" => "flow: AUTO CDC, SCD2 MERGE → close_price_silver",
         "current_close" => "close_price → current_close_silver",
         "stocks_close" => "stream-static join → stocks_close_silver",
         "updated_stocks" => "gold rebuild → updated_stocks_gold",
@@ -91,7 +91,7 @@ pub struct Merge {
     pub seconds: f64,
     pub min_seconds: f64,
     pub max_seconds: f64,
-    /// The close_price task of each run, alone, from the same warehouse.
+    /// The close_price flow of each run, from the same warehouse.
     pub runs_seconds: Vec<f64>,
     pub versions_written: u64,
 }

@@ -53,8 +53,6 @@ pub enum TaskKind {
     CsvToKafka(CsvToKafka),
     /// Kafka → a Bronze Delta table.
     KafkaToDelta(KafkaToDelta),
-    /// Bronze → the SCD Type 2 close-price history, by MERGE.
-    Scd2ClosePrice(SourceTable),
     /// An update of a pipeline of the bundle (`resources.pipelines.<key>`).
     PipelineTask(PipelineTask),
 }
@@ -144,13 +142,6 @@ fn default_batch_bytes() -> u64 {
     256 << 20
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceTable {
-    pub source: String,
-    pub table: String,
-}
-
 /// A Quartz cron schedule in a time zone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,7 +208,6 @@ impl TaskKind {
         match self {
             TaskKind::CsvToKafka(_) => "csv_to_kafka",
             TaskKind::KafkaToDelta(_) => "kafka_to_delta",
-            TaskKind::Scd2ClosePrice(_) => "scd2_close_price",
             TaskKind::PipelineTask(_) => "pipeline_task",
         }
     }
@@ -232,7 +222,6 @@ impl TaskKind {
         match self {
             TaskKind::CsvToKafka(s) => vec![("quarantine_table", &s.quarantine_table)],
             TaskKind::KafkaToDelta(s) => vec![("table", &s.table)],
-            TaskKind::Scd2ClosePrice(s) => vec![("source", &s.source), ("table", &s.table)],
             TaskKind::PipelineTask(_) => vec![],
         }
     }

@@ -87,11 +87,6 @@ pub fn json_schema() -> Value {
                     }),
                     &["topic", "table", "partition_by"],
                 ),
-                "scd2_close_price": task_type(
-                    "Bronze → SCD Type 2 close-price history, by MERGE.",
-                    json!({ "source": table(""), "table": table("") }),
-                    &["source", "table"],
-                ),
                 "pipeline_task": task_type(
                     "An update of a pipeline of the bundle.",
                     json!({

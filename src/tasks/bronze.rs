@@ -24,7 +24,6 @@ use crate::delta::{schema, DeltaError, DeltaSink, TableSpec};
 use crate::fault;
 use crate::kafka::{KafkaClientError, RangeReader};
 use crate::progress::{Progress, TaskSummary};
-use crate::tasks::columns::{i32s, i64s, strs};
 use crate::tasks::{table_setting, TaskContext};
 
 /// Errors of the bronze task.
@@ -134,36 +133,6 @@ async fn check_topic_id(
 /// The txn app id under which a partition's progress is committed.
 pub fn app_id(table: &TableName, topic: &str, partition: i32) -> String {
     format!("{table}/{topic}/{partition}")
-}
-
-/// A bronze record: where it sits in Kafka, and its value (borrowed from the batch it
-/// was read in, so that a piece of bronze is held once, not twice).
-#[derive(Debug, Clone)]
-pub struct BronzeRecord<'a> {
-    pub partition: i32,
-    pub offset: i64,
-    pub value: Option<&'a str>,
-}
-
-/// The bronze records of `batches`, in bronze order (partition, offset).
-pub fn bronze_records(
-    batches: &[RecordBatch],
-) -> Result<Vec<BronzeRecord<'_>>, crate::tasks::TaskError> {
-    let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
-    for b in batches {
-        let partition = i32s(b, "partition")?;
-        let offset = i64s(b, "offset")?;
-        let value = strs(b, "value")?;
-        for i in 0..b.num_rows() {
-            out.push(BronzeRecord {
-                partition: partition.value(i),
-                offset: offset.value(i),
-                value: (!deltalake::arrow::array::Array::is_null(value, i)).then(|| value.value(i)),
-            });
-        }
-    }
-    out.sort_by_key(|r| (r.partition, r.offset));
-    Ok(out)
 }
 
 /// Runs the bronze task: every partition from where it left off to the end offsets seen now.

@@ -376,7 +376,10 @@ pub async fn apply(
     }
     let last = groups.len() - 1;
     for (n, group) in groups.into_iter().enumerate() {
-        let deletes: Vec<&Stored<'_>> = group.iter().flat_map(|c| c.deletes.iter().copied()).collect();
+        let deletes: Vec<&Stored<'_>> = group
+            .iter()
+            .flat_map(|c| c.deletes.iter().copied())
+            .collect();
         let inserts: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> =
             group.into_iter().flat_map(|c| c.inserts).collect();
         let source = merge_source(shape, &pool, &deletes, &inserts)?;
@@ -426,11 +429,19 @@ fn compare<'s, 'p>(
     let mut matched: Vec<Option<bool>> = vec![None; old.len()];
     let mut inserts = Vec::new();
     for v in new {
-        let same = |i: &usize| matched[*i].is_none() && pool.same_values(&old[*i].version.values, &v.values);
+        let same = |i: &usize| {
+            matched[*i].is_none() && pool.same_values(&old[*i].version.values, &v.values)
+        };
         let end = v.end.as_ref().map(|e| &e.row);
-        if let Some(&i) = by_span.get(&(&v.start.row, end)).and_then(|c| c.iter().find(|i| same(i))) {
+        if let Some(&i) = by_span
+            .get(&(&v.start.row, end))
+            .and_then(|c| c.iter().find(|i| same(i)))
+        {
             matched[i] = Some(false);
-        } else if let Some(&i) = by_start.get(&v.start.row).and_then(|c| c.iter().find(|i| same(i))) {
+        } else if let Some(&i) = by_start
+            .get(&v.start.row)
+            .and_then(|c| c.iter().find(|i| same(i)))
+        {
             matched[i] = Some(true);
             inserts.push((v, old[i].written_at));
         } else {
