@@ -41,11 +41,11 @@ struct Cli {
 enum Command {
     /// Run the job kafka_stream_job: its tasks as a DAG, on everything available now, then exit.
     ///
-    /// ingest → bronze → close_price → silver_gold. ingest sends new CSV files of
-    /// landing_dir to Kafka; bronze appends new Kafka records to bronze.bronze;
-    /// close_price keeps the SCD Type 2 history silver.close_price_silver; silver_gold runs
-    /// the pipeline `stocks` (transformations/*.sql): stocks_silver, current_close_silver,
-    /// stocks_close_silver and gold.updated_stocks_gold.
+    /// ingest → bronze → silver_gold. ingest sends new CSV files of landing_dir to Kafka;
+    /// bronze appends new Kafka records to bronze.bronze; silver_gold runs the pipeline
+    /// `stocks` (transformations/*.sql): stocks_silver, the SCD Type 2 history
+    /// close_price_silver (an AUTO CDC flow), current_close_silver, stocks_close_silver and
+    /// gold.updated_stocks_gold.
     /// Bad rows go to quarantine.*. A killed run can simply be run again: nothing is lost
     /// or duplicated. Exits non-zero, naming the task, if a task failed.
     Run {

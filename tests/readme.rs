@@ -72,7 +72,7 @@ async fn the_readme_command_runs_the_sample_end_to_end_on_the_embedded_broker() 
 
     // The broker restarts with the next run and still has the topic and its offsets.
     let out = w.run_binary_ok(&[]).await;
-    // The 4 tasks of resources/kafka_stream_job.yml, and the 4 flows of its pipeline.
+    // The 3 tasks of resources/kafka_stream_job.yml, and the 5 flows of its pipeline.
     let summaries = 8;
     assert_eq!(out.matches("rows written  0").count(), summaries, "{out}");
     assert_eq!(w.count(&bronze()).await, lines);

@@ -354,4 +354,6 @@ async fn run_task_runs_one_task_without_kafka() {
     );
     assert_eq!(offline.count(&t("silver", "stocks_silver")).await, 4);
     assert_eq!(offline.count(&t("silver", "close_price_silver")).await, 4);
+    // The AUTO CDC flow streams bronze through the view stocks_parsed, not the view.
+    assert!(!out.contains("stocks_parsed does not exist"), "{out}");
 }

@@ -1078,11 +1078,17 @@ impl Update {
             quarantine,
             store,
         };
+        // The streams the flow reads: through a view read as a stream (`STREAM(v)`, as
+        // an AUTO CDC flow reads its events), the view's own streams.
+        let is_view = |i: &Input| match &i.source {
+            InputSource::Dataset(n) => self.graph.datasets.get(n).is_some_and(|d| d.view.is_some()),
+            _ => false,
+        };
         let inputs: Vec<Input> = self
             .graph
             .all_inputs(&flow.inputs)
             .into_iter()
-            .filter(|i| i.stream)
+            .filter(|i| i.stream && !is_view(i))
             .cloned()
             .collect();
         for input in &inputs {

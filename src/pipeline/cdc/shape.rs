@@ -208,6 +208,13 @@ impl Shape {
                 }
             }
         }
+        if cdc.scd_type == 1 {
+            return Err(at(
+                flow_loc,
+                "this medallion runs AUTO CDC flows stored as SCD TYPE 2 only; SCD TYPE 1 (the default) comes in a later version".into(),
+                "add STORED AS SCD TYPE 2 (a history, one row per version), or keep the flow out of the pipeline until type 1 lands".into(),
+            ));
+        }
         let prop = |key: &str| props.get(key).filter(|v| !v.is_empty()).cloned();
         let (current, written_at, closed_at) = (
             prop(properties::CURRENT),
@@ -371,5 +378,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("leaves out the key `id`"), "{e}");
+        let e = resolve(
+            "CREATE FLOW f AS AUTO CDC INTO t FROM STREAM(s) KEYS (id) SEQUENCE BY ts",
+            DataType::Int64,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("SCD TYPE 2 only"), "{e}");
     }
 }
