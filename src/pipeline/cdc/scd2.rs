@@ -93,6 +93,7 @@ pub async fn apply(
     app: &str,
     version: i64,
 ) -> Result<Applied, CdcError> {
+    let started = std::time::Instant::now();
     let txn = || vec![Transaction::new(app, version)];
     let stored_count = shape.stored.len();
     let keys_of = |b: &RecordBatch| -> Vec<ArrayRef> {
@@ -153,6 +154,7 @@ pub async fn apply(
         }
     }
 
+    tracing::debug!(elapsed = ?started.elapsed(), keys = keys.len(), "cdc: open versions read");
     // The stored versions the batch can change.
     let (fast, slow): (Vec<&Key>, Vec<&Key>) = keys.values().partition(|k| !k.slow);
     let lowest = |ks: &[&Key]| ks.iter().filter_map(|k| k.from.as_ref()).min().cloned();
@@ -193,6 +195,14 @@ pub async fn apply(
     for f in event_filters {
         event_batches.extend(store.scan(f).await?);
     }
+    tracing::debug!(
+        elapsed = ?started.elapsed(),
+        fast = fast.len(),
+        slow = slow.len(),
+        versions = version_batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        events = event_batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        "cdc: versions and events in scope read"
+    );
     // The events go to the store before the history changes, with the progress: a rerun
     // after a crash between the two finds them there, and reads them from there.
     let in_store = !crate::stream::needs(store.txn_version(app).await?, version);
@@ -201,6 +211,7 @@ pub async fn apply(
         let rows = changes.to_store(&spec)?;
         store.append(vec![rows], txn()).await?;
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "cdc: events stored");
     crate::fault::point("cdc.after_events");
 
     // Everything into the pool, then events and versions that point into it.
@@ -355,6 +366,7 @@ pub async fn apply(
         }
     }
 
+    tracing::debug!(elapsed = ?started.elapsed(), keys = changes_by_key.len(), "cdc: keys replayed");
     // One MERGE per group of keys whose rows hold at most PER_MERGE partition values
     // (delta-rs turns a MERGE's partition values into a chain of ORs, and walks it
     // recursively), the progress with the last: a rerun after a crash between them
@@ -389,6 +401,7 @@ pub async fn apply(
         let (v, deleted, inserted) = target
             .replace_rows(df, merge_on(shape), OP, DELETE, progress)
             .await?;
+        tracing::debug!(elapsed = ?started.elapsed(), deleted, inserted, "cdc: merged");
         applied.deleted += deleted;
         applied.inserted += inserted;
         applied.version = v;
