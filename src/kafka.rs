@@ -229,6 +229,37 @@ pub struct TopicInfo {
     pub created: bool,
 }
 
+/// How long a partition of a topic just created may take to get its leader.
+const LEADER_WAIT: Duration = Duration::from_secs(15);
+
+/// A partition's watermarks, waiting (blocking) while the cluster has no leader for it
+/// yet: a topic just created answers `NotLeaderForPartition` or `LeaderNotAvailable` for a
+/// moment on Apache Kafka.
+fn watermarks_once_led(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), KafkaError> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT) {
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::NotLeaderForPartition)
+                        | Some(RDKafkaErrorCode::LeaderNotAvailable)
+                ) && started.elapsed() < LEADER_WAIT =>
+            {
+                tracing::debug!(topic, partition, error = %e, "no partition leader yet; waiting");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl KafkaEndpoint {
     pub fn new(bootstrap: impl Into<String>, client: BTreeMap<String, String>) -> Self {
         KafkaEndpoint {
@@ -439,8 +470,7 @@ impl KafkaEndpoint {
         partitions
             .iter()
             .map(|&p| {
-                consumer
-                    .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+                watermarks_once_led(&consumer, topic, p)
                     .map(|w| (p, w))
                     .map_err(|source| KafkaClientError::Watermarks {
                         topic: topic.into(),
