@@ -86,6 +86,18 @@ impl PipelineProject {
         text
     }
 
+    /// Runs `medallion ARGS` with the fault point `point` armed, and expects the run to
+    /// die there.
+    pub fn killed_at(&self, args: &[&str], point: &str) {
+        let out = self.medallion(args, &[("MEDALLION_FAULT", point)]);
+        assert!(
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("fault injected"),
+            "{point}: the fault did not fire: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The folder of table `schema.table` of catalog `dev`.
     pub fn table(&self, schema: &str, table: &str) -> PathBuf {
         self.root()

@@ -158,38 +158,41 @@ pub async fn apply(
     // The stored versions the batch can change.
     let (fast, slow): (Vec<&Key>, Vec<&Key>) = keys.values().partition(|k| !k.slow);
     let lowest = |ks: &[&Key]| ks.iter().filter_map(|k| k.from.as_ref()).min().cloned();
-    let fast_from = lowest(&fast);
-    let mut scans: Vec<(Expr, Option<Seq>)> = Vec::new();
-    if let Some(from) = &fast_from {
-        let rows: Vec<usize> = fast.iter().map(|k| k.rows[0]).collect();
-        let from = pool_scalar(&pool, from)?;
-        let filter = key_filter(shape, &changes.values, &rows)?.and(
-            column(START_AT)
-                .gt_eq(lit(from.clone()))
-                .or(column(END_AT).gt_eq(lit(from))),
+    let first_rows = |ks: &[&Key]| ks.iter().map(|k| k.rows[0]).collect::<Vec<usize>>();
+    // In order: versions and events from the lowest replay point of the fast keys (each
+    // key is narrowed to its own below). Late or new: all of the slow keys'.
+    let fast_from = match lowest(&fast) {
+        Some(from) => Some((
+            key_filter(shape, &changes.values, &first_rows(&fast))?,
+            pool_scalar(&pool, &from)?,
+        )),
+        None => None,
+    };
+    let slow_keys = (!slow.is_empty())
+        .then(|| key_filter(shape, &changes.values, &first_rows(&slow)))
+        .transpose()?;
+    let mut version_filters: Vec<Expr> = Vec::new();
+    let mut event_filters: Vec<Expr> = Vec::new();
+    if let Some((keys, from)) = &fast_from {
+        version_filters.push(
+            keys.clone().and(
+                column(START_AT)
+                    .gt_eq(lit(from.clone()))
+                    .or(column(END_AT).gt_eq(lit(from.clone()))),
+            ),
         );
-        scans.push((filter, fast_from.clone()));
+        event_filters.push(
+            keys.clone()
+                .and(column(store::SEQUENCE).gt_eq(lit(from.clone()))),
+        );
     }
-    if !slow.is_empty() {
-        let rows: Vec<usize> = slow.iter().map(|k| k.rows[0]).collect();
-        scans.push((key_filter(shape, &changes.values, &rows)?, None));
+    if let Some(keys) = slow_keys {
+        version_filters.push(keys.clone());
+        event_filters.push(keys);
     }
     let mut version_batches = Vec::new();
-    for (filter, _) in &scans {
-        version_batches.extend(target.scan(filter.clone()).await?);
-    }
-    // The stored events from where each key replays.
-    let mut event_filters: Vec<Expr> = Vec::new();
-    if let Some(from) = &fast_from {
-        let rows: Vec<usize> = fast.iter().map(|k| k.rows[0]).collect();
-        event_filters.push(
-            key_filter(shape, &changes.values, &rows)?
-                .and(column(store::SEQUENCE).gt_eq(lit(pool_scalar(&pool, from)?))),
-        );
-    }
-    if !slow.is_empty() {
-        let rows: Vec<usize> = slow.iter().map(|k| k.rows[0]).collect();
-        event_filters.push(key_filter(shape, &changes.values, &rows)?);
+    for f in version_filters {
+        version_batches.extend(target.scan(f).await?);
     }
     let mut event_batches = Vec::new();
     for f in event_filters {

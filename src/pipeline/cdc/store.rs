@@ -106,7 +106,10 @@ impl Changes {
             .expect("a mask of the batch's length"),
             reasons: reasons.iter().flatten().cloned().collect(),
         });
-        let batch = filter_record_batch(batch, &keep)?;
+        let batch = match rejected {
+            Some(_) => filter_record_batch(batch, &keep)?,
+            None => batch.clone(),
+        };
         let arrival = Int64Array::from_iter_values(
             keep.iter()
                 .enumerate()
