@@ -292,6 +292,18 @@ impl DeltaSink {
             })
     }
 
+    /// The table as a DataFrame, to filter and to read from, in a session with delta-rs's
+    /// planner (so that it can be the source of a write).
+    pub async fn frame(&self) -> Result<DataFrame, DeltaError> {
+        let query = |reason: String| DeltaError::Query {
+            table: self.qualified.clone(),
+            reason,
+        };
+        crate::sql::table_frame(&self.table)
+            .await
+            .map_err(|e| query(e.to_string()))
+    }
+
     /// The rows that `filter` keeps (a DataFusion expression over the table's columns),
     /// in the table's types, reading only the files whose partition values and
     /// statistics may hold some.
@@ -300,16 +312,9 @@ impl DeltaSink {
             table: self.qualified.clone(),
             reason: e.to_string(),
         };
-        let ctx = crate::sql::session(&[("t", &self.table)])
-            .await
-            .map_err(|e| DeltaError::Query {
-                table: self.qualified.clone(),
-                reason: e.to_string(),
-            })?;
-        let batches = ctx
-            .table("t")
-            .await
-            .map_err(wrap)?
+        let batches = self
+            .frame()
+            .await?
             .filter(filter)
             .map_err(wrap)?
             .collect()
@@ -317,6 +322,24 @@ impl DeltaSink {
             .map_err(wrap)?;
         // Strings come back as views; callers get the table's own types.
         batches.iter().map(|b| self.conform(b)).collect()
+    }
+
+    /// Deletes the rows that `predicate` keeps, rewriting only the files that hold some.
+    /// Returns the rows deleted (0 without a commit when none matched).
+    pub async fn delete_where(&mut self, predicate: Expr) -> Result<usize, DeltaError> {
+        let (table, metrics) = self
+            .table
+            .clone()
+            .delete()
+            .with_predicate(predicate)
+            .with_writer_properties(writer_properties(&self.spec.schema))
+            .await
+            .map_err(|source| DeltaError::Table {
+                table: self.qualified.clone(),
+                source,
+            })?;
+        self.table = table;
+        Ok(metrics.num_deleted_rows.unwrap_or(0))
     }
 
     /// A MERGE that replaces rows: each row of `source` whose `op` column is `delete`

@@ -95,6 +95,14 @@ pub async fn table_query(
     Ok(register(ctx, &[("t", table)]).await?.sql(sql).await?)
 }
 
+/// One table, registered as `t`, as a DataFrame, in a session with delta-rs's planner.
+pub async fn table_frame(
+    table: &DeltaTable,
+) -> Result<deltalake::datafusion::prelude::DataFrame, SqlError> {
+    let ctx = deltalake::delta_datafusion::create_session().into_inner();
+    Ok(register(ctx, &[("t", table)]).await?.table("t").await?)
+}
+
 /// Runs `sql` over one table, registered as `t`.
 pub async fn query_table(table: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
     collect(&session(&[("t", table)]).await?, sql).await

@@ -157,6 +157,26 @@ fn dry_run_locates_a_missing_key_and_an_unorderable_sequence() {
     );
 }
 
+/// A project of `sql` run once per part of the events (written by `lines`), the run of
+/// part `killed` first killed at `point`.
+fn runs_killed_once(
+    sql: &str,
+    parts: &[Vec<usize>],
+    lines: fn(&[usize]) -> Vec<u8>,
+    point: &str,
+    killed: usize,
+) -> PipelineProject {
+    let p = PipelineProject::new(&[("cdc.sql", sql)]);
+    for (i, part) in parts.iter().enumerate() {
+        p.write_data(&format!("changes/{i}.json"), &lines(part));
+        if i == killed {
+            p.killed_at(&["pipeline", "run"], point);
+        }
+        p.ok(&["pipeline", "run"]);
+    }
+    p
+}
+
 /// The fault-injection harness for AUTO CDC: a run killed after the events reached the
 /// event store, before the MERGE, or after it, in any of three runs, and run again,
 /// gives the history of a run never killed, with every event stored once.
@@ -169,14 +189,7 @@ async fn scd2_killed_anywhere_and_rerun_gives_the_same_history() {
         "pipeline.after_commit@2",
     ] {
         for killed in 0..parts.len() {
-            let p = PipelineProject::new(&[("cdc.sql", SCD2)]);
-            for (i, part) in parts.iter().enumerate() {
-                p.write_data(&format!("changes/{i}.json"), &lines(part));
-                if i == killed {
-                    p.killed_at(&["pipeline", "run"], point);
-                }
-                p.ok(&["pipeline", "run"]);
-            }
+            let p = runs_killed_once(SCD2, &parts, lines, point, killed);
             assert_eq!(
                 history(&p).await,
                 HISTORY,
@@ -187,6 +200,162 @@ async fn scd2_killed_anywhere_and_rerun_gives_the_same_history() {
                     .await,
                 7,
                 "killed at {point} in run {killed}: each event is stored once"
+            );
+        }
+    }
+}
+
+const SCD1: &str = "
+CREATE OR REFRESH STREAMING TABLE changes AS
+SELECT id, name, city, CAST(ts AS BIGINT) AS ts, op
+FROM STREAM read_files('${data}/changes', format => 'json');
+
+CREATE OR REFRESH STREAMING TABLE customers;
+
+CREATE FLOW customers_scd1 AS AUTO CDC INTO customers
+FROM STREAM(changes)
+KEYS (id)
+APPLY AS DELETE WHEN op = 'DELETE'
+APPLY AS TRUNCATE WHEN op = 'TRUNCATE'
+SEQUENCE BY ts
+COLUMNS * EXCEPT (op)
+STORED AS SCD TYPE 1;
+";
+
+/// Type 1 events: those of [`event`], then more.
+fn event_1(n: usize) -> &'static str {
+    match n {
+        // 8: Cy.
+        8 => r#"{"id": "3", "name": "Cy", "city": "Oslo", "ts": "2", "op": "UPSERT"}"#,
+        // 9: deleted at 6.
+        9 => r#"{"id": "3", "name": null, "city": null, "ts": "6", "op": "DELETE"}"#,
+        // 10: an update older than the delete: ignored, Cy stays deleted.
+        10 => r#"{"id": "3", "name": "Cy", "city": "Bergen", "ts": "5", "op": "UPSERT"}"#,
+        // 11: a truncate at 5: what was applied below 5 (Anna, at 4) goes.
+        11 => r#"{"id": null, "name": null, "city": null, "ts": "5", "op": "TRUNCATE"}"#,
+        // 12: Dee, after it.
+        12 => r#"{"id": "4", "name": "Dee", "city": "Kyiv", "ts": "7", "op": "UPSERT"}"#,
+        // 13: an update of Ann below the truncate: ignored.
+        13 => r#"{"id": "1", "name": "Old", "city": "Nice", "ts": "4", "op": "UPSERT"}"#,
+        n => event(n),
+    }
+}
+
+fn lines_1(events: &[usize]) -> Vec<u8> {
+    events
+        .iter()
+        .map(|&n| format!("{}\n", event_1(n)))
+        .collect::<String>()
+        .into_bytes()
+}
+
+async fn customers(p: &PipelineProject) -> Vec<String> {
+    p.query("main", "customers", "SELECT * FROM t ORDER BY id")
+        .await
+        .into_iter()
+        .map(|r| r.join("|"))
+        .collect()
+}
+
+/// Events 1 to 10: the highest sequence of each key.
+const CUSTOMERS: &[&str] = &["1|Anna|Lyon|4", "2|Bob|Rome|5"];
+/// With 11 to 13: after the truncate at 5.
+const TRUNCATED: &[&str] = &["2|Bob|Rome|5", "4|Dee|Kyiv|7"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scd1_keeps_the_highest_sequence_whatever_the_arrival_order() {
+    let p = PipelineProject::new(&[("cdc.sql", SCD1)]);
+    p.write_data("changes/a.json", &lines_1(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
+    let out = p.ok(&["pipeline", "run"]);
+    assert!(out.contains("2 event(s) ignored as older"), "{out}");
+    assert_eq!(customers(&p).await, CUSTOMERS);
+    p.write_data("changes/b.json", &lines_1(&[11, 12, 13]));
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(customers(&p).await, TRUNCATED);
+
+    // Out of order, over four runs: the delete of Cy before its insert and its late
+    // update, Bob's return before his delete, the truncate before what it sweeps.
+    let p = PipelineProject::new(&[("cdc.sql", SCD1)]);
+    for (i, part) in [vec![9, 3, 6], vec![10, 5, 1, 8], vec![4, 7, 2]]
+        .iter()
+        .enumerate()
+    {
+        p.write_data(&format!("changes/{i}.json"), &lines_1(part));
+        p.ok(&["pipeline", "run"]);
+    }
+    assert_eq!(customers(&p).await, CUSTOMERS);
+    p.write_data("changes/3.json", &lines_1(&[13, 11]));
+    p.ok(&["pipeline", "run"]);
+    p.write_data("changes/4.json", &lines_1(&[12]));
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(customers(&p).await, TRUNCATED);
+    // Nothing new: nothing changes.
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(customers(&p).await, TRUNCATED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scd1_ignore_null_updates_keeps_stored_values_and_tombstones_are_collected() {
+    let sql = SCD1
+        .replace("KEYS (id)", "KEYS (id)\nIGNORE NULL UPDATES")
+        .replace(
+            "CREATE OR REFRESH STREAMING TABLE customers;",
+            "CREATE OR REFRESH STREAMING TABLE customers\nTBLPROPERTIES ('pipelines.cdc.tombstoneGCThresholdInSeconds' = '0');",
+        );
+    let p = PipelineProject::new(&[("cdc.sql", &sql)]);
+    let mut data = lines_1(&[1, 8, 9]);
+    data.extend_from_slice(
+        b"{\"id\": \"1\", \"name\": null, \"city\": \"Metz\", \"ts\": \"9\", \"op\": \"UPSERT\"}\n",
+    );
+    p.write_data("changes/a.json", &data);
+    let out = p.ok(&["pipeline", "run"]);
+    assert_eq!(customers(&p).await, ["1|Ann|Metz|9"]);
+    // Cy's tombstone is older than 0 s: collected at the end of the run.
+    assert!(
+        out.contains("1 tombstone(s) older than 0 s collected"),
+        "{out}"
+    );
+    assert_eq!(
+        p.count("main", "__apply_changes_storage_customers").await,
+        1
+    );
+    // Without it, an event older than the delete brings Cy back (as in DLT).
+    p.write_data("changes/b.json", &lines_1(&[10]));
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(customers(&p).await, ["1|Ann|Metz|9", "3|Cy|Bergen|5"]);
+}
+
+/// The fault-injection harness for Type 1: killed after the truncate's sweep, after
+/// the store's MERGE, before or after the target's, in any of four runs, and run again.
+#[tokio::test(flavor = "multi_thread")]
+async fn scd1_killed_anywhere_and_rerun_gives_the_same_table() {
+    let parts = [
+        vec![9, 3, 6],
+        vec![10, 5, 1, 8],
+        vec![4, 7, 2, 13, 11],
+        vec![12],
+    ];
+    for point in [
+        "cdc.after_truncate",
+        "cdc.after_events",
+        "cdc.before_merge",
+        "pipeline.after_commit@2",
+    ] {
+        for killed in 0..parts.len() {
+            if point == "cdc.after_truncate" && killed != 2 {
+                continue;
+            }
+            let p = runs_killed_once(SCD1, &parts, lines_1, point, killed);
+            assert_eq!(
+                customers(&p).await,
+                TRUNCATED,
+                "killed at {point} in run {killed}"
+            );
+            // Bob, Cy's tombstone, Dee, and the truncate.
+            assert_eq!(
+                p.count("main", "__apply_changes_storage_customers").await,
+                4,
+                "killed at {point} in run {killed}"
             );
         }
     }

@@ -69,7 +69,7 @@ pub struct FlowReport {
     pub error: Option<String>,
     pub elapsed_ms: u64,
     /// What an AUTO CDC flow did to its target.
-    pub cdc: Option<crate::pipeline::cdc::scd2::Applied>,
+    pub cdc: Option<crate::pipeline::cdc::Applied>,
 }
 
 impl FlowReport {
@@ -1103,11 +1103,29 @@ impl Update {
                 InputSource::Kafka { .. } => unreachable!("refused when planning"),
             }
         }
+        if let (Some(shape), Some(store)) = (self.prepared.cdc.get(&index), out.store.as_mut()) {
+            if shape.scd_type == 1 {
+                let collected =
+                    crate::pipeline::cdc::scd1::collect_tombstones(shape, store).await?;
+                if collected > 0 {
+                    report.notes.push(format!(
+                        "AUTO CDC: {collected} tombstone(s) older than {} s collected",
+                        shape.tombstones_kept_for.as_secs()
+                    ));
+                }
+            }
+        }
         if let Some(c) = &report.cdc {
-            report.notes.push(format!(
-                "AUTO CDC: {} version(s) written, {} stored version(s) replaced; {} event(s) replaced by a later arrival with the same sequence; {} key(s) replayed from their history (late data or new keys)",
-                c.inserted, c.deleted, c.duplicates, c.keys_replayed_from_history
-            ));
+            report.notes.push(match self.prepared.cdc.get(&index).map(|s| s.scd_type) {
+                Some(1) => format!(
+                    "AUTO CDC: {} row(s) written, {} row(s) replaced or deleted; {} event(s) ignored as older than their key's",
+                    c.inserted, c.deleted, c.ignored
+                ),
+                _ => format!(
+                    "AUTO CDC: {} version(s) written, {} stored version(s) replaced; {} event(s) replaced by a later arrival with the same sequence; {} key(s) replayed from their history (late data or new keys)",
+                    c.inserted, c.deleted, c.duplicates, c.keys_replayed_from_history
+                ),
+            });
         }
         Ok(())
     }
@@ -1424,9 +1442,16 @@ impl Update {
         crate::fault::point("pipeline.after_quarantine");
         if let (Some((shape, changes)), Some(store)) = (changes, store.as_mut()) {
             report.rows_written += changes.len() as u64;
-            let applied =
-                crate::pipeline::cdc::scd2::apply(shape, sink, store, changes, app, version)
-                    .await?;
+            let applied = match shape.scd_type {
+                1 => {
+                    crate::pipeline::cdc::scd1::apply(shape, sink, store, changes, app, version)
+                        .await?
+                }
+                _ => {
+                    crate::pipeline::cdc::scd2::apply(shape, sink, store, changes, app, version)
+                        .await?
+                }
+            };
             report
                 .cdc
                 .get_or_insert_with(Default::default)

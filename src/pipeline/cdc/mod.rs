@@ -15,8 +15,10 @@
 //! the version open just before `b` (if one is) as the starting state. Nothing before
 //! `b` can change, since no event of the batch comes before it ([`replay::resume_from`]).
 
+pub mod keys;
 pub mod pool;
 pub mod replay;
+pub mod scd1;
 pub mod scd2;
 pub mod shape;
 pub mod store;
@@ -24,6 +26,35 @@ pub mod store;
 use deltalake::arrow::error::ArrowError;
 
 use crate::delta::DeltaError;
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct Applied {
+    /// Rows written: of Type 2, new versions and stored ones whose end or values changed.
+    pub inserted: usize,
+    /// Stored rows replaced or deleted.
+    pub deleted: usize,
+    /// Events replaced by a later arrival with the same sequence.
+    pub duplicates: usize,
+    /// Type 1: events ignored, being older than what their key held.
+    pub ignored: usize,
+    /// Type 2: keys replayed from before their open version (late data, new keys).
+    pub keys_replayed_from_history: usize,
+    /// The target's version after the batch.
+    pub version: i64,
+}
+
+impl Applied {
+    /// Adds the counts of a later batch.
+    pub fn add(&mut self, later: &Applied) {
+        self.inserted += later.inserted;
+        self.deleted += later.deleted;
+        self.duplicates += later.duplicates;
+        self.ignored += later.ignored;
+        self.keys_replayed_from_history += later.keys_replayed_from_history;
+        self.version = later.version;
+    }
+}
 
 /// Errors while applying change events.
 #[derive(Debug, thiserror::Error)]

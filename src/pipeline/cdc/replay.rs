@@ -178,15 +178,18 @@ where
 pub struct Applied<S, Y, V> {
     pub seq: S,
     pub sys: Y,
+    pub arrival: u64,
     pub values: Option<V>,
 }
 
 /// Type 1: applies `events`, in arrival order, to what the key holds. An event applies
 /// when its order is not below the last one applied (equal: the later arrival
-/// replaces), and not below `truncated` (the last `APPLY AS TRUNCATE WHEN`); otherwise
-/// it is ignored. Returns the new state and how many events were ignored.
+/// replaces), and not below `truncated` (the highest `APPLY AS TRUNCATE WHEN` so far,
+/// those of the batch included: a batch's truncates act before its other events);
+/// otherwise it is ignored. What the key held below `truncated` is gone. Returns the
+/// new state and how many events were ignored.
 pub fn scd1<S, Y, V>(
-    mut current: Option<Applied<S, Y, V>>,
+    current: Option<Applied<S, Y, V>>,
     truncated: Option<(&S, &Y)>,
     events: impl IntoIterator<Item = Event<S, Y, V>>,
     ignore_null_updates: bool,
@@ -196,11 +199,13 @@ where
     Y: Ord,
     V: Values,
 {
+    let mut current = current.filter(|c| !below(&c.seq, &c.sys, truncated));
     let mut ignored = 0;
     for e in events {
-        let below = |seq: &S, sys: &Y| (&e.seq, &e.sys).cmp(&(seq, sys)) == Ordering::Less;
-        let late = current.as_ref().is_some_and(|c| below(&c.seq, &c.sys))
-            || truncated.is_some_and(|(seq, sys)| below(seq, sys));
+        let late = current
+            .as_ref()
+            .is_some_and(|c| (&e.seq, &e.sys).cmp(&(&c.seq, &c.sys)) == Ordering::Less)
+            || below(&e.seq, &e.sys, truncated);
         if late {
             ignored += 1;
             continue;
@@ -217,10 +222,16 @@ where
         current = Some(Applied {
             seq: e.seq,
             sys: e.sys,
+            arrival: e.arrival,
             values,
         });
     }
     (current, ignored)
+}
+
+/// Whether `(seq, sys)` is below the truncate `truncated`.
+pub fn below<S: Ord, Y: Ord>(seq: &S, sys: &Y, truncated: Option<(&S, &Y)>) -> bool {
+    truncated.is_some_and(|t| (seq, sys).cmp(&t) == Ordering::Less)
 }
 
 #[cfg(test)]

@@ -23,10 +23,12 @@ use deltalake::datafusion::logical_expr::{binary_expr, lit, Expr, Operator};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Transaction;
 
+use super::keys::{self, column, column_of, encode_sys};
 use super::pool::{Cells, Pool, Seq};
 use super::replay::{self, Change, Event, Version};
 use super::shape::{Shape, END_AT, START_AT};
 use super::store::{self, Changes};
+use super::Applied;
 use super::CdcError;
 use crate::delta::DeltaSink;
 
@@ -34,36 +36,6 @@ use crate::delta::DeltaSink;
 const OP: &str = "__cdc_op";
 const DELETE: &str = "delete";
 const INSERT: &str = "insert";
-
-/// What a batch did.
-#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
-pub struct Applied {
-    /// Versions written: new ones, and stored ones whose end or values changed.
-    pub inserted: usize,
-    /// Stored versions replaced.
-    pub deleted: usize,
-    /// Events replaced by a later arrival with the same sequence.
-    pub duplicates: usize,
-    /// Keys replayed from before their open version (late data, new keys).
-    pub keys_replayed_from_history: usize,
-    /// The target's version after the batch.
-    pub version: i64,
-}
-
-impl Applied {
-    /// Adds the counts of a later batch.
-    pub fn add(&mut self, later: &Applied) {
-        self.inserted += later.inserted;
-        self.deleted += later.deleted;
-        self.duplicates += later.duplicates;
-        self.keys_replayed_from_history += later.keys_replayed_from_history;
-        self.version = later.version;
-    }
-}
-
-fn column(name: &str) -> Expr {
-    Expr::Column(Column::new_unqualified(name))
-}
 
 /// One key's part of the work.
 struct Key {
@@ -96,16 +68,8 @@ pub async fn apply(
     let started = std::time::Instant::now();
     let txn = || vec![Transaction::new(app, version)];
     let stored_count = shape.stored.len();
-    let keys_of = |b: &RecordBatch| -> Vec<ArrayRef> {
-        shape.keys.iter().map(|&k| b.column(k).clone()).collect()
-    };
-    let key_converter = RowConverter::new(
-        shape
-            .keys
-            .iter()
-            .map(|&k| SortField::new(shape.stored[k].data_type().clone()))
-            .collect(),
-    )?;
+    let keys_of = |b: &RecordBatch| keys::of(shape, b);
+    let key_converter = keys::converter(shape)?;
     let sys_converter = match &shape.system_sequence {
         Some(t) => Some(RowConverter::new(vec![SortField::new(t.clone())])?),
         None => None,
@@ -130,7 +94,7 @@ pub async fn apply(
         }
     }
     let first_row_of: Vec<usize> = keys.values().map(|k| k.rows[0]).collect();
-    let all_keys = key_filter(shape, &changes.values, &first_row_of)?;
+    let all_keys = keys::filter(shape, &changes.values, &first_row_of)?;
 
     // The open versions: where each key replays from, when it is in order.
     let open = if keys.is_empty() {
@@ -163,13 +127,13 @@ pub async fn apply(
     // key is narrowed to its own below). Late or new: all of the slow keys'.
     let fast_from = match lowest(&fast) {
         Some(from) => Some((
-            key_filter(shape, &changes.values, &first_rows(&fast))?,
+            keys::filter(shape, &changes.values, &first_rows(&fast))?,
             pool_scalar(&pool, &from)?,
         )),
         None => None,
     };
     let slow_keys = (!slow.is_empty())
-        .then(|| key_filter(shape, &changes.values, &first_rows(&slow)))
+        .then(|| keys::filter(shape, &changes.values, &first_rows(&slow)))
         .transpose()?;
     let mut version_filters: Vec<Expr> = Vec::new();
     let mut event_filters: Vec<Expr> = Vec::new();
@@ -536,71 +500,10 @@ fn event(
     }
 }
 
-fn column_of(b: &RecordBatch, name: &str) -> Result<ArrayRef, CdcError> {
-    b.column_by_name(name)
-        .cloned()
-        .ok_or_else(|| CdcError::Missing(name.into()))
-}
-
-fn encode_sys(
-    converter: &Option<RowConverter>,
-    values: &Option<ArrayRef>,
-) -> Result<Option<Rows>, CdcError> {
-    Ok(match (converter, values) {
-        (Some(c), Some(v)) => Some(c.convert_columns(std::slice::from_ref(v))?),
-        _ => None,
-    })
-}
-
 /// The sequence value `seq` as a literal.
 fn pool_scalar(pool: &Pool, seq: &Seq) -> Result<ScalarValue, CdcError> {
     let array = pool.sequences(&[Some(seq)])?;
     Ok(ScalarValue::try_from_array(&array, 0)?)
-}
-
-/// The most values of a key column in one `IN` list of a read.
-const IN_LIST_MAX: usize = 64;
-
-/// Keeps the rows whose keys are among those at `rows` of `values`: per key column, its
-/// values as an `IN` list and their range (which file statistics can prune by). A
-/// superset when there are several key columns or many values, which the caller narrows.
-fn key_filter(shape: &Shape, values: &RecordBatch, rows: &[usize]) -> Result<Expr, CdcError> {
-    let mut filter: Option<Expr> = None;
-    for &k in &shape.keys {
-        let array = values.column(k);
-        let mut seen: Vec<ScalarValue> = Vec::new();
-        let mut distinct: HashSet<ScalarValue> = HashSet::new();
-        for &r in rows {
-            let v = ScalarValue::try_from_array(array, r)?;
-            if distinct.insert(v.clone()) {
-                seen.push(v);
-            }
-        }
-        let min = seen
-            .iter()
-            .min_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-        let max = seen
-            .iter()
-            .max_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-        let name = shape.stored[k].name();
-        let mut f = lit(true);
-        if let (Some(min), Some(max)) = (min, max) {
-            f = column(name)
-                .gt_eq(lit(min.clone()))
-                .and(column(name).lt_eq(lit(max.clone())));
-        }
-        // delta-rs turns an IN list into a chain of ORs to skip files, and walks it
-        // recursively: long lists overflow the stack. Beyond IN_LIST_MAX values, the
-        // range alone selects, and the caller keeps the batch's keys.
-        if seen.len() <= IN_LIST_MAX {
-            f = f.and(column(name).in_list(seen.iter().cloned().map(lit).collect(), false));
-        }
-        filter = Some(match filter {
-            Some(x) => x.and(f),
-            None => f,
-        });
-    }
-    Ok(filter.unwrap_or(lit(true)))
 }
 
 /// `source.<op> = 'delete' AND target.k = source.k ... AND start and end equal`: the

@@ -29,7 +29,12 @@ pub mod properties {
     /// A TIMESTAMP: when the version was closed (NULL while open); set again when late
     /// data re-cuts it.
     pub const CLOSED_AT: &str = "medallion.scd.closedAt";
+    /// Type 1 (DLT's property): seconds a tombstone is kept.
+    pub const TOMBSTONE_GC: &str = "pipelines.cdc.tombstoneGCThresholdInSeconds";
 }
+
+/// Two days, as in DLT.
+pub const DEFAULT_TOMBSTONE_GC: std::time::Duration = std::time::Duration::from_secs(2 * 24 * 3600);
 
 /// An AUTO CDC flow, resolved against its source.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +54,9 @@ pub struct Shape {
     pub current: Option<String>,
     pub written_at: Option<String>,
     pub closed_at: Option<String>,
+    /// Type 1: how long a deleted key is remembered, so that an older event for it is
+    /// still ignored ([`properties::TOMBSTONE_GC`]).
+    pub tombstones_kept_for: std::time::Duration,
     /// The target's schema.
     pub schema: SchemaRef,
 }
@@ -208,14 +216,23 @@ impl Shape {
                 }
             }
         }
-        if cdc.scd_type == 1 {
-            return Err(at(
-                flow_loc,
-                "this medallion runs AUTO CDC flows stored as SCD TYPE 2 only; SCD TYPE 1 (the default) comes in a later version".into(),
-                "add STORED AS SCD TYPE 2 (a history, one row per version), or keep the flow out of the pipeline until type 1 lands".into(),
-            ));
-        }
         let prop = |key: &str| props.get(key).filter(|v| !v.is_empty()).cloned();
+        let tombstones_kept_for = match prop(properties::TOMBSTONE_GC) {
+            None => DEFAULT_TOMBSTONE_GC,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(seconds) => std::time::Duration::from_secs(seconds),
+                Err(_) => {
+                    return Err(at(
+                        flow_loc,
+                        format!(
+                            "TBLPROPERTIES '{}' is '{v}', not a number of seconds",
+                            properties::TOMBSTONE_GC
+                        ),
+                        "give whole seconds, such as '172800' (two days, the default)".into(),
+                    ))
+                }
+            },
+        };
         let (current, written_at, closed_at) = (
             prop(properties::CURRENT),
             prop(properties::WRITTEN_AT),
@@ -272,6 +289,7 @@ impl Shape {
             current,
             written_at,
             closed_at,
+            tombstones_kept_for,
             schema: Arc::new(Schema::new(out)),
         })
     }
@@ -378,11 +396,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("leaves out the key `id`"), "{e}");
-        let e = resolve(
-            "CREATE FLOW f AS AUTO CDC INTO t FROM STREAM(s) KEYS (id) SEQUENCE BY ts",
-            DataType::Int64,
-        )
-        .unwrap_err();
-        assert!(e.message.contains("SCD TYPE 2 only"), "{e}");
+    }
+
+    #[test]
+    fn type_1_is_the_stored_columns_and_keeps_tombstones_two_days_unless_told() {
+        let sql = "CREATE FLOW f AS AUTO CDC INTO t FROM STREAM(s) KEYS (id) SEQUENCE BY ts";
+        let s = resolve(sql, DataType::Int64).unwrap();
+        assert_eq!(s.schema.fields().len(), 4);
+        assert_eq!(s.tombstones_kept_for, DEFAULT_TOMBSTONE_GC);
+        let props = |v: &str| BTreeMap::from([(properties::TOMBSTONE_GC.to_string(), v.into())]);
+        let with = |v: &str| {
+            Shape::resolve(
+                "f.sql",
+                Loc::default(),
+                &def(sql),
+                &source(&[(columns::SEQUENCE, DataType::Int64)]),
+                &props(v),
+            )
+        };
+        assert_eq!(with("60").unwrap().tombstones_kept_for.as_secs(), 60);
+        let e = with("a day").unwrap_err();
+        assert!(e.message.contains("not a number of seconds"), "{e}");
     }
 }

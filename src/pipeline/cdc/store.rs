@@ -27,6 +27,8 @@ pub const SYSTEM_SEQUENCE: &str = "__SYSTEM_SEQUENCE";
 pub const ARRIVAL: &str = "__ARRIVAL";
 /// Whether `APPLY AS DELETE WHEN` held.
 pub const DELETE: &str = "__DELETE";
+/// Type 1: when the row was written (a tombstone is collected some time after).
+pub const CHANGED_AT: &str = "__CHANGED_AT";
 
 /// The event store of the flow into `target`.
 pub fn name(target: &TableName) -> TableName {
@@ -37,14 +39,33 @@ pub fn name(target: &TableName) -> TableName {
 }
 
 /// The event store's table: the stored columns, then the event's order and kind.
+///
+/// Of a Type 1 flow, the store holds the event last applied to each key instead (the
+/// live rows and the tombstones of deleted keys), when it was written, and one row whose
+/// keys are NULL: the highest truncate.
 pub fn spec(target: &TableName, shape: &Shape, partition_columns: Vec<String>) -> TableSpec {
-    let mut fields: Vec<Field> = shape.stored.clone();
+    let type_1 = shape.scd_type == 1;
+    let mut fields: Vec<Field> = shape
+        .stored
+        .iter()
+        .map(|f| f.clone().with_nullable(f.is_nullable() || type_1))
+        .collect();
     fields.push(Field::new(SEQUENCE, shape.sequence.clone(), false));
     if let Some(t) = &shape.system_sequence {
         fields.push(Field::new(SYSTEM_SEQUENCE, t.clone(), true));
     }
     fields.push(Field::new(ARRIVAL, DataType::Int64, false));
     fields.push(Field::new(DELETE, DataType::Boolean, false));
+    if type_1 {
+        fields.push(Field::new(
+            CHANGED_AT,
+            DataType::Timestamp(
+                deltalake::arrow::datatypes::TimeUnit::Microsecond,
+                Some("UTC".into()),
+            ),
+            false,
+        ));
+    }
     TableSpec {
         name: name(target),
         schema: crate::delta::schema(fields),
@@ -61,7 +82,24 @@ pub struct Changes {
     pub sequence: ArrayRef,
     pub system_sequence: Option<ArrayRef>,
     pub delete: BooleanArray,
+    /// Whether `APPLY AS TRUNCATE WHEN` held (Type 1): the event empties the table.
+    pub truncate: BooleanArray,
     pub arrival: Int64Array,
+}
+
+/// Where the condition `name` of `batch` holds (a NULL condition, or none, does not).
+fn condition(batch: &RecordBatch, name: &str) -> Result<BooleanArray, CdcError> {
+    Ok(match batch.column_by_name(name) {
+        Some(d) => {
+            let d = cast(d, &DataType::Boolean)?;
+            let d = d
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .expect("cast to boolean");
+            BooleanArray::from_iter(d.iter().map(|v| Some(v == Some(true))))
+        }
+        None => BooleanArray::from(vec![false; batch.num_rows()]),
+    })
 }
 
 /// Rows of the flow that cannot be events, with the reason of each.
@@ -80,7 +118,20 @@ impl Changes {
         version: i64,
     ) -> Result<(Changes, Option<Rejected>), CdcError> {
         let column = |name: &str| batch.column_by_name(name).cloned();
+        // A truncate concerns no key: its key may be NULL.
+        let truncate = condition(batch, columns::TRUNCATE)?;
         let mut reasons: Vec<Option<String>> = vec![None; batch.num_rows()];
+        for &k in &shape.keys {
+            let name = shape.stored[k].name();
+            if let Some(a) = column(name) {
+                let reason = format!("AUTO CDC: the key `{name}` is NULL");
+                for (i, r) in reasons.iter_mut().enumerate() {
+                    if r.is_none() && a.is_null(i) && !truncate.value(i) {
+                        *r = Some(reason.clone());
+                    }
+                }
+            }
+        }
         let mut note = |array: &ArrayRef, what: &str| {
             for (i, r) in reasons.iter_mut().enumerate() {
                 if r.is_none() && array.is_null(i) {
@@ -88,12 +139,6 @@ impl Changes {
                 }
             }
         };
-        for &k in &shape.keys {
-            let name = shape.stored[k].name();
-            if let Some(a) = column(name) {
-                note(&a, &format!("AUTO CDC: the key `{name}` is NULL"));
-            }
-        }
         let sequence =
             column(columns::SEQUENCE).ok_or_else(|| CdcError::Missing(columns::SEQUENCE.into()))?;
         note(&sequence, "AUTO CDC: the SEQUENCE BY value is NULL");
@@ -119,7 +164,12 @@ impl Changes {
         let changes = Changes::from_columns(
             shape,
             &batch,
-            [columns::SEQUENCE, columns::SYSTEM_SEQUENCE, columns::DELETE],
+            [
+                columns::SEQUENCE,
+                columns::SYSTEM_SEQUENCE,
+                columns::DELETE,
+                columns::TRUNCATE,
+            ],
             arrival,
         )?;
         Ok((changes, rejected))
@@ -131,13 +181,18 @@ impl Changes {
             .column_by_name(ARRIVAL)
             .and_then(|a| a.as_any().downcast_ref::<Int64Array>().cloned())
             .ok_or_else(|| CdcError::Missing(ARRIVAL.into()))?;
-        Changes::from_columns(shape, batch, [SEQUENCE, SYSTEM_SEQUENCE, DELETE], arrival)
+        Changes::from_columns(
+            shape,
+            batch,
+            [SEQUENCE, SYSTEM_SEQUENCE, DELETE, "-"],
+            arrival,
+        )
     }
 
     fn from_columns(
         shape: &Shape,
         batch: &RecordBatch,
-        [sequence, system_sequence, delete]: [&str; 3],
+        [sequence, system_sequence, delete, truncate]: [&str; 4],
         arrival: Int64Array,
     ) -> Result<Changes, CdcError> {
         let typed = |name: &str, t: &DataType| -> Result<ArrayRef, CdcError> {
@@ -162,23 +217,14 @@ impl Changes {
             Some(t) => Some(typed(system_sequence, t)?),
             None => None,
         };
-        // A NULL condition is not a delete.
-        let delete = match batch.column_by_name(delete) {
-            Some(d) => {
-                let d = cast(d, &DataType::Boolean)?;
-                let d = d
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .expect("cast to boolean");
-                BooleanArray::from_iter(d.iter().map(|v| Some(v == Some(true))))
-            }
-            None => BooleanArray::from(vec![false; batch.num_rows()]),
-        };
+        let delete = condition(batch, delete)?;
+        let truncate = condition(batch, truncate)?;
         Ok(Changes {
             values,
             sequence: typed(sequence, &shape.sequence)?,
             system_sequence,
             delete,
+            truncate,
             arrival,
         })
     }

@@ -1,0 +1,96 @@
+//! A batch's keys: encoded for lookups, and as filters that read only the stored rows
+//! they can touch.
+
+use std::collections::HashSet;
+
+use deltalake::arrow::array::{ArrayRef, RecordBatch};
+use deltalake::arrow::row::{RowConverter, Rows, SortField};
+use deltalake::datafusion::common::{Column, ScalarValue};
+use deltalake::datafusion::logical_expr::{lit, Expr};
+
+use super::shape::Shape;
+use super::CdcError;
+
+/// The column `name`, unqualified.
+pub fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+/// The column `name` of `b`.
+pub fn column_of(b: &RecordBatch, name: &str) -> Result<ArrayRef, CdcError> {
+    b.column_by_name(name)
+        .cloned()
+        .ok_or_else(|| CdcError::Missing(name.into()))
+}
+
+/// Encodes keys (the stored key columns, in order) as comparable rows.
+pub fn converter(shape: &Shape) -> Result<RowConverter, CdcError> {
+    Ok(RowConverter::new(
+        shape
+            .keys
+            .iter()
+            .map(|&k| SortField::new(shape.stored[k].data_type().clone()))
+            .collect(),
+    )?)
+}
+
+/// The key columns of `b` (whose columns start with the stored ones).
+pub fn of(shape: &Shape, b: &RecordBatch) -> Vec<ArrayRef> {
+    shape.keys.iter().map(|&k| b.column(k).clone()).collect()
+}
+
+/// The `SYSTEM SEQUENCE BY` values, encoded, when the flow has the clause.
+pub fn encode_sys(
+    converter: &Option<RowConverter>,
+    values: &Option<ArrayRef>,
+) -> Result<Option<Rows>, CdcError> {
+    Ok(match (converter, values) {
+        (Some(c), Some(v)) => Some(c.convert_columns(std::slice::from_ref(v))?),
+        _ => None,
+    })
+}
+
+/// The most values of a key column in one `IN` list of a read.
+const IN_LIST_MAX: usize = 64;
+
+/// Keeps the rows whose keys are among those at `rows` of `values`: per key column, its
+/// values as an `IN` list and their range (which file statistics can prune by). A
+/// superset when there are several key columns or many values, which the caller narrows.
+pub fn filter(shape: &Shape, values: &RecordBatch, rows: &[usize]) -> Result<Expr, CdcError> {
+    let mut filter: Option<Expr> = None;
+    for &k in &shape.keys {
+        let array = values.column(k);
+        let mut seen: Vec<ScalarValue> = Vec::new();
+        let mut distinct: HashSet<ScalarValue> = HashSet::new();
+        for &r in rows {
+            let v = ScalarValue::try_from_array(array, r)?;
+            if distinct.insert(v.clone()) {
+                seen.push(v);
+            }
+        }
+        let min = seen
+            .iter()
+            .min_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let max = seen
+            .iter()
+            .max_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let name = shape.stored[k].name();
+        let mut f = lit(true);
+        if let (Some(min), Some(max)) = (min, max) {
+            f = column(name)
+                .gt_eq(lit(min.clone()))
+                .and(column(name).lt_eq(lit(max.clone())));
+        }
+        // delta-rs turns an IN list into a chain of ORs to skip files, and walks it
+        // recursively: long lists overflow the stack. Beyond IN_LIST_MAX values, the
+        // range alone selects, and the caller keeps the batch's keys.
+        if seen.len() <= IN_LIST_MAX {
+            f = f.and(column(name).in_list(seen.iter().cloned().map(lit).collect(), false));
+        }
+        filter = Some(match filter {
+            Some(x) => x.and(f),
+            None => f,
+        });
+    }
+    Ok(filter.unwrap_or(lit(true)))
+}
