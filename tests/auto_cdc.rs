@@ -239,6 +239,27 @@ const STATIONS_HISTORY_AFTER_LATE: &[&str] = &[
     "US002|Denver|US|1609|NWS|01-03 06:00|NULL",
 ];
 
+/// `stations_current` as the example's files give it: station, name, country,
+/// elevation_m, operator, changed_at. The late events lost to newer ones; EU004 is
+/// deleted; US002 is back.
+const STATIONS_CURRENT: &[&str] = &[
+    "EU001|Amsterdam Airport Schiphol|NL|-4|KNMI|01-02 08:00",
+    "EU002|De Bilt|NL|2|Vaisala|01-02 09:00",
+    "EU003|Zürich / Fluntern|CH|555|MeteoSwiss|01-03 12:00",
+    "US001|New York, Central Park|US|42|NWS|01-01 00:00",
+    "US002|Denver|US|1609|NWS|01-03 06:00",
+];
+
+/// `stations_current` after the late file: only US001's change is newer than what its
+/// station holds; EU004's event is older than its delete, so it stays deleted.
+const STATIONS_CURRENT_AFTER_LATE: &[&str] = &[
+    "EU001|Amsterdam Airport Schiphol|NL|-4|KNMI|01-02 08:00",
+    "EU002|De Bilt|NL|2|Vaisala|01-02 09:00",
+    "EU003|Zürich / Fluntern|CH|555|MeteoSwiss|01-03 12:00",
+    "US001|New York, Central Park|US|42|NOAA|01-04 00:00",
+    "US002|Denver|US|1609|NWS|01-03 06:00",
+];
+
 async fn stations_history(p: &PipelineProject) -> Vec<String> {
     p.query(
         "weather",
@@ -246,6 +267,19 @@ async fn stations_history(p: &PipelineProject) -> Vec<String> {
         "SELECT station, name, country, elevation_m, operator, \
          to_char(\"__START_AT\", '%m-%d %H:%M'), to_char(\"__END_AT\", '%m-%d %H:%M') \
          FROM t ORDER BY station, \"__START_AT\"",
+    )
+    .await
+    .into_iter()
+    .map(|r| r.join("|"))
+    .collect()
+}
+
+async fn stations_current(p: &PipelineProject) -> Vec<String> {
+    p.query(
+        "weather",
+        "stations_current",
+        "SELECT station, name, country, elevation_m, operator, to_char(changed_at, '%m-%d %H:%M') \
+         FROM t ORDER BY station",
     )
     .await
     .into_iter()
@@ -305,4 +339,45 @@ async fn the_weather_example_keeps_the_history_of_each_station() {
         17,
         "every event is kept once"
     );
+}
+
+/// The weather example's SCD Type 1 flow (`station_changes_type1.sql`): one row per live
+/// station, the newest event wins, late events are ignored, deleted stations are absent.
+///
+/// PENDING SCD TYPE 1: this medallion refuses `STORED AS SCD TYPE 1` at dry-run, so the
+/// flow's SQL is shipped as `transformations/station_changes_type1.sql.pending`, which the
+/// pipeline's glob (`**/*.sql`) does not pick; this test puts it in place in its copy of
+/// the example. When Type 1 lands: rename the file to `.sql` and remove the `#[ignore]`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "pending SCD TYPE 1 (see the comment)"]
+async fn the_weather_example_keeps_the_current_row_of_each_station() {
+    let p = PipelineProject::example("weather");
+    let pending = p
+        .root()
+        .join("transformations/station_changes_type1.sql.pending");
+    if pending.exists() {
+        std::fs::rename(&pending, pending.with_extension("")).unwrap();
+    }
+    let out = p.ok(&["pipeline", "run"]);
+    assert!(
+        out.contains("flow stations_scd1 → dev.weather.stations_current: COMPLETED"),
+        "{out}"
+    );
+    assert_eq!(stations_current(&p).await, STATIONS_CURRENT);
+    assert_eq!(stations_history(&p).await, STATIONS_HISTORY);
+
+    // A second run reads nothing new and writes nothing.
+    let before = commits(&p, "stations_current");
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(commits(&p, "stations_current"), before);
+    assert_eq!(stations_current(&p).await, STATIONS_CURRENT);
+
+    // A late file: the events older than what their station holds are ignored.
+    p.write_data(
+        "station_changes/2026-01-04.jsonl",
+        LATE_STATION_CHANGES.as_bytes(),
+    );
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(stations_current(&p).await, STATIONS_CURRENT_AFTER_LATE);
+    assert_eq!(stations_history(&p).await, STATIONS_HISTORY_AFTER_LATE);
 }
