@@ -360,3 +360,181 @@ async fn scd1_killed_anywhere_and_rerun_gives_the_same_table() {
         }
     }
 }
+
+// `examples/weather`'s station change feed (`data/station_changes/*.jsonl`, 14 events):
+// inserts, updates, a change of `operator` alone (not tracked), deletes (EU004 for good,
+// US002 back at 01-03 06:00 with the values of the version its delete closed), and late
+// events in the last file, older than events already read for their station (EU001 at
+// 01-01 12:00, US002 at 01-02 09:30).
+
+/// `stations_history` as the example's files give it: station, name, country,
+/// elevation_m, operator, __START_AT, __END_AT (month-day hour:minute, 2026).
+const STATIONS_HISTORY: &[&str] = &[
+    "EU001|Amsterdam, Schiphol|NL|-3|KNMI|01-01 00:00|01-01 12:00",
+    "EU001|Amsterdam Airport Schiphol|NL|-3|KNMI|01-01 12:00|01-02 08:00",
+    "EU001|Amsterdam Airport Schiphol|NL|-4|KNMI|01-02 08:00|NULL",
+    "EU002|De Bilt|NL|2|Vaisala|01-01 00:00|NULL",
+    "EU003|Zürich Fluntern|CH|556|MeteoSwiss|01-01 00:00|01-03 12:00",
+    "EU003|Zürich / Fluntern|CH|555|MeteoSwiss|01-03 12:00|NULL",
+    "EU004|Rotterdam|NL|-4|KNMI|01-02 12:00|01-03 09:00",
+    "US001|New York, Central Park|US|42|NWS|01-01 00:00|NULL",
+    "US002|Denver|US|1611|NWS|01-01 00:00|01-02 09:30",
+    "US002|Denver|US|1609|NWS|01-02 09:30|01-02 10:00",
+    "US002|Denver|US|1609|NWS|01-03 06:00|NULL",
+];
+
+/// A file of events that arrives after the first run: a late elevation correction of
+/// EU003 (between its two versions), a late change of the operator of EU004 (before its
+/// delete) and a change of US001's operator that is not late.
+const LATE_STATION_CHANGES: &str = r#"{"station": "EU003", "name": "Zürich Fluntern", "country": "CH", "elevation_m": 555, "operator": "MeteoSwiss", "op": "U", "changed_at": "2026-01-02T15:00:00Z"}
+{"station": "EU004", "name": "Rotterdam", "country": "NL", "elevation_m": -4, "operator": "Rijkswaterstaat", "op": "U", "changed_at": "2026-01-02T18:00:00Z"}
+{"station": "US001", "name": "New York, Central Park", "country": "US", "elevation_m": 42, "operator": "NOAA", "op": "U", "changed_at": "2026-01-04T00:00:00Z"}
+"#;
+
+/// `stations_history` after the late file: EU003's first version is cut at 01-02 15:00,
+/// EU004's closed version and US001's open one get their new operator in place.
+const STATIONS_HISTORY_AFTER_LATE: &[&str] = &[
+    "EU001|Amsterdam, Schiphol|NL|-3|KNMI|01-01 00:00|01-01 12:00",
+    "EU001|Amsterdam Airport Schiphol|NL|-3|KNMI|01-01 12:00|01-02 08:00",
+    "EU001|Amsterdam Airport Schiphol|NL|-4|KNMI|01-02 08:00|NULL",
+    "EU002|De Bilt|NL|2|Vaisala|01-01 00:00|NULL",
+    "EU003|Zürich Fluntern|CH|556|MeteoSwiss|01-01 00:00|01-02 15:00",
+    "EU003|Zürich Fluntern|CH|555|MeteoSwiss|01-02 15:00|01-03 12:00",
+    "EU003|Zürich / Fluntern|CH|555|MeteoSwiss|01-03 12:00|NULL",
+    "EU004|Rotterdam|NL|-4|Rijkswaterstaat|01-02 12:00|01-03 09:00",
+    "US001|New York, Central Park|US|42|NOAA|01-01 00:00|NULL",
+    "US002|Denver|US|1611|NWS|01-01 00:00|01-02 09:30",
+    "US002|Denver|US|1609|NWS|01-02 09:30|01-02 10:00",
+    "US002|Denver|US|1609|NWS|01-03 06:00|NULL",
+];
+
+/// `stations_current` as the example's files give it: station, name, country,
+/// elevation_m, operator, changed_at. The late events lost to newer ones; EU004 is
+/// deleted; US002 is back.
+const STATIONS_CURRENT: &[&str] = &[
+    "EU001|Amsterdam Airport Schiphol|NL|-4|KNMI|01-02 08:00",
+    "EU002|De Bilt|NL|2|Vaisala|01-02 09:00",
+    "EU003|Zürich / Fluntern|CH|555|MeteoSwiss|01-03 12:00",
+    "US001|New York, Central Park|US|42|NWS|01-01 00:00",
+    "US002|Denver|US|1609|NWS|01-03 06:00",
+];
+
+/// `stations_current` after the late file: only US001's change is newer than what its
+/// station holds; EU004's event is older than its delete, so it stays deleted.
+const STATIONS_CURRENT_AFTER_LATE: &[&str] = &[
+    "EU001|Amsterdam Airport Schiphol|NL|-4|KNMI|01-02 08:00",
+    "EU002|De Bilt|NL|2|Vaisala|01-02 09:00",
+    "EU003|Zürich / Fluntern|CH|555|MeteoSwiss|01-03 12:00",
+    "US001|New York, Central Park|US|42|NOAA|01-04 00:00",
+    "US002|Denver|US|1609|NWS|01-03 06:00",
+];
+
+async fn stations_history(p: &PipelineProject) -> Vec<String> {
+    p.query(
+        "weather",
+        "stations_history",
+        "SELECT station, name, country, elevation_m, operator, \
+         to_char(\"__START_AT\", '%m-%d %H:%M'), to_char(\"__END_AT\", '%m-%d %H:%M') \
+         FROM t ORDER BY station, \"__START_AT\"",
+    )
+    .await
+    .into_iter()
+    .map(|r| r.join("|"))
+    .collect()
+}
+
+async fn stations_current(p: &PipelineProject) -> Vec<String> {
+    p.query(
+        "weather",
+        "stations_current",
+        "SELECT station, name, country, elevation_m, operator, to_char(changed_at, '%m-%d %H:%M') \
+         FROM t ORDER BY station",
+    )
+    .await
+    .into_iter()
+    .map(|r| r.join("|"))
+    .collect()
+}
+
+/// The number of commits of a table of the weather example.
+fn commits(p: &PipelineProject, table: &str) -> usize {
+    std::fs::read_dir(p.table("weather", table).join("_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".json")
+        })
+        .count()
+}
+
+/// The weather example's SCD Type 2 flow: the history of each station from its change
+/// feed, late events placed by their sequence; a run with nothing new changes nothing; a
+/// late file read by a later run re-cuts the versions around its events.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_weather_example_keeps_the_history_of_each_station() {
+    let p = PipelineProject::example("weather");
+    let out = p.ok(&["pipeline", "run"]);
+    assert!(
+        out.contains(
+            "flow station_changes → dev.weather.station_changes: COMPLETED (14 read = 14 written"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("flow stations_scd2 → dev.weather.stations_history: COMPLETED"),
+        "{out}"
+    );
+    assert_eq!(stations_history(&p).await, STATIONS_HISTORY);
+
+    // A second run reads nothing new and writes nothing.
+    let before = commits(&p, "stations_history");
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(commits(&p, "stations_history"), before);
+    assert_eq!(stations_history(&p).await, STATIONS_HISTORY);
+
+    // A late file: its events are placed by their sequence.
+    p.write_data(
+        "station_changes/2026-01-04.jsonl",
+        LATE_STATION_CHANGES.as_bytes(),
+    );
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(stations_history(&p).await, STATIONS_HISTORY_AFTER_LATE);
+    assert_eq!(
+        p.count("weather", "__apply_changes_storage_stations_history")
+            .await,
+        17,
+        "every event is kept once"
+    );
+}
+
+/// The weather example's SCD Type 1 flow (`station_changes_type1.sql`): one row per live
+/// station, the newest event wins, late events are ignored, deleted stations are absent.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_weather_example_keeps_the_current_row_of_each_station() {
+    let p = PipelineProject::example("weather");
+    let out = p.ok(&["pipeline", "run"]);
+    assert!(
+        out.contains("flow stations_scd1 → dev.weather.stations_current: COMPLETED"),
+        "{out}"
+    );
+    assert_eq!(stations_current(&p).await, STATIONS_CURRENT);
+    assert_eq!(stations_history(&p).await, STATIONS_HISTORY);
+
+    // A second run reads nothing new and writes nothing.
+    let before = commits(&p, "stations_current");
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(commits(&p, "stations_current"), before);
+    assert_eq!(stations_current(&p).await, STATIONS_CURRENT);
+
+    // A late file: the events older than what their station holds are ignored.
+    p.write_data(
+        "station_changes/2026-01-04.jsonl",
+        LATE_STATION_CHANGES.as_bytes(),
+    );
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(stations_current(&p).await, STATIONS_CURRENT_AFTER_LATE);
+    assert_eq!(stations_history(&p).await, STATIONS_HISTORY_AFTER_LATE);
+}

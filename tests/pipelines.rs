@@ -304,6 +304,7 @@ async fn a_pipeline_killed_anywhere_and_rerun_gives_the_same_tables() {
             ("weather", "readings", "SELECT station, CAST(observed_at AS VARCHAR), temp_c, network FROM t ORDER BY 1, 2, 4"),
             ("weather", "readings_enriched", "SELECT station, CAST(observed_at AS VARCHAR), country FROM t ORDER BY 1, 2"),
             ("weather", "daily_by_country", "SELECT * FROM t ORDER BY 1, 2"),
+            ("weather", "stations_history", "SELECT station, name, elevation_m, operator, CAST(\"__START_AT\" AS VARCHAR), CAST(\"__END_AT\" AS VARCHAR) FROM t ORDER BY 1, 5"),
             ("quarantine", "readings", "SELECT flow, file, line, raw, reason FROM t ORDER BY 1, 2, 3, 5"),
         ] {
             out.push(p.query(schema, table, sql).await);

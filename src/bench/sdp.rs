@@ -17,7 +17,12 @@ use super::peers::{count_rows, ratio, script, venv};
 use super::report::BenchReport;
 use super::{BenchError, BenchOptions};
 
-/// The tables both sides write, compared by their row counts.
+/// The tables both sides write, compared by their row counts. medallion runs only the
+/// flows of these (`pipeline run --refresh`): the example's AUTO CDC flows
+/// (`station_changes`, `stations_history`, `stations_current`) are left out, because
+/// Spark's `create_auto_cdc_flow` needs Delta tables, which pyspark 4.3 cannot write
+/// here (see weather_sdp.py); the generated data has an empty `station_changes` folder,
+/// so that the bundle still plans.
 const TABLES: [&str; 4] = [
     "readings_enriched",
     "stations",
@@ -104,8 +109,8 @@ pub async fn run(
     }))
 }
 
-/// `medallion pipeline run` of the example bundle on `data`, from an empty warehouse
-/// under `work`: its wall time and its tables' row counts.
+/// `medallion pipeline run --refresh TABLES` of the example bundle on `data`, from an
+/// empty warehouse under `work`: its wall time and its tables' row counts.
 async fn medallion(
     options: &BenchOptions,
     data: &Path,
@@ -129,7 +134,9 @@ async fn medallion(
     let output = Command::new(exe)
         .arg("--bundle")
         .arg(&bundle)
-        .args(["pipeline", "run", "--var"])
+        .args(["pipeline", "run", "--refresh"])
+        .arg(TABLES.join(","))
+        .arg("--var")
         .arg(var("data_dir", data))
         .arg("--var")
         .arg(var("warehouse_dir", &work.join("warehouse")))

@@ -4,12 +4,17 @@
   python3 bench/peers/sdp/generate_weather.py --rows 1000000 --out /tmp/sdp-data \
       [--seed 42] [--files 8] [--stations 200] [--days 90]
 
-Writes, under OUT (which it empties of earlier readings/ and stations/ first):
+Writes, under OUT (which it empties of earlier readings/, stations/ and station_changes/
+first):
 
   readings/eu/part-NNNN.jsonl       {"station", "observed_at" (ISO, Z), "temp_c", "humidity" 0..1}
   readings/us/part-NNNN.jsonl.gz   {"id", "time" ("YYYY-MM-DD HH:MM:SS"), "temp_f", "rh" 0..100}
   stations/stations.csv            station_id,name,country,elevation_m (RFC 4180: names with
                                    commas are quoted, one name has doubled quotes)
+  station_changes/                 empty: the example's AUTO CDC flows read this folder (its
+                                   change feed), and the benchmark leaves them out on both
+                                   sides (see weather_sdp.py), but medallion plans every flow
+                                   of the bundle, so the folder must exist
 
 About half the rows go to each network, spread over --files files per network. Timestamps are
 spread over --days days (UTC) so daily_by_country has many groups. A tiny share of readings
@@ -96,11 +101,12 @@ def main(argv=None):
     stations = make_stations(rng, a.stations)
     country_of = {s[0]: s[2] for net in stations.values() for s in net}
 
-    for sub in ("readings", "stations"):
+    for sub in ("readings", "stations", "station_changes"):
         shutil.rmtree(os.path.join(a.out, sub), ignore_errors=True)
     os.makedirs(os.path.join(a.out, "readings", "eu"))
     os.makedirs(os.path.join(a.out, "readings", "us"))
     os.makedirs(os.path.join(a.out, "stations"))
+    os.makedirs(os.path.join(a.out, "station_changes"))
 
     with open(os.path.join(a.out, "stations", "stations.csv"), "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
