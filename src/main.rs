@@ -77,7 +77,8 @@ enum Command {
         report_json: Option<std::path::PathBuf>,
     },
     /// Benchmark the job on generated data: per-stage throughput, end to end, incremental,
-    /// the SCD2 MERGE, freshness and peak memory, for each broker; --peers adds Python
+    /// the SCD2 MERGE, freshness and peak memory, for each broker; an AUTO CDC pipeline
+    /// (SCD Type 2 and Type 1) on a change feed (--cdc-keys); --peers adds Python
     /// deltalake + polars, the original pipeline on Spark, and the weather example's
     /// pipeline on Spark Declarative Pipelines 4.3. Build with --release first
     /// (`cargo run --release -- bench`): debug figures mean little.

@@ -34,6 +34,9 @@ fn bench_reports_every_figure_for_the_embedded_broker() {
             "sqlite",
             "--freshness-files",
             "3",
+            // The AUTO CDC figure has a test of its own, below.
+            "--cdc-keys",
+            "0",
             "--dir",
             dir.to_str().unwrap(),
         ],
@@ -58,10 +61,12 @@ fn bench_reports_every_figure_for_the_embedded_broker() {
         assert!(out.contains(needle), "{needle:?} not in:\n{out}");
     }
     assert!(!out.contains("FAILED"), "{out}");
+    assert!(!out.contains("== AUTO CDC"), "{out}");
 
     let json: Value =
         serde_json::from_slice(&std::fs::read(dir.join("bench.json")).unwrap()).unwrap();
     assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(json["cdc"].is_null(), "--cdc-keys 0 leaves the figure out");
     // The batch size the runs used, which memory follows.
     assert_eq!(json["batch_rows"], 2000);
     assert!(out.contains("MB of CSV, batch_rows 2000"), "{out}");
@@ -117,4 +122,121 @@ fn bench_reports_every_figure_for_the_embedded_broker() {
         .unwrap()
         .iter()
         .all(|c| c["ok"] == true));
+}
+
+/// The AUTO CDC figure alone, on 2,000 keys and two batches of 20 changes: every batch
+/// measured, the bytes it rewrote read from the Delta log, and the tables as the feed
+/// must leave them. SCD Type 1 is either measured the same way or, while this medallion
+/// refuses it, reported unavailable with the refusal.
+#[test]
+fn bench_reports_the_auto_cdc_figure_for_both_scd_types() {
+    let w = Workspace::new();
+    let dir = w.root().join("bench");
+    let out = w.medallion(
+        &[
+            "bench",
+            "--cdc-only",
+            "--cdc-keys",
+            "2000",
+            "--cdc-batches",
+            "2",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    for needle in [
+        "medallion bench · the AUTO CDC figure only",
+        "== AUTO CDC: 2000 keys, 2 batches of 20 events (1% of the keys",
+        "SCD TYPE 2 initial load of 2000 events: ",
+        "SCD TYPE 2 batch of 20 events: ",
+        "the median of 2 batches (",
+        "rewritten per batch (removed + added): ",
+        "check ok: SCD TYPE 2 current versions (__END_AT IS NULL) = live keys of the feed",
+        "check ok: SCD TYPE 2 event store rows = events of the feed (",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+    assert!(!out.contains("FAILED"), "{out}");
+    assert!(
+        !out.contains("== broker"),
+        "--cdc-only measures no broker: {out}"
+    );
+
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("bench.json")).unwrap()).unwrap();
+    let cdc = &json["cdc"];
+    assert_eq!(cdc["keys"], 2000);
+    assert_eq!(cdc["events_per_batch"], 20);
+    let mix = &cdc["mix"];
+    let kinds = ["updates", "untracked", "deletes", "late"];
+    let events: u64 = kinds.iter().map(|k| mix[k].as_u64().unwrap()).sum();
+    assert_eq!(events, 40, "{mix}");
+    assert!(mix["late"].as_u64().unwrap() > 0, "out of order: {mix}");
+    let live = cdc["live_keys"].as_u64().unwrap();
+    assert!(live > 1900 && live <= 2000, "{cdc}");
+
+    let types = cdc["types"].as_array().unwrap();
+    let of = |t: u64| {
+        types
+            .iter()
+            .find(|x| x["scd_type"] == t)
+            .unwrap_or_else(|| panic!("no SCD TYPE {t}: {cdc}"))
+    };
+    assert_measured(of(2), live);
+    // The current versions are the live keys; the history has more rows.
+    assert!(of(2)["target_rows"].as_u64().unwrap() > live);
+    let type1 = of(1);
+    match type1["unavailable"].as_str() {
+        Some(why) => {
+            assert!(why.contains("SCD TYPE 2 only"), "{why}");
+            assert!(out.contains("SCD TYPE 1: unavailable: "), "{out}");
+            assert!(type1["batches"].as_array().unwrap().is_empty());
+        }
+        None => {
+            assert_measured(type1, live);
+            assert_eq!(type1["target_rows"], live, "a row per live key");
+        }
+    }
+}
+
+/// One SCD type's figures: the initial load, then every batch with its time, rate and
+/// bytes, and its checks passed.
+fn assert_measured(t: &Value, live: u64) {
+    let n = |v: &Value| {
+        v.as_u64()
+            .unwrap_or_else(|| panic!("not a count: {v} in {t}"))
+    };
+    let secs = |v: &Value| v.as_f64().unwrap();
+    assert!(t["unavailable"].is_null(), "{t}");
+    assert_eq!(t["initial"]["events"], 2000, "{t}");
+    assert!(n(&t["initial"]["target_bytes_added"]) > 0, "{t}");
+    let batches = t["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 2, "{t}");
+    for b in batches {
+        assert_eq!(b["events"], 20, "{b}");
+        assert_eq!(b["events_applied"], 20, "{b}");
+        assert!(
+            secs(&b["seconds"]) > 0.0 && secs(&b["rows_per_s"]) > 0.0,
+            "{b}"
+        );
+        assert!(secs(&b["update_seconds"]) >= secs(&b["seconds"]), "{b}");
+        // A MERGE into a table of one file replaces it: removed and added.
+        assert!(n(&b["target_commits"]) >= 1, "{b}");
+        assert!(n(&b["target_bytes_removed"]) > 0, "{b}");
+        assert!(n(&b["target_bytes_added"]) > 0, "{b}");
+    }
+    assert!(secs(&t["rows_per_s"]) > 0.0, "{t}");
+    assert!(n(&t["target_bytes_rewritten"]) > 0, "{t}");
+    assert!(n(&t["target_bytes"]) > 0, "{t}");
+    assert!(n(&t["target_rows"]) >= live, "{t}");
+    let checks = t["checks"].as_array().unwrap();
+    assert!(!checks.is_empty(), "{t}");
+    assert!(checks.iter().all(|c| c["ok"] == true), "{t}");
 }

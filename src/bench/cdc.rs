@@ -487,14 +487,19 @@ async fn measure(feed: &Feed, scd_type: u8, dir: &Path) -> Result<CdcType, Bench
         });
     }
     let initial = runs.remove(0);
-    let target = open(&ws, &ws.target()).await?;
+    let target = open(&ws, &ws.target())
+        .await?
+        .ok_or_else(|| pipeline_error(dir, "the update wrote no target table"))?;
     let store_table = open(&ws, &ws.store()).await?;
-    let checks = reconcile(&ws, scd_type, feed, &target, &store_table).await?;
+    let checks = reconcile(&ws, scd_type, feed, &target, store_table.as_ref()).await?;
     let median = |f: fn(&CdcBatch) -> f64| median_min_max(&runs.iter().map(f).collect::<Vec<_>>());
+    let (seconds, min_seconds, max_seconds) = median(|b| b.seconds);
     Ok(CdcType {
         scd_type,
         unavailable: None,
-        seconds: median(|b| b.seconds),
+        seconds,
+        min_seconds,
+        max_seconds,
         rows_per_s: median(|b| b.rows_per_s).0,
         target_bytes_rewritten: median(|b| b.target_bytes_rewritten() as f64).0 as u64,
         store_bytes_rewritten: median(|b| b.store_bytes_rewritten() as f64).0 as u64,
@@ -502,7 +507,7 @@ async fn measure(feed: &Feed, scd_type: u8, dir: &Path) -> Result<CdcType, Bench
         target_files: target
             .snapshot()
             .map_or(0, |s| s.log_data().into_iter().count()) as u64,
-        store_bytes: crate::delta::data_bytes(&store_table),
+        store_bytes: store_table.as_ref().map_or(0, crate::delta::data_bytes),
         target_rows: count(&target, TARGET, false).await?,
         initial: Some(initial),
         batches: runs,
@@ -526,7 +531,7 @@ async fn reconcile(
     scd_type: u8,
     feed: &Feed,
     target: &deltalake::DeltaTable,
-    store_table: &deltalake::DeltaTable,
+    store_table: Option<&deltalake::DeltaTable>,
 ) -> Result<Vec<Check>, BenchError> {
     let current = count(target, TARGET, scd_type == 2).await?;
     let what = if scd_type == 2 {
@@ -544,7 +549,10 @@ async fn reconcile(
     }];
     // The Type 2 flow keeps every event, late and untracked ones included.
     if scd_type == 2 {
-        let stored = count(store_table, "the event store", false).await?;
+        let stored = match store_table {
+            Some(t) => count(t, "the event store", false).await?,
+            None => 0,
+        };
         checks.push(Check {
             name: format!(
                 "SCD TYPE 2 event store rows = events of the feed ({})",
@@ -557,9 +565,17 @@ async fn reconcile(
     Ok(checks)
 }
 
-async fn open(ws: &Workspace, name: &TableName) -> Result<deltalake::DeltaTable, BenchError> {
+/// The table, if the pipeline made it.
+async fn open(
+    ws: &Workspace,
+    name: &TableName,
+) -> Result<Option<deltalake::DeltaTable>, BenchError> {
+    if !ws.warehouse.path(name).join("_delta_log").is_dir() {
+        return Ok(None);
+    }
     crate::sql::open(&ws.warehouse, name)
         .await
+        .map(Some)
         .map_err(|e| BenchError::Table {
             table: ws.warehouse.qualified(name),
             reason: e.to_string(),

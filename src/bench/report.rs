@@ -206,8 +206,10 @@ pub struct CdcType {
     pub scd_type: u8,
     /// Why this type could not be measured (this medallion refuses it).
     pub unavailable: Option<String>,
-    /// The AUTO CDC flow's time per batch: median, min, max.
-    pub seconds: (f64, f64, f64),
+    /// The AUTO CDC flow's time per batch: the median over the batches, and the extremes.
+    pub seconds: f64,
+    pub min_seconds: f64,
+    pub max_seconds: f64,
     /// Events per second of the median batch.
     pub rows_per_s: f64,
     /// Bytes removed + added per batch (median) in the target, and in its event store.
@@ -228,7 +230,9 @@ impl CdcType {
         CdcType {
             scd_type,
             unavailable: Some(reason),
-            seconds: (0.0, 0.0, 0.0),
+            seconds: 0.0,
+            min_seconds: 0.0,
+            max_seconds: 0.0,
             rows_per_s: 0.0,
             target_bytes_rewritten: 0,
             store_bytes_rewritten: 0,
@@ -501,15 +505,6 @@ fn size(bytes: u64) -> String {
     }
 }
 
-/// `part` as a percentage of `whole`.
-fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 * 100.0 / whole as f64
-    }
-}
-
 impl CdcFigures {
     fn render(&self, out: &mut String) {
         let m = &self.mix;
@@ -534,20 +529,18 @@ impl CdcFigures {
                     size(i.target_bytes_added)
                 );
             }
-            let (median, min, max) = t.seconds;
             let _ = writeln!(
                 out,
-                "SCD TYPE {} batch of {} events: {:.3} s, {:.0} rows/s, the median of {} batches ({:.3}-{:.3} s); rewritten per batch (removed + added): {} of the target's {} ({:.0}%; {} files, {} rows), {} of the event store's {}",
+                "SCD TYPE {} batch of {} events: {:.3} s, {:.0} rows/s, the median of {} batches ({:.3}-{:.3} s); rewritten per batch (removed + added): {} in the target (now {} in {} files, {} rows), {} in the event store (now {})",
                 t.scd_type,
                 self.events_per_batch,
-                median,
+                t.seconds,
                 t.rows_per_s,
                 t.batches.len(),
-                min,
-                max,
+                t.min_seconds,
+                t.max_seconds,
                 size(t.target_bytes_rewritten),
                 size(t.target_bytes),
-                percent(t.target_bytes_rewritten, t.target_bytes),
                 t.target_files,
                 t.target_rows,
                 size(t.store_bytes_rewritten),
