@@ -18,14 +18,34 @@ const STAGES: [&str; 8] = [
     "updated_stocks_gold",
 ];
 
-#[test]
-fn bench_reports_every_figure_for_the_embedded_broker() {
+/// Runs `medallion bench ARGS` in a new workspace, expects success, every line of
+/// `needles` in what it printed and no failed check; returns that and its JSON report.
+fn bench(args: &[&str], env: &[(&str, &str)], needles: &[&str]) -> (String, Value) {
     let w = Workspace::new();
     let dir = w.root().join("bench");
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend(["--dir", dir.to_str().unwrap()]);
+    let out = w.medallion(&all, env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    for needle in needles {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+    assert!(!out.contains("FAILED"), "{out}");
+    let json = serde_json::from_slice(&std::fs::read(dir.join("bench.json")).unwrap()).unwrap();
+    (out, json)
+}
+
+#[test]
+fn bench_reports_every_figure_for_the_embedded_broker() {
     // The child runs inherit the environment, and the report names the batch size.
-    let out = w.medallion(
+    let (out, json) = bench(
         &[
-            "bench",
             "--rows",
             "3000",
             "--indices",
@@ -37,34 +57,20 @@ fn bench_reports_every_figure_for_the_embedded_broker() {
             // The AUTO CDC figure has a test of its own, below.
             "--cdc-keys",
             "0",
-            "--dir",
-            dir.to_str().unwrap(),
         ],
         &[("MEDALLION_VAR_batch_rows", "2000")],
+        &[
+            "== broker: sqlite",
+            "ingest (CSV → Kafka)",
+            "end to end (process wall, broker start included)",
+            "incremental (one new day per index into 3000 rows)",
+            "SCD2 MERGE of 10000 changed and new rows into a 100000-row history: ",
+            "the median of 5 runs (",
+            "freshness, --continuous --interval 200ms, 3 files: p50",
+            "check ok: landing lines = Kafka records + ingest quarantine (3000 = ",
+        ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = String::from_utf8_lossy(&out.stdout).into_owned();
-    for needle in [
-        "== broker: sqlite",
-        "ingest (CSV → Kafka)",
-        "end to end (process wall, broker start included)",
-        "incremental (one new day per index into 3000 rows)",
-        "SCD2 MERGE of 10000 changed and new rows into a 100000-row history: ",
-        "the median of 5 runs (",
-        "freshness, --continuous --interval 200ms, 3 files: p50",
-        "check ok: landing lines = Kafka records + ingest quarantine (3000 = ",
-    ] {
-        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
-    }
-    assert!(!out.contains("FAILED"), "{out}");
     assert!(!out.contains("== AUTO CDC"), "{out}");
-
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("bench.json")).unwrap()).unwrap();
     assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(json["cdc"].is_null(), "--cdc-keys 0 leaves the figure out");
     // The batch size the runs used, which memory follows.
@@ -130,47 +136,24 @@ fn bench_reports_every_figure_for_the_embedded_broker() {
 /// refuses it, reported unavailable with the refusal.
 #[test]
 fn bench_reports_the_auto_cdc_figure_for_both_scd_types() {
-    let w = Workspace::new();
-    let dir = w.root().join("bench");
-    let out = w.medallion(
-        &[
-            "bench",
-            "--cdc-only",
-            "--cdc-keys",
-            "2000",
-            "--cdc-batches",
-            "2",
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
+    let (out, json) = bench(
+        &["--cdc-only", "--cdc-keys", "2000", "--cdc-batches", "2"],
         &[],
+        &[
+            "medallion bench · the AUTO CDC figure only",
+            "== AUTO CDC: 2000 keys, 2 batches of 20 events (1% of the keys",
+            "SCD TYPE 2 initial load of 2000 events: ",
+            "SCD TYPE 2 batch of 20 events: ",
+            "the median of 2 batches (",
+            "rewritten per batch (removed + added): ",
+            "check ok: SCD TYPE 2 current versions (__END_AT IS NULL) = live keys of the feed",
+            "check ok: SCD TYPE 2 event store rows = events of the feed (",
+        ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = String::from_utf8_lossy(&out.stdout).into_owned();
-    for needle in [
-        "medallion bench · the AUTO CDC figure only",
-        "== AUTO CDC: 2000 keys, 2 batches of 20 events (1% of the keys",
-        "SCD TYPE 2 initial load of 2000 events: ",
-        "SCD TYPE 2 batch of 20 events: ",
-        "the median of 2 batches (",
-        "rewritten per batch (removed + added): ",
-        "check ok: SCD TYPE 2 current versions (__END_AT IS NULL) = live keys of the feed",
-        "check ok: SCD TYPE 2 event store rows = events of the feed (",
-    ] {
-        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
-    }
-    assert!(!out.contains("FAILED"), "{out}");
     assert!(
         !out.contains("== broker"),
         "--cdc-only measures no broker: {out}"
     );
-
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("bench.json")).unwrap()).unwrap();
     let cdc = &json["cdc"];
     assert_eq!(cdc["keys"], 2000);
     assert_eq!(cdc["events_per_batch"], 20);
