@@ -173,6 +173,10 @@ fn bench_reports_the_auto_cdc_figure_for_both_scd_types() {
             .unwrap_or_else(|| panic!("no SCD TYPE {t}: {cdc}"))
     };
     assert_measured(of(2), live);
+    // Type 2 applies every event, late ones included.
+    for b in of(2)["batches"].as_array().unwrap() {
+        assert_eq!(b["events_applied"], 20, "{b}");
+    }
     // The current versions are the live keys; the history has more rows.
     assert!(of(2)["target_rows"].as_u64().unwrap() > live);
     let type1 = of(1);
@@ -204,7 +208,8 @@ fn assert_measured(t: &Value, live: u64) {
     assert_eq!(batches.len(), 2, "{t}");
     for b in batches {
         assert_eq!(b["events"], 20, "{b}");
-        assert_eq!(b["events_applied"], 20, "{b}");
+        let applied = n(&b["events_applied"]);
+        assert!(applied > 0 && applied <= 20, "{b}");
         assert!(
             secs(&b["seconds"]) > 0.0 && secs(&b["rows_per_s"]) > 0.0,
             "{b}"

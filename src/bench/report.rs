@@ -531,7 +531,7 @@ impl CdcFigures {
             }
             let _ = writeln!(
                 out,
-                "SCD TYPE {} batch of {} events: {:.3} s, {:.0} rows/s, the median of {} batches ({:.3}-{:.3} s); rewritten per batch (removed + added): {} in the target (now {} in {} files, {} rows), {} in the event store (now {})",
+                "SCD TYPE {} batch of {} events: {:.3} s, {:.0} rows/s, the median of {} batches ({:.3}-{:.3} s); rewritten per batch (removed + added): {} in the target (now {} in {} file(s), {} rows), {} in the event store (now {})",
                 t.scd_type,
                 self.events_per_batch,
                 t.seconds,
