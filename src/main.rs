@@ -77,7 +77,8 @@ enum Command {
         report_json: Option<std::path::PathBuf>,
     },
     /// Benchmark the job on generated data: per-stage throughput, end to end, incremental,
-    /// the SCD2 MERGE, freshness and peak memory, for each broker; --peers adds Python
+    /// the SCD2 MERGE, freshness and peak memory, for each broker; an AUTO CDC pipeline
+    /// (SCD Type 2 and Type 1) on a change feed (--cdc-keys); --peers adds Python
     /// deltalake + polars, the original pipeline on Spark, and the weather example's
     /// pipeline on Spark Declarative Pipelines 4.3. Build with --release first
     /// (`cargo run --release -- bench`): debug figures mean little.
@@ -111,6 +112,16 @@ enum Command {
         json: Option<PathBuf>,
         #[arg(short, long)]
         target: Option<String>,
+        /// Keys of the AUTO CDC figure's table (SCD Type 2 and Type 1, from a change feed
+        /// of 1% of the keys per batch, out of order); 0 leaves the figure out.
+        #[arg(long, default_value_t = medallion::bench::cdc::DEFAULT_KEYS)]
+        cdc_keys: u64,
+        /// Batches of changes of the AUTO CDC figure, after its initial load.
+        #[arg(long, default_value_t = medallion::bench::cdc::DEFAULT_BATCHES)]
+        cdc_batches: usize,
+        /// Only the AUTO CDC figure: no broker, no peer.
+        #[arg(long, conflicts_with = "peers")]
+        cdc_only: bool,
     },
     /// Summarize the quarantined rows by reason, with samples: every quarantine table, or one.
     Quarantine {
@@ -939,6 +950,9 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             json,
             target,
+            cdc_keys,
+            cdc_batches,
+            cdc_only,
         } => {
             use medallion::bench::{self, BenchOptions, BrokerKind};
             let brokers = brokers
@@ -963,6 +977,11 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 kafka_jars: medallion::kafka_server::KafkaServer::default_jars(),
                 project_dir,
                 command: std::env::args().collect::<Vec<_>>().join(" "),
+                cdc: bench::cdc::CdcOptions {
+                    keys: cdc_keys,
+                    batches: cdc_batches,
+                },
+                cdc_only,
             };
             let report = runtime()?.block_on(bench::run(&options))?;
             let json = json.unwrap_or_else(|| dir.join("bench.json"));

@@ -14,7 +14,13 @@
 //! tansu with memory storage and Apache Kafka, run by the benchmark itself, so their
 //! memory is not in the child's figure. `--peers` adds Python deltalake + polars and the
 //! original pipeline on Spark, on the same files (see [`peers`]).
+//!
+//! Apart from the brokers, [`cdc`] measures an AUTO CDC flow keeping a 1M-key table from
+//! a change feed, as SCD Type 2 and Type 1: rows/s and the bytes each batch rewrites. Its
+//! pipelines run in the benchmark's process, through the pipeline API, and its time is
+//! the flow's own, from the update's report.
 
+pub mod cdc;
 pub mod child;
 pub mod data;
 pub mod peers;
@@ -72,6 +78,8 @@ pub enum BenchError {
     UnknownPeer(String),
     #[error("unknown broker `{0}`: use memory, sqlite or kafka")]
     UnknownBroker(String),
+    #[error("the AUTO CDC pipeline in {dir} failed: {reason}")]
+    Pipeline { dir: PathBuf, reason: String },
     #[error("peer {peer} failed: {reason}. Its output is in {log}")]
     Peer {
         peer: String,
@@ -152,6 +160,10 @@ pub struct BenchOptions {
     pub project_dir: PathBuf,
     /// The command line, recorded in the report.
     pub command: String,
+    /// The AUTO CDC figure's size (`keys` 0 leaves it out).
+    pub cdc: cdc::CdcOptions,
+    /// Only the AUTO CDC figure: no broker, no peer.
+    pub cdc_only: bool,
 }
 
 /// Which peers `--peers` runs.
@@ -215,6 +227,33 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         path: options.dir.clone(),
         source,
     })?;
+    let mut report = BenchReport {
+        command: options.command.clone(),
+        machine: Machine::describe(),
+        rows: options.rows,
+        indices: options.indices,
+        input_mb: 0.0,
+        batch_rows: batch_rows(options)?,
+        brokers: Vec::new(),
+        skipped: Vec::new(),
+        peers: None,
+        ratios: Vec::new(),
+        cdc: None,
+    };
+    if !options.cdc_only {
+        brokers_and_peers(options, &mut report).await?;
+    }
+    if options.cdc.enabled() {
+        report.cdc = Some(cdc::run(options.cdc, &options.dir.join("cdc")).await?);
+    }
+    Ok(report)
+}
+
+/// The job on each broker, then the peers.
+async fn brokers_and_peers(
+    options: &BenchOptions,
+    report: &mut BenchReport,
+) -> Result<(), BenchError> {
     eprintln!("bench: generating {} rows ...", options.rows);
     let data = data::prepare(
         &options.dir.join("data"),
@@ -222,8 +261,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         options.indices,
         options.freshness_files,
     )?;
-    let mut brokers = Vec::new();
-    let mut skipped = Vec::new();
+    report.input_mb = data.base_bytes as f64 / 1e6;
     for &kind in &options.brokers {
         let host = match kind {
             BrokerKind::Sqlite => Host::None,
@@ -237,7 +275,9 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
                     Ok(server) => Host::Kafka(server),
                     Err(e) => {
                         eprintln!("bench: skipping Apache Kafka: {e}");
-                        skipped.push((kind.name().to_string(), e.to_string()));
+                        report
+                            .skipped
+                            .push((kind.name().to_string(), e.to_string()));
                         continue;
                     }
                 }
@@ -250,25 +290,13 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             kind,
             bootstrap: host.bootstrap(),
         };
-        brokers.push(bench.measure().await?);
+        report.brokers.push(bench.measure().await?);
         drop(host);
     }
-    let mut report = BenchReport {
-        command: options.command.clone(),
-        machine: Machine::describe(),
-        rows: options.rows,
-        indices: options.indices,
-        input_mb: data.base_bytes as f64 / 1e6,
-        batch_rows: batch_rows(options)?,
-        brokers,
-        skipped,
-        peers: None,
-        ratios: Vec::new(),
-    };
     if options.peers.any() {
-        peers::run(options, &data, &mut report).await?;
+        peers::run(options, &data, report).await?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The figures of one broker.

@@ -174,6 +174,85 @@ impl Freshness {
     }
 }
 
+/// The AUTO CDC figure: a table kept from a change feed, for each SCD type.
+#[derive(Debug, Clone, Serialize)]
+pub struct CdcFigures {
+    pub keys: u64,
+    pub batches: usize,
+    /// Events of each batch after the initial load: 1% of the keys, each changed once.
+    pub events_per_batch: u64,
+    /// The kinds of the batches' events, over every batch.
+    pub mix: CdcMix,
+    /// Keys whose latest event is not a delete, once every batch is applied.
+    pub live_keys: u64,
+    pub types: Vec<CdcType>,
+}
+
+/// The kinds of change events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CdcMix {
+    /// Updates of tracked columns.
+    pub updates: u64,
+    /// Changes of an untracked column only (Type 2 updates the open version in place).
+    pub untracked: u64,
+    pub deletes: u64,
+    /// Events sequenced below their key's latest event, arriving after it.
+    pub late: u64,
+}
+
+/// One SCD type's figures: medians over the batches after the initial load.
+#[derive(Debug, Clone, Serialize)]
+pub struct CdcType {
+    pub scd_type: u8,
+    /// The AUTO CDC flow's time per batch: the median over the batches, and the extremes.
+    pub seconds: f64,
+    pub min_seconds: f64,
+    pub max_seconds: f64,
+    /// Events per second of the median batch.
+    pub rows_per_s: f64,
+    /// Bytes removed + added per batch (median) in the target, and in its event store.
+    pub target_bytes_rewritten: u64,
+    pub store_bytes_rewritten: u64,
+    /// The target after the last batch: data bytes, files and rows; the event store's bytes.
+    pub target_bytes: u64,
+    pub target_files: u64,
+    pub target_rows: u64,
+    pub store_bytes: u64,
+    pub initial: Option<CdcBatch>,
+    pub batches: Vec<CdcBatch>,
+    pub checks: Vec<Check>,
+}
+
+/// One update of the CDC pipeline: a file of change events.
+#[derive(Debug, Clone, Serialize)]
+pub struct CdcBatch {
+    pub events: u64,
+    /// Events the AUTO CDC flow applied (those not quarantined).
+    pub events_applied: u64,
+    /// The AUTO CDC flow's time, and the whole update's (the feed's flow included).
+    pub seconds: f64,
+    pub update_seconds: f64,
+    /// `events` / `seconds`.
+    pub rows_per_s: f64,
+    /// Sizes of the files the batch's commits removed and added, and the commits.
+    pub target_bytes_removed: u64,
+    pub target_bytes_added: u64,
+    pub target_commits: u64,
+    pub store_bytes_removed: u64,
+    pub store_bytes_added: u64,
+    pub store_commits: u64,
+}
+
+impl CdcBatch {
+    pub fn target_bytes_rewritten(&self) -> u64 {
+        self.target_bytes_removed + self.target_bytes_added
+    }
+
+    pub fn store_bytes_rewritten(&self) -> u64 {
+        self.store_bytes_removed + self.store_bytes_added
+    }
+}
+
 /// A check that the figures are of a correct run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -261,6 +340,8 @@ pub struct BenchReport {
     pub peers: Option<serde_json::Value>,
     /// medallion's figure over the peer's, per comparable figure (< 1: medallion faster).
     pub ratios: Vec<Ratio>,
+    /// AUTO CDC, SCD Type 2 and Type 1 (`--cdc-keys`; none with `--cdc-keys 0`).
+    pub cdc: Option<CdcFigures>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -274,12 +355,18 @@ pub struct Ratio {
 }
 
 impl BenchReport {
-    /// Whether a check failed on a broker without a known fault.
+    /// Whether a check failed on a broker without a known fault, or of the CDC figure.
     pub fn failed(&self) -> bool {
+        let cdc = self
+            .cdc
+            .iter()
+            .flat_map(|c| &c.types)
+            .flat_map(|t| &t.checks);
         self.brokers
             .iter()
             .filter(|b| b.caveat.is_none())
             .flat_map(|b| &b.checks)
+            .chain(cdc)
             .any(|c| !c.ok)
     }
 
@@ -287,10 +374,18 @@ impl BenchReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let m = &self.machine;
+        let measured = if self.brokers.is_empty() && self.skipped.is_empty() {
+            "the AUTO CDC figure only".to_string()
+        } else {
+            format!(
+                "{} rows, {} indices, {:.1} MB of CSV, batch_rows {}",
+                self.rows, self.indices, self.input_mb, self.batch_rows
+            )
+        };
         let _ = writeln!(
             out,
-            "medallion bench · {} rows, {} indices, {:.1} MB of CSV, batch_rows {}\nmachine: {} · {} cores · {} GB · {} · {} build",
-            self.rows, self.indices, self.input_mb, self.batch_rows, m.cpu, m.cores, m.memory_gb, m.os, m.build
+            "medallion bench · {measured}\nmachine: {} · {} cores · {} GB · {} · {} build",
+            m.cpu, m.cores, m.memory_gb, m.os, m.build
         );
         for b in &self.brokers {
             let _ = writeln!(out, "\n== broker: {} ({})", b.broker, b.description);
@@ -342,16 +437,16 @@ impl BenchReport {
                 "freshness, --continuous --interval {}ms, {} files: p50 {:.3} s, p99 {:.3} s, max {:.3} s",
                 f.interval_ms, f.files, f.p50_seconds, f.p99_seconds, f.max_seconds
             );
-            for c in &b.checks {
-                let mark = if c.ok { "ok" } else { "FAILED" };
-                let _ = writeln!(out, "check {mark}: {} ({})", c.name, c.detail);
-            }
+            render_checks(&mut out, &b.checks);
             if let Some(caveat) = &b.caveat {
                 let _ = writeln!(out, "caveat: {caveat}");
             }
         }
         for (broker, why) in &self.skipped {
             let _ = writeln!(out, "\nbroker {broker} skipped: {why}");
+        }
+        if let Some(cdc) = &self.cdc {
+            cdc.render(&mut out);
         }
         if !self.ratios.is_empty() {
             let _ = writeln!(
@@ -367,6 +462,64 @@ impl BenchReport {
             }
         }
         out
+    }
+}
+
+fn render_checks(out: &mut String, checks: &[Check]) {
+    for c in checks {
+        let mark = if c.ok { "ok" } else { "FAILED" };
+        let _ = writeln!(out, "check {mark}: {} ({})", c.name, c.detail);
+    }
+}
+
+/// A size in MB, or in kB below 1 MB.
+fn size(bytes: u64) -> String {
+    if bytes >= 1_000_000 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else {
+        format!("{:.1} kB", bytes as f64 / 1e3)
+    }
+}
+
+impl CdcFigures {
+    fn render(&self, out: &mut String) {
+        let m = &self.mix;
+        let _ = writeln!(
+            out,
+            "\n== AUTO CDC: {} keys, {} batches of {} events (1% of the keys, in random key order; over all batches {} updates, {} untracked-only, {} deletes, {} late); {} live keys at the end",
+            self.keys, self.batches, self.events_per_batch, m.updates, m.untracked, m.deletes, m.late, self.live_keys
+        );
+        for t in &self.types {
+            if let Some(i) = &t.initial {
+                let _ = writeln!(
+                    out,
+                    "SCD TYPE {} initial load of {} events: {:.3} s ({:.0} rows/s), {} written",
+                    t.scd_type,
+                    i.events,
+                    i.seconds,
+                    i.rows_per_s,
+                    size(i.target_bytes_added)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "SCD TYPE {} batch of {} events: {:.3} s, {:.0} rows/s, the median of {} batches ({:.3}-{:.3} s); rewritten per batch (removed + added): {} in the target (now {} in {} file(s), {} rows), {} in the event store (now {})",
+                t.scd_type,
+                self.events_per_batch,
+                t.seconds,
+                t.rows_per_s,
+                t.batches.len(),
+                t.min_seconds,
+                t.max_seconds,
+                size(t.target_bytes_rewritten),
+                size(t.target_bytes),
+                t.target_files,
+                t.target_rows,
+                size(t.store_bytes_rewritten),
+                size(t.store_bytes)
+            );
+            render_checks(out, &t.checks);
+        }
     }
 }
 
