@@ -324,6 +324,62 @@ impl DeltaSink {
         batches.iter().map(|b| self.conform(b)).collect()
     }
 
+    /// The rows that `filter` keeps whose columns named as those of `keys` equal one of
+    /// its rows (a semi-join: for many keys, where an `IN` list would not do), in the
+    /// table's types.
+    pub async fn scan_matching(
+        &self,
+        filter: Expr,
+        keys: RecordBatch,
+    ) -> Result<Vec<RecordBatch>, DeltaError> {
+        use deltalake::arrow::datatypes::{Field, Schema};
+        use deltalake::datafusion::common::JoinType;
+        let wrap = |e: deltalake::datafusion::error::DataFusionError| DeltaError::Query {
+            table: self.qualified.clone(),
+            reason: e.to_string(),
+        };
+        let arrow = |e: deltalake::arrow::error::ArrowError| wrap(e.into());
+        let frame = self.frame().await?.filter(filter).map_err(wrap)?;
+        let names: Vec<String> = keys
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let renamed: Vec<String> = (0..names.len()).map(|i| format!("__key_{i}")).collect();
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let t = frame
+                .schema()
+                .field_with_unqualified_name(name)
+                .map_err(wrap)?
+                .data_type()
+                .clone();
+            columns.push(cast(keys.column(i), &t).map_err(arrow)?);
+            fields.push(Field::new(&renamed[i], t, true));
+        }
+        let keys = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow)?;
+        let keys = deltalake::datafusion::prelude::SessionContext::new()
+            .read_batch(keys)
+            .map_err(wrap)?;
+        let on: Vec<Expr> = names
+            .iter()
+            .zip(&renamed)
+            .map(|(l, r)| {
+                Expr::Column(Column::new_unqualified(l))
+                    .eq(Expr::Column(Column::new_unqualified(r)))
+            })
+            .collect();
+        let batches = frame
+            .join_on(keys, JoinType::LeftSemi, on)
+            .map_err(wrap)?
+            .collect()
+            .await
+            .map_err(wrap)?;
+        batches.iter().map(|b| self.conform(b)).collect()
+    }
+
     /// Deletes the rows that `predicate` keeps, rewriting only the files that hold some.
     /// Returns the rows deleted (0 without a commit when none matched).
     pub async fn delete_where(&mut self, predicate: Expr) -> Result<usize, DeltaError> {

@@ -53,11 +53,36 @@ pub fn encode_sys(
 /// The most values of a key column in one `IN` list of a read.
 const IN_LIST_MAX: usize = 64;
 
-/// Keeps the rows whose keys are among those at `rows` of `values`: per key column, its
-/// values as an `IN` list and their range (which file statistics can prune by). A
-/// superset when there are several key columns or many values, which the caller narrows.
-pub fn filter(shape: &Shape, values: &RecordBatch, rows: &[usize]) -> Result<Expr, CdcError> {
+/// A read of the stored rows of some keys.
+#[derive(Clone)]
+pub struct KeyFilter {
+    /// Per key column, the keys' range (which file statistics can prune by), and their
+    /// values as an `IN` list when there are few.
+    pub expr: Expr,
+    /// The keys themselves, when there are many: the read is a semi-join with them.
+    pub keys: Option<RecordBatch>,
+}
+
+impl KeyFilter {
+    /// The stored rows of `table` of these keys that `extra` keeps: a superset when
+    /// there are several key columns and few keys, which the caller narrows.
+    pub async fn read(
+        &self,
+        table: &crate::delta::DeltaSink,
+        extra: Expr,
+    ) -> Result<Vec<RecordBatch>, CdcError> {
+        let expr = self.expr.clone().and(extra);
+        Ok(match &self.keys {
+            Some(keys) => table.scan_matching(expr, keys.clone()).await?,
+            None => table.scan(expr).await?,
+        })
+    }
+}
+
+/// The read of the rows whose keys are among those at `rows` of `values`.
+pub fn filter(shape: &Shape, values: &RecordBatch, rows: &[usize]) -> Result<KeyFilter, CdcError> {
     let mut filter: Option<Expr> = None;
+    let mut many = false;
     for &k in &shape.keys {
         let array = values.column(k);
         let mut seen: Vec<ScalarValue> = Vec::new();
@@ -86,11 +111,38 @@ pub fn filter(shape: &Shape, values: &RecordBatch, rows: &[usize]) -> Result<Exp
         // range alone selects, and the caller keeps the batch's keys.
         if seen.len() <= IN_LIST_MAX {
             f = f.and(column(name).in_list(seen.iter().cloned().map(lit).collect(), false));
+        } else {
+            many = true;
         }
         filter = Some(match filter {
             Some(x) => x.and(f),
             None => f,
         });
     }
-    Ok(filter.unwrap_or(lit(true)))
+    let keys = match many {
+        true => {
+            let indices = deltalake::arrow::array::UInt32Array::from_iter_values(
+                rows.iter().map(|&r| r as u32),
+            );
+            let columns = shape
+                .keys
+                .iter()
+                .map(|&k| deltalake::arrow::compute::take(values.column(k), &indices, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            let fields: Vec<deltalake::arrow::datatypes::Field> = shape
+                .keys
+                .iter()
+                .map(|&k| shape.stored[k].clone())
+                .collect();
+            Some(RecordBatch::try_new(
+                std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(fields)),
+                columns,
+            )?)
+        }
+        false => None,
+    };
+    Ok(KeyFilter {
+        expr: filter.unwrap_or(lit(true)),
+        keys,
+    })
 }

@@ -110,9 +110,7 @@ pub async fn apply(
     let first_rows: Vec<usize> = rows_of.values().map(|r| r[0]).collect();
     let batch_keys = match first_rows.is_empty() {
         true => None,
-        false => Some(
-            keys::filter(shape, &changes.values, &first_rows)?.and(first_key.clone().is_not_null()),
-        ),
+        false => Some(keys::filter(shape, &changes.values, &first_rows)?),
     };
 
     let mut applied = Applied::default();
@@ -120,7 +118,7 @@ pub async fn apply(
     let written = if in_store {
         // A rerun: the store has the batch; the target is written from it.
         match &batch_keys {
-            Some(f) => store.scan(f.clone()).await?,
+            Some(f) => f.read(store, first_key.clone().is_not_null()).await?,
             None => vec![],
         }
     } else {
@@ -156,7 +154,7 @@ pub async fn apply(
 
         // What the batch's keys hold.
         let stored = match &batch_keys {
-            Some(f) => store.scan(f.clone()).await?,
+            Some(f) => f.read(store, first_key.clone().is_not_null()).await?,
             None => vec![],
         };
         let mut current: BTreeMap<OwnedRow, State<'_>> = BTreeMap::new();

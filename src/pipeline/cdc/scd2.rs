@@ -100,9 +100,7 @@ pub async fn apply(
     let open = if keys.is_empty() {
         vec![]
     } else {
-        target
-            .scan(all_keys.clone().and(column(END_AT).is_null()))
-            .await?
+        all_keys.read(target, column(END_AT).is_null()).await?
     };
     for b in &open {
         let rows = key_converter.convert_columns(&keys_of(b))?;
@@ -135,32 +133,28 @@ pub async fn apply(
     let slow_keys = (!slow.is_empty())
         .then(|| keys::filter(shape, &changes.values, &first_rows(&slow)))
         .transpose()?;
-    let mut version_filters: Vec<Expr> = Vec::new();
-    let mut event_filters: Vec<Expr> = Vec::new();
+    let mut version_reads: Vec<(&keys::KeyFilter, Expr)> = Vec::new();
+    let mut event_reads: Vec<(&keys::KeyFilter, Expr)> = Vec::new();
     if let Some((keys, from)) = &fast_from {
-        version_filters.push(
-            keys.clone().and(
-                column(START_AT)
-                    .gt_eq(lit(from.clone()))
-                    .or(column(END_AT).gt_eq(lit(from.clone()))),
-            ),
-        );
-        event_filters.push(
-            keys.clone()
-                .and(column(store::SEQUENCE).gt_eq(lit(from.clone()))),
-        );
+        version_reads.push((
+            keys,
+            column(START_AT)
+                .gt_eq(lit(from.clone()))
+                .or(column(END_AT).gt_eq(lit(from.clone()))),
+        ));
+        event_reads.push((keys, column(store::SEQUENCE).gt_eq(lit(from.clone()))));
     }
-    if let Some(keys) = slow_keys {
-        version_filters.push(keys.clone());
-        event_filters.push(keys);
+    if let Some(keys) = &slow_keys {
+        version_reads.push((keys, lit(true)));
+        event_reads.push((keys, lit(true)));
     }
     let mut version_batches = Vec::new();
-    for f in version_filters {
-        version_batches.extend(target.scan(f).await?);
+    for (keys, extra) in version_reads {
+        version_batches.extend(keys.read(target, extra).await?);
     }
     let mut event_batches = Vec::new();
-    for f in event_filters {
-        event_batches.extend(store.scan(f).await?);
+    for (keys, extra) in event_reads {
+        event_batches.extend(keys.read(store, extra).await?);
     }
     tracing::debug!(
         elapsed = ?started.elapsed(),
