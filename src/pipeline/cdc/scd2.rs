@@ -347,6 +347,20 @@ pub async fn apply(
         applied.version = target.append(vec![], txn()).await?;
         return Ok(applied);
     }
+    // Nothing stored to replace (new keys, a first load): an append, not a MERGE.
+    if groups.iter().flatten().all(|c| c.deletes.is_empty()) {
+        let inserts: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> = groups
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c.inserts)
+            .collect();
+        applied.inserted = inserts.len();
+        let source = merge_source(shape, &pool, &[], &inserts)?;
+        let rows = source.project(&(0..source.num_columns() - 1).collect::<Vec<_>>())?;
+        crate::fault::point("cdc.before_merge");
+        applied.version = target.append(vec![rows], txn()).await?;
+        return Ok(applied);
+    }
     let last = groups.len() - 1;
     for (n, group) in groups.into_iter().enumerate() {
         let deletes: Vec<&Stored<'_>> = group
