@@ -102,6 +102,11 @@ impl Pool {
         Ok((self.sequences.len() as u32 - 1, rows))
     }
 
+    /// Sequence values in the row format, not kept.
+    pub fn sequence_rows(&self, values: ArrayRef) -> Result<Rows, ArrowError> {
+        self.sequence.convert_columns(std::slice::from_ref(&values))
+    }
+
     /// The sequence value `row` of `rows`, which [`Pool::add_sequences`] gave as `index`.
     pub fn seq(rows: &Rows, index: u32, row: usize) -> Seq {
         Seq {

@@ -72,6 +72,49 @@ pub fn resume_from<'a, S: Ord + 'a>(
     starts.into_iter().filter(|s| *s < first_new).max()
 }
 
+/// The windows of a key's Type 2 history that new events at `new` can change, without
+/// `IGNORE NULL UPDATES`: each `(from, until)` replays from `from` (as [`resume_from`]
+/// gives it; `None` from the first version) up to `until`, the first version start after
+/// the sequence of the first stored event strictly after the new event (`None`: to the
+/// end). After the stored events of a sequence that no new event joins, the key holds
+/// the last one's values (or is closed, after a delete) whatever came before, so the
+/// versions from the next start on cannot change. A window replays the events up to
+/// `until` included (with a system sequence, some of that sequence's events can belong
+/// to the version before) and keeps the stored versions from `until` on. Overlapping and
+/// touching windows are merged; `starts`, `stored` and `new` are sorted.
+pub fn windows<S: Ord + Clone>(
+    starts: &[S],
+    stored: &[S],
+    new: &[S],
+) -> Vec<(Option<S>, Option<S>)> {
+    let mut out: Vec<(Option<S>, Option<S>)> = Vec::new();
+    for t in new {
+        let from = resume_from(starts, t).cloned();
+        let next_event = stored.iter().find(|e| *e > t);
+        let until = next_event.and_then(|e| starts.iter().find(|s| *s > e).cloned());
+        match out.last_mut() {
+            // Sorted by `t`, so by `from`: a window that reaches this one's start (the
+            // version ending there is this one's starting state), or runs to the end,
+            // takes it in.
+            Some((_, last_until))
+                if last_until
+                    .as_ref()
+                    .is_none_or(|u| from.as_ref().is_some_and(|f| f <= u))
+                    || from.is_none() =>
+            {
+                if last_until.is_some() {
+                    *last_until = match (last_until.take(), until) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                }
+            }
+            _ => out.push((from, until)),
+        }
+    }
+    out
+}
+
 /// The result of replaying events over a Type 2 history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replayed<S, V> {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use deltalake::arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
+use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use deltalake::datafusion::common::{Column, ScalarValue};
@@ -175,6 +176,66 @@ pub async fn apply(
     tracing::debug!(elapsed = ?started.elapsed(), "cdc: events stored");
     crate::fault::point("cdc.after_events");
 
+    // Each key's windows ([`replay::windows`]), from the sequences alone; only the rows
+    // inside them are pooled and replayed.
+    let windows = key_windows(
+        shape,
+        &mut pool,
+        &key_converter,
+        &keys,
+        (&new_seqs, new_seqs_at),
+        &version_batches,
+        &event_batches,
+    )?;
+    let in_window = |key: &OwnedRow, start: &OwnedRow, end: Option<&OwnedRow>| {
+        windows.get(key).is_some_and(|ws| {
+            ws.iter().any(|w| {
+                w.contains(start)
+                    || w.from
+                        .as_ref()
+                        .is_some_and(|f| end == Some(&f.row) && *start < f.row)
+            })
+        })
+    };
+    let mut kept_versions = Vec::new();
+    for b in &version_batches {
+        let rows = key_converter.convert_columns(&keys_of(b))?;
+        let starts = pool.sequence_rows(column_of(b, START_AT)?)?;
+        let ends_array = column_of(b, END_AT)?;
+        let ends = pool.sequence_rows(ends_array.clone())?;
+        let mask = BooleanArray::from_iter((0..b.num_rows()).map(|i| {
+            let end = (!ends_array.is_null(i)).then(|| ends.row(i).owned());
+            Some(in_window(
+                &rows.row(i).owned(),
+                &starts.row(i).owned(),
+                end.as_ref(),
+            ))
+        }));
+        kept_versions.push(filter_record_batch(b, &mask)?);
+    }
+    let version_batches = kept_versions;
+    let mut kept_events = Vec::new();
+    for b in &event_batches {
+        let rows = key_converter.convert_columns(&keys_of(b))?;
+        let seqs = pool.sequence_rows(column_of(b, store::SEQUENCE)?)?;
+        let mask = BooleanArray::from_iter((0..b.num_rows()).map(|i| {
+            let seq = seqs.row(i).owned();
+            Some(
+                windows
+                    .get(&rows.row(i).owned())
+                    .is_some_and(|ws| ws.iter().any(|w| w.replays(&seq))),
+            )
+        }));
+        kept_events.push(filter_record_batch(b, &mask)?);
+    }
+    let event_batches = kept_events;
+    tracing::debug!(
+        elapsed = ?started.elapsed(),
+        versions = version_batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        events = event_batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        "cdc: versions and events in the windows"
+    );
+
     // Everything into the pool, then events and versions that point into it.
     let new_values = (!in_store).then(|| pool.add_values(changes.values.clone()));
     let new_values = new_values.transpose()?;
@@ -243,40 +304,16 @@ pub async fn apply(
             scope.entry(key).or_default().push(stored);
         }
     }
-    // A key read whole (slow) replays from its last version start before its earliest
-    // new event; every key keeps the versions from `from` on and the one ending there.
-    let mut replayed_from_history = 0;
-    for (k, key) in keys.iter_mut() {
-        let mine = scope.remove(k).unwrap_or_default();
-        if key.slow {
-            replayed_from_history += 1;
-            let first = &key.first;
-            key.from = mine
-                .iter()
-                .map(|s| &s.version.start)
-                .filter(|s| s.row < *first)
-                .max()
-                .cloned();
-        }
-        let kept: Vec<Stored<'_>> = match &key.from {
-            None => mine,
-            Some(from) => mine
-                .into_iter()
-                .filter(|s| s.version.start >= *from || s.version.end.as_ref() == Some(from))
-                .collect(),
-        };
-        scope.insert(k.clone(), kept);
-    }
+    let replayed_from_history = keys.values().filter(|k| k.slow).count();
     let mut events: HashMap<OwnedRow, Vec<Event<Seq, Option<OwnedRow>, Cells<'_>>>> =
         HashMap::new();
     for r in &events_read {
         for i in 0..r.keys.num_rows() {
             let key = r.keys.row(i).owned();
-            let Some(k) = keys.get(&key) else { continue };
-            let seq = Pool::seq(&r.seqs.1, r.seqs.0, i);
-            if k.from.as_ref().is_some_and(|from| seq < *from) {
+            if !keys.contains_key(&key) {
                 continue;
             }
+            let seq = Pool::seq(&r.seqs.1, r.seqs.0, i);
             let e = event(
                 pool.row((r.values, i as u32)),
                 seq,
@@ -302,24 +339,47 @@ pub async fn apply(
         }
     }
 
-    // Replay, and compare with what is stored, key by key (in key order, so that the
-    // MERGEs of a batch are the same on a rerun).
+    // Replay each window, and compare with what is stored, key by key (in key order, so
+    // that the MERGEs of a batch are the same on a rerun).
     let mut order: Vec<&OwnedRow> = keys.keys().collect();
     order.sort();
+    let mut parts: Vec<(&Window, Vec<Stored<'_>>, Vec<PoolEvent<'_>>)> = Vec::new();
+    for k in order {
+        let mut old = scope.remove(k).unwrap_or_default();
+        let mut mine = events.remove(k).unwrap_or_default();
+        for w in windows.get(k).map(Vec::as_slice).unwrap_or_default() {
+            let (inside, rest): (Vec<Stored<'_>>, Vec<Stored<'_>>) =
+                old.into_iter().partition(|s| {
+                    w.contains(&s.version.start.row)
+                        || w.from.as_ref().is_some_and(|f| {
+                            s.version.end.as_ref() == Some(f) && s.version.start < *f
+                        })
+                });
+            old = rest;
+            let (events_in, others): (Vec<_>, Vec<_>) =
+                mine.into_iter().partition(|e| w.replays(&e.seq.row));
+            mine = others;
+            parts.push((w, inside, events_in));
+        }
+    }
     let mut duplicates = 0;
     let mut changes_by_key: Vec<KeyChanges<'_, '_>> = Vec::new();
-    let empty = Vec::new();
-    for k in order {
-        let key = &keys[k];
-        let old = scope.get(k).unwrap_or(&empty);
+    for (w, old, events) in &parts {
         let old_versions: Vec<Version<Seq, Cells<'_>>> =
             old.iter().map(|s| s.version.clone()).collect();
-        let replayed = replay::rebuild(
+        let mut replayed = replay::rebuild(
             &old_versions,
-            key.from.as_ref(),
-            events.remove(k).unwrap_or_default(),
+            w.from.as_ref(),
+            events.clone(),
             shape.ignore_null_updates,
         );
+        // From `until` on, the stored versions stand.
+        if let Some(until) = &w.until {
+            replayed.versions.retain(|v| v.start < *until);
+            if let Some(last) = replayed.versions.last_mut() {
+                last.end.get_or_insert_with(|| until.clone());
+            }
+        }
         duplicates += replayed.duplicates;
         let c = compare(&pool, old, replayed.versions);
         if !c.deletes.is_empty() || !c.inserts.is_empty() {
@@ -592,4 +652,96 @@ fn merge_source(
         Arc::new(Schema::new(fields)),
         columns,
     )?)
+}
+
+/// An event of the pool.
+type PoolEvent<'p> = Event<Seq, Option<OwnedRow>, Cells<'p>>;
+
+/// A part of a key's history that a batch replays: `[from, until)`.
+struct Window {
+    /// `None`: from the first version.
+    from: Option<Seq>,
+    /// `None`: to the end.
+    until: Option<Seq>,
+}
+
+impl Window {
+    /// Whether it replaces the stored version that starts at `start`.
+    fn contains(&self, start: &OwnedRow) -> bool {
+        self.from.as_ref().is_none_or(|f| *start >= f.row)
+            && self.until.as_ref().is_none_or(|u| *start < u.row)
+    }
+
+    /// Whether it replays the event at `seq`: up to `until` included (with a system
+    /// sequence, events of that sequence can belong to the version before).
+    fn replays(&self, seq: &OwnedRow) -> bool {
+        self.from.as_ref().is_none_or(|f| *seq >= f.row)
+            && self.until.as_ref().is_none_or(|u| *seq <= u.row)
+    }
+}
+
+/// Each key's windows: with `IGNORE NULL UPDATES`, one from the last version start
+/// before its earliest new event to the end (a filled value carries on past any
+/// event); without, [`replay::windows`].
+fn key_windows(
+    shape: &Shape,
+    pool: &mut Pool,
+    key_converter: &RowConverter,
+    keys: &HashMap<OwnedRow, Key>,
+    (new_seqs, new_at): (&Rows, u32),
+    version_batches: &[RecordBatch],
+    event_batches: &[RecordBatch],
+) -> Result<HashMap<OwnedRow, Vec<Window>>, CdcError> {
+    let mut starts: HashMap<&OwnedRow, Vec<Seq>> = HashMap::new();
+    let mut stored: HashMap<&OwnedRow, Vec<OwnedRow>> = HashMap::new();
+    for b in version_batches {
+        let rows = key_converter.convert_columns(&keys::of(shape, b))?;
+        let (at, seqs) = pool.add_sequences(column_of(b, START_AT)?)?;
+        for i in 0..b.num_rows() {
+            if let Some((k, _)) = keys.get_key_value(&rows.row(i).owned()) {
+                starts.entry(k).or_default().push(Pool::seq(&seqs, at, i));
+            }
+        }
+    }
+    for b in event_batches {
+        let rows = key_converter.convert_columns(&keys::of(shape, b))?;
+        let seqs = pool.sequence_rows(column_of(b, store::SEQUENCE)?)?;
+        for i in 0..b.num_rows() {
+            if let Some((k, _)) = keys.get_key_value(&rows.row(i).owned()) {
+                stored.entry(k).or_default().push(seqs.row(i).owned());
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for (k, key) in keys {
+        let mut s = starts.remove(k).unwrap_or_default();
+        s.sort();
+        s.dedup();
+        let mut new: Vec<Seq> = key
+            .rows
+            .iter()
+            .map(|&i| Pool::seq(new_seqs, new_at, i))
+            .collect();
+        new.sort();
+        let found = if shape.ignore_null_updates {
+            vec![(replay::resume_from(&s, &new[0]).cloned(), None)]
+        } else {
+            let mut e: Vec<Seq> = stored
+                .remove(k)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|row| Seq { row, at: (0, 0) })
+                .collect();
+            e.sort();
+            replay::windows(&s, &e, &new)
+        };
+        out.insert(
+            k.clone(),
+            found
+                .into_iter()
+                .map(|(from, until)| Window { from, until })
+                .collect(),
+        );
+    }
+    Ok(out)
 }

@@ -314,25 +314,58 @@ fn incremental(
             let Some(first) = new.iter().map(|e| e.seq).min() else {
                 continue;
             };
-            let from = resume_from(versions.iter().map(|v| &v.start), &first).copied();
-            // The scope, as the flow selects it from the table: versions from `from` on,
-            // and the one that ended at `from`.
-            let keep = match from {
-                None => 0,
-                Some(from) => versions
-                    .iter()
-                    .position(|v| v.start >= from || v.end == Some(from))
-                    .unwrap_or(versions.len()),
-            };
-            let scope = versions.split_off(keep);
-            let mut events: Vec<Ev> = store
+            let starts: Vec<u32> = versions.iter().map(|v| v.start).collect();
+            let mine: Vec<Ev> = store
                 .iter()
-                .filter(|(k, e)| k == key && from.is_none_or(|f| e.seq >= f))
+                .filter(|(k, _)| k == key)
                 .map(|(_, e)| e.clone())
                 .collect();
-            events.extend(new);
-            let rebuilt = rebuild(&scope, from.as_ref(), events, ignore_null_updates);
-            versions.extend(rebuilt.versions);
+            // Without IGNORE NULL UPDATES, the windows the new events can change; with
+            // it, everything from the earliest one's replay point.
+            let windows = if ignore_null_updates {
+                vec![(resume_from(&starts, &first).copied(), None)]
+            } else {
+                let mut stored: Vec<u32> = mine.iter().map(|e| e.seq).collect();
+                stored.sort_unstable();
+                let mut seqs: Vec<u32> = new.iter().map(|e| e.seq).collect();
+                seqs.sort_unstable();
+                windows(&starts, &stored, &seqs)
+            };
+            for (from, until) in windows.into_iter().rev() {
+                // Events up to `until` included: with a system sequence, events of the
+                // sequence that starts the next version can belong to the one before.
+                let inside = |s: u32| from.is_none_or(|f| s >= f) && until.is_none_or(|u| s <= u);
+                // The scope, as the flow selects it from the table: versions in the
+                // window, and the one that ended at `from`.
+                let keep = match from {
+                    None => 0,
+                    Some(from) => versions
+                        .iter()
+                        .position(|v| v.start >= from || v.end == Some(from))
+                        .unwrap_or(versions.len()),
+                };
+                let stop = until
+                    .and_then(|u| versions.iter().position(|v| v.start >= u))
+                    .unwrap_or(versions.len());
+                let after = versions.split_off(stop);
+                let scope = versions.split_off(keep);
+                let events: Vec<Ev> = mine
+                    .iter()
+                    .chain(&new)
+                    .filter(|e| inside(e.seq))
+                    .cloned()
+                    .collect();
+                let mut rebuilt = rebuild(&scope, from.as_ref(), events, ignore_null_updates);
+                // From `until` on, the stored versions stand.
+                if let Some(u) = until {
+                    rebuilt.versions.retain(|v| v.start < u);
+                    if let Some(last) = rebuilt.versions.last_mut() {
+                        last.end.get_or_insert(u);
+                    }
+                }
+                versions.extend(rebuilt.versions);
+                versions.extend(after);
+            }
         }
         store.extend(batch.iter().cloned());
     }
