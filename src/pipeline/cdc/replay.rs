@@ -89,9 +89,13 @@ pub fn windows<S: Ord + Clone>(
 ) -> Vec<(Option<S>, Option<S>)> {
     let mut out: Vec<(Option<S>, Option<S>)> = Vec::new();
     for t in new {
-        let from = resume_from(starts, t).cloned();
-        let next_event = stored.iter().find(|e| *e > t);
-        let until = next_event.and_then(|e| starts.iter().find(|s| *s > e).cloned());
+        // The last start below t; the first stored event above it; the first start
+        // above that.
+        let below = starts.partition_point(|s| s < t);
+        let from = below.checked_sub(1).map(|i| starts[i].clone());
+        let next_event = stored.get(stored.partition_point(|e| e <= t));
+        let until =
+            next_event.and_then(|e| starts.get(starts.partition_point(|s| s <= e)).cloned());
         match out.last_mut() {
             // Sorted by `t`, so by `from`: a window that reaches this one's start (the
             // version ending there is this one's starting state), or runs to the end,

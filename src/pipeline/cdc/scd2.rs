@@ -188,14 +188,9 @@ pub async fn apply(
         &event_batches,
     )?;
     let in_window = |key: &OwnedRow, start: &OwnedRow, end: Option<&OwnedRow>| {
-        windows.get(key).is_some_and(|ws| {
-            ws.iter().any(|w| {
-                w.contains(start)
-                    || w.from
-                        .as_ref()
-                        .is_some_and(|f| end == Some(&f.row) && *start < f.row)
-            })
-        })
+        windows
+            .get(key)
+            .is_some_and(|ws| Window::holding(ws, start, end).is_some())
     };
     let mut kept_versions = Vec::new();
     for b in &version_batches {
@@ -223,7 +218,7 @@ pub async fn apply(
             Some(
                 windows
                     .get(&rows.row(i).owned())
-                    .is_some_and(|ws| ws.iter().any(|w| w.replays(&seq))),
+                    .is_some_and(|ws| Window::replaying(ws, &seq).is_some()),
             )
         }));
         kept_events.push(filter_record_batch(b, &mask)?);
@@ -345,22 +340,21 @@ pub async fn apply(
     order.sort();
     let mut parts: Vec<(&Window, Vec<Stored<'_>>, Vec<PoolEvent<'_>>)> = Vec::new();
     for k in order {
-        let mut old = scope.remove(k).unwrap_or_default();
-        let mut mine = events.remove(k).unwrap_or_default();
-        for w in windows.get(k).map(Vec::as_slice).unwrap_or_default() {
-            let (inside, rest): (Vec<Stored<'_>>, Vec<Stored<'_>>) =
-                old.into_iter().partition(|s| {
-                    w.contains(&s.version.start.row)
-                        || w.from.as_ref().is_some_and(|f| {
-                            s.version.end.as_ref() == Some(f) && s.version.start < *f
-                        })
-                });
-            old = rest;
-            let (events_in, others): (Vec<_>, Vec<_>) =
-                mine.into_iter().partition(|e| w.replays(&e.seq.row));
-            mine = others;
-            parts.push((w, inside, events_in));
+        let ws = windows.get(k).map(Vec::as_slice).unwrap_or_default();
+        let mut mine: Vec<(&Window, Vec<Stored<'_>>, Vec<PoolEvent<'_>>)> =
+            ws.iter().map(|w| (w, Vec::new(), Vec::new())).collect();
+        for s in scope.remove(k).unwrap_or_default() {
+            let end = s.version.end.as_ref().map(|e| &e.row);
+            if let Some(i) = Window::holding(ws, &s.version.start.row, end) {
+                mine[i].1.push(s);
+            }
         }
+        for e in events.remove(k).unwrap_or_default() {
+            if let Some(i) = Window::replaying(ws, &e.seq.row) {
+                mine[i].2.push(e);
+            }
+        }
+        parts.extend(mine);
     }
     let mut duplicates = 0;
     let mut changes_by_key: Vec<KeyChanges<'_, '_>> = Vec::new();
@@ -677,6 +671,29 @@ impl Window {
     fn replays(&self, seq: &OwnedRow) -> bool {
         self.from.as_ref().is_none_or(|f| *seq >= f.row)
             && self.until.as_ref().is_none_or(|u| *seq <= u.row)
+    }
+
+    /// Of `windows` (sorted, apart), the last one from at or before `seq`.
+    fn last_from(windows: &[Window], seq: &OwnedRow) -> Option<usize> {
+        windows
+            .partition_point(|w| w.from.as_ref().is_none_or(|f| f.row <= *seq))
+            .checked_sub(1)
+    }
+
+    /// The window that replaces the stored version `[start, end)`: one it starts in, or
+    /// the one it ends at the start of (its starting state).
+    fn holding(windows: &[Window], start: &OwnedRow, end: Option<&OwnedRow>) -> Option<usize> {
+        let by_start = Window::last_from(windows, start).filter(|&i| windows[i].contains(start));
+        by_start.or_else(|| {
+            let end = end.filter(|e| start < *e)?;
+            Window::last_from(windows, end)
+                .filter(|&i| windows[i].from.as_ref().is_some_and(|f| f.row == *end))
+        })
+    }
+
+    /// The window that replays the event at `seq`.
+    fn replaying(windows: &[Window], seq: &OwnedRow) -> Option<usize> {
+        Window::last_from(windows, seq).filter(|&i| windows[i].replays(seq))
     }
 }
 
