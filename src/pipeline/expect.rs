@@ -64,6 +64,7 @@ pub struct Metric {
 }
 
 /// Rows split by their expectations.
+#[derive(Clone)]
 pub struct Split {
     /// The rows to write, without the expectation columns.
     pub kept: Vec<RecordBatch>,

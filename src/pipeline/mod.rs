@@ -18,6 +18,7 @@ pub mod parse;
 pub mod plan;
 pub mod read_files;
 pub mod run;
+pub mod shared_views;
 pub mod types;
 
 use std::collections::BTreeSet;
@@ -269,6 +270,7 @@ pub async fn update(
         prepared,
         update_id: update_id.clone(),
         batch_rows: settings.batch_rows,
+        views: Default::default(),
     });
     for d in graph.datasets.values() {
         if d.kind != graph::DatasetKind::TemporaryView

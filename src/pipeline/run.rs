@@ -33,6 +33,7 @@ use super::graph::{Dataset, DatasetKind, Flow, FlowKind, FullName, Graph, Input,
 use super::parse::{Loc, QueryDef, TableDef};
 use super::plan::{self, InputData, PlanError};
 use super::read_files::{self, FileReader, ReadFilesOptions};
+use super::shared_views::{SharedViews, ViewRows};
 use super::PipelineError;
 use crate::bundle::Settings;
 use crate::delta::{DeltaSink, TableSpec};
@@ -240,6 +241,9 @@ struct BatchInputs {
     /// Lines of static `read_files` inputs that did not parse: the input's progress
     /// name, the file, and the reject.
     unparsed: Vec<(String, String, read_files::Reject)>,
+    /// The name of the batch (its stream input and range of commits) when its views'
+    /// rows may be shared with the other flows that read them.
+    shared: Option<(String, Arc<SharedViews>)>,
 }
 
 impl BatchInputs {
@@ -291,39 +295,60 @@ fn register_input<'a>(
             InputSource::Dataset(name) => {
                 let dataset = &graph.datasets[name];
                 if let Some((query, view_inputs)) = &dataset.view {
-                    register_inputs(ctx, graph, settings, prepared, view_inputs, batch, run)
-                        .await?;
-                    let labels = plan::labels(graph, &graph.all_inputs(view_inputs));
-                    let plan = plan::plan_query(ctx, &dataset.file, query, &labels).await?;
                     let def = dataset.view_def.as_ref().expect("a view has its definition");
-                    let plan = renamed(plan, &def.columns, &dataset.file, dataset.loc)?;
-                    let checked =
-                        checked_plan(ctx, &dataset.file, &def.expectations, plan.clone(), &labels)
+                    let shared = batch.shared.clone();
+                    // The view's query over its own inputs, with its declared names.
+                    let planned = async {
+                        register_inputs(ctx, graph, settings, prepared, view_inputs, batch, run)
                             .await?;
+                        let labels = plan::labels(graph, &graph.all_inputs(view_inputs));
+                        let plan = plan::plan_query(ctx, &dataset.file, query, &labels).await?;
+                        let plan = renamed(plan, &def.columns, &dataset.file, dataset.loc)?;
+                        Ok::<_, PipelineError>((plan, labels))
+                    };
                     if !run || def.expectations.is_empty() {
+                        let (plan, _) = planned.await?;
                         return plan::register_view(ctx, &input.placeholder, plan).map_err(df);
                     }
                     // The view's rows are computed here, so that its expectations split
-                    // them; the flow reads the rows kept.
-                    let rows = ctx
-                        .execute_logical_plan(checked)
-                        .await
-                        .map_err(df)?
-                        .collect()
-                        .await
-                        .map_err(df)?;
-                    let split = expect::split(&rows, &def.expectations, &name.to_string());
-                    if let Some((expectation, row)) = &split.failure {
-                        return Err(PipelineError::FailUpdate {
-                            flow: format!("view {name}"),
-                            expectation: expectation.clone(),
-                            row: expect::rows_as_json(row).join(""),
-                        });
-                    }
-                    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+                    // them; the flow reads the rows kept. Another flow that reads the
+                    // view through the same batch takes the same rows.
+                    let compute = async {
+                        let (plan, labels) = planned.await?;
+                        let checked =
+                            checked_plan(ctx, &dataset.file, &def.expectations, plan.clone(), &labels)
+                                .await?;
+                        let rows = ctx
+                            .execute_logical_plan(checked)
+                            .await
+                            .map_err(df)?
+                            .collect()
+                            .await
+                            .map_err(df)?;
+                        let split = expect::split(&rows, &def.expectations, &name.to_string());
+                        if let Some((expectation, row)) = &split.failure {
+                            return Err(PipelineError::FailUpdate {
+                                flow: format!("view {name}"),
+                                expectation: expectation.clone(),
+                                row: expect::rows_as_json(row).join(""),
+                            });
+                        }
+                        tracing::debug!(view = %name, batch = ?shared.as_ref().map(|s| &s.0), rows = split.kept.iter().map(|b| b.num_rows()).sum::<usize>(), "view rows computed");
+                        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+                        Ok::<ViewRows, PipelineError>(Arc::new((schema, split)))
+                    };
+                    let rows = match shared.clone() {
+                        Some((key, views)) => views
+                            .cell(&name.to_string(), &key)
+                            .get_or_try_init(|| compute)
+                            .await?
+                            .clone(),
+                        None => compute.await?,
+                    };
+                    let (schema, split) = rows.as_ref();
                     let kept = split.kept.clone();
-                    batch.views.push(split);
-                    return plan::register(ctx, &input.placeholder, InputData::Batches(schema, kept))
+                    batch.views.push(split.clone());
+                    return plan::register(ctx, &input.placeholder, InputData::Batches(schema.clone(), kept))
                         .map_err(df);
                 }
                 let schema = match prepared.schemas.get(name) {
@@ -940,6 +965,8 @@ pub struct Update {
     pub prepared: Prepared,
     pub update_id: String,
     pub batch_rows: usize,
+    /// Views computed once per batch for all the flows that read them.
+    pub views: Arc<SharedViews>,
 }
 
 /// Where a batch's rows came from, for the quarantine and the progress.
@@ -1182,10 +1209,12 @@ impl Update {
             let origin = Origin::Table {
                 version: appended.to,
             };
+            let shared = format!("{}:{name}:{from}..{}", input.placeholder, appended.to);
             self.batch(
                 flow,
                 input,
                 data,
+                Some(shared),
                 Vec::new(),
                 &origin,
                 &app,
@@ -1258,7 +1287,7 @@ impl Update {
                 let origin = Origin::File { step: step.clone() };
                 let data = InputData::Batches(files.schema.clone(), vec![batch]);
                 self.batch(
-                    flow, input, data, rejects, &origin, &app, step.seq, out, report,
+                    flow, input, data, None, rejects, &origin, &app, step.seq, out, report,
                 )
                 .await?;
                 progress.apply(&step);
@@ -1287,6 +1316,7 @@ impl Update {
         flow: &Flow,
         input: &Input,
         data: InputData,
+        shared: Option<String>,
         mut rejects: Vec<PipelineReject>,
         origin: &Origin,
         app: &str,
@@ -1311,6 +1341,7 @@ impl Update {
             _ => 0,
         };
         let mut inputs_of_batch = BatchInputs::with(&input.placeholder, data);
+        inputs_of_batch.shared = shared.map(|key| (key, self.views.clone()));
         register_inputs(
             &ctx,
             &self.graph,
