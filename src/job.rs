@@ -153,7 +153,13 @@ struct Session {
 }
 
 impl Session {
-    async fn open(settings: &Settings, options: &RunOptions) -> Result<Session, JobError> {
+    /// A session for `runs`: one run closes its ingest producer once the ingest is done;
+    /// many keep it from run to run.
+    async fn open(
+        settings: &Settings,
+        options: &RunOptions,
+        runs: Runs,
+    ) -> Result<Session, JobError> {
         let (job, tasks) = selected(settings, options)?;
         let lock_path = run_lock_path(&settings.state_dir);
         let lock =
@@ -190,7 +196,10 @@ impl Session {
             kafka = Some(tasks::Kafka {
                 endpoint,
                 partitions,
-                producer: Default::default(),
+                producer: match runs {
+                    Runs::One => tasks::ingest::ProducerSlot::once(),
+                    Runs::Many => Default::default(),
+                },
             });
         }
         let ctx = Arc::new(TaskContext {
@@ -264,9 +273,16 @@ fn selected(settings: &Settings, options: &RunOptions) -> Result<(JobDef, Vec<Ta
     Ok((job.clone(), tasks))
 }
 
+/// How many runs a session serves.
+#[derive(Clone, Copy)]
+enum Runs {
+    One,
+    Many,
+}
+
 /// Runs the job once with the *available now* trigger.
 pub async fn run(settings: &Settings, options: &RunOptions) -> Result<RunReport, JobError> {
-    let session = Session::open(settings, options).await?;
+    let session = Session::open(settings, options, Runs::One).await?;
     let report = run_dag(&session.ctx, &session.job, &session.tasks, options).await;
     session.close().await;
     Ok(report)
@@ -282,7 +298,7 @@ pub async fn run_continuous(
     stop: impl std::future::Future<Output = ()>,
     mut each: impl FnMut(&RunReport),
 ) -> Result<(), JobError> {
-    let session = Session::open(settings, options).await?;
+    let session = Session::open(settings, options, Runs::Many).await?;
     tokio::pin!(stop);
     loop {
         let run = run_dag(&session.ctx, &session.job, &session.tasks, options);

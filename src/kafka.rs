@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -357,7 +358,8 @@ impl KafkaEndpoint {
     /// the broker does not say (the caller then assumes Kafka's default).
     pub async fn topic_config(&self, topic: &str, key: &str) -> Option<String> {
         use rdkafka::admin::ResourceSpecifier;
-        let admin: AdminClient<DefaultClientContext> = self.config().create().ok()?;
+        let admin: Closed<AdminClient<DefaultClientContext>> =
+            Closed(Some(self.config().create().ok()?));
         let results = admin
             .describe_configs(
                 [&ResourceSpecifier::Topic(topic)],
@@ -386,8 +388,9 @@ impl KafkaEndpoint {
     pub fn topic_id(&self, topic: &str) -> Result<Option<String>, KafkaClientError> {
         use rdkafka::bindings as rd;
         use std::ffi::{CStr, CString};
-        let admin: AdminClient<DefaultClientContext> =
-            self.config().create().map_err(|e| self.client_error(e))?;
+        let admin: Closed<AdminClient<DefaultClientContext>> = Closed(Some(
+            self.config().create().map_err(|e| self.client_error(e))?,
+        ));
         let Ok(name) = CString::new(topic) else {
             return Ok(None);
         };
@@ -466,7 +469,9 @@ impl KafkaEndpoint {
         topic: &str,
         partitions: &[i32],
     ) -> Result<BTreeMap<i32, (i64, i64)>, KafkaClientError> {
-        let consumer: BaseConsumer = self.config().create().map_err(|e| self.client_error(e))?;
+        let consumer: Closed<BaseConsumer> = Closed(Some(
+            self.config().create().map_err(|e| self.client_error(e))?,
+        ));
         partitions
             .iter()
             .map(|&p| {
@@ -505,14 +510,29 @@ impl KafkaEndpoint {
 
     /// The partitions of `topic`, or `None` when it does not exist. Retries with backoff.
     pub fn partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, KafkaClientError> {
-        let consumer: BaseConsumer<ErrorCapture> = self
-            .config()
+        let consumer = self.metadata_client()?;
+        let found = self.partitions_with(&consumer, topic);
+        close_in_background(consumer);
+        found
+    }
+
+    /// A client for metadata requests.
+    fn metadata_client(&self) -> Result<BaseConsumer<ErrorCapture>, KafkaClientError> {
+        self.config()
             .create_with_context(ErrorCapture::default())
-            .map_err(|e| self.client_error(e))?;
+            .map_err(|e| self.client_error(e))
+    }
+
+    /// [`KafkaEndpoint::partitions`] through a client already made.
+    fn partitions_with(
+        &self,
+        consumer: &BaseConsumer<ErrorCapture>,
+        topic: &str,
+    ) -> Result<Option<Vec<i32>>, KafkaClientError> {
         let mut backoff = Duration::from_millis(500);
         let mut attempt = 1;
         loop {
-            match self.fetch_metadata(&consumer, topic) {
+            match self.fetch_metadata(consumer, topic) {
                 Ok(metadata) => {
                     let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
                         return Ok(None);
@@ -654,6 +674,20 @@ impl KafkaEndpoint {
             .expect("metadata task panicked")
     }
 
+    /// [`KafkaEndpoint::partitions_with`] from async code: the client stays connected
+    /// for the next request.
+    async fn partitions_through(
+        &self,
+        client: &Arc<BaseConsumer<ErrorCapture>>,
+        topic: &str,
+    ) -> Result<Option<Vec<i32>>, KafkaClientError> {
+        let (this, client) = (self.clone(), client.clone());
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || this.partitions_with(&client, &topic))
+            .await
+            .expect("metadata task panicked")
+    }
+
     /// Deletes `topic` and its records; a topic that does not exist is fine.
     pub async fn delete_topic(&self, topic: &str) -> Result<(), KafkaClientError> {
         let admin: AdminClient<DefaultClientContext> =
@@ -687,7 +721,15 @@ impl KafkaEndpoint {
         partitions: i32,
         replication: i32,
     ) -> Result<TopicInfo, KafkaClientError> {
-        let existing = self.partitions_async(topic).await?;
+        // One client asks before and after the create: connecting takes longer than
+        // asking.
+        let this = self.clone();
+        let metadata = Closed(Some(Arc::new(
+            tokio::task::spawn_blocking(move || this.metadata_client())
+                .await
+                .expect("metadata task panicked")?,
+        )));
+        let existing = self.partitions_through(&metadata, topic).await?;
         if let Some(found) = existing {
             if found.len() as i32 != partitions {
                 tracing::warn!(
@@ -704,8 +746,9 @@ impl KafkaEndpoint {
             });
         }
 
-        let admin: AdminClient<DefaultClientContext> =
-            self.config().create().map_err(|e| self.client_error(e))?;
+        let admin: Closed<AdminClient<DefaultClientContext>> = Closed(Some(
+            self.config().create().map_err(|e| self.client_error(e))?,
+        ));
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
         let results = admin
             .create_topics(
@@ -731,9 +774,13 @@ impl KafkaEndpoint {
         }
         tracing::info!(topic, partitions, bootstrap = %self.bootstrap, "created topic");
 
-        // Metadata can lag a create by a moment; wait until the partitions are visible.
-        for _ in 0..50 {
-            let found = self.partitions_async(topic).await?;
+        // Metadata can lag a create by a moment; wait until the partitions are visible,
+        // asking often at first (an embedded broker shows them within milliseconds), then
+        // every 100 ms, for about 5 s in all.
+        let mut pause = Duration::from_millis(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self.partitions_through(&metadata, topic).await?;
             if let Some(found) = found.filter(|f| f.len() as i32 == partitions) {
                 return Ok(TopicInfo {
                     name: topic.into(),
@@ -741,7 +788,11 @@ impl KafkaEndpoint {
                     created: true,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
         Err(KafkaClientError::TopicMissing {
             topic: topic.into(),
@@ -750,11 +801,35 @@ impl KafkaEndpoint {
     }
 }
 
+/// Closes a client on a thread of its own: librdkafka's destroy waits some 40 ms for its
+/// threads, which nothing needs to wait for when the client only asked for metadata.
+fn close_in_background<T: Send + 'static>(client: T) {
+    std::thread::spawn(move || drop(client));
+}
+
+/// A client closed in the background ([`close_in_background`]) when it goes out of scope.
+struct Closed<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> std::ops::Deref for Closed<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T: Send + 'static> Drop for Closed<T> {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            close_in_background(client);
+        }
+    }
+}
+
 /// Reads a fixed range of offsets from each partition of a topic, then stops: the
 /// *available now* trigger. Ranges are `[start, end)`; records past `end` (produced after
 /// the range was fixed) are left for the next run.
 pub struct RangeReader {
-    consumer: StreamConsumer,
+    consumer: Closed<StreamConsumer>,
     topic: String,
     bootstrap: String,
     /// Partitions still being read, with their exclusive end offset.
@@ -790,7 +865,7 @@ impl RangeReader {
                 .map_err(|e| endpoint.client_error(e))?;
         }
         Ok(RangeReader {
-            consumer,
+            consumer: Closed(Some(consumer)),
             topic: topic.into(),
             bootstrap: endpoint.bootstrap.clone(),
             remaining,

@@ -163,26 +163,60 @@ impl Deliveries {
 /// left in an unknown state by a failure (an aborted transaction, undelivered messages)
 /// is never reused.
 #[derive(Clone, Default)]
-pub struct ProducerSlot(Arc<Mutex<Option<ThreadedProducer<Deliveries>>>>);
+pub struct ProducerSlot(Arc<Mutex<Slot>>);
+
+#[derive(Default)]
+struct Slot {
+    producer: Option<ThreadedProducer<Deliveries>>,
+    /// A run's only ingest: the producer is closed as soon as it is put back.
+    once: bool,
+    /// The thread closing it (librdkafka's destroy takes some 40 ms), joined by `clear`.
+    closing: Option<std::thread::JoinHandle<()>>,
+}
 
 impl ProducerSlot {
+    /// A slot for a session of one run: its producer is closed in the background as
+    /// soon as the ingest is done with it, while the tasks after it run.
+    pub fn once() -> Self {
+        let slot = ProducerSlot::default();
+        slot.lock().once = true;
+        slot
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn take(&self) -> Option<ThreadedProducer<Deliveries>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.lock().producer.take()
     }
 
     fn put(&self, producer: ThreadedProducer<Deliveries>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(producer);
+        let mut slot = self.lock();
+        if slot.once {
+            slot.closing = Some(std::thread::spawn(move || drop(producer)));
+        } else {
+            slot.producer = Some(producer);
+        }
     }
 
-    /// Drops the kept producer, if any (before its broker stops).
+    /// Drops the kept producer, if any, and waits for one being closed (before its
+    /// broker stops).
     pub fn clear(&self) {
-        drop(self.take());
+        let (producer, closing) = {
+            let mut slot = self.lock();
+            (slot.producer.take(), slot.closing.take())
+        };
+        drop(producer);
+        if let Some(closing) = closing {
+            let _ = closing.join();
+        }
     }
 }
 
 impl std::fmt::Debug for ProducerSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kept = self.0.lock().map(|p| p.is_some()).unwrap_or(false);
+        let kept = self.lock().producer.is_some();
         f.debug_struct("ProducerSlot").field("kept", &kept).finish()
     }
 }
