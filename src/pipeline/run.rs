@@ -1473,16 +1473,8 @@ impl Update {
         crate::fault::point("pipeline.after_quarantine");
         if let (Some((shape, changes)), Some(store)) = (changes, store.as_mut()) {
             report.rows_written += changes.len() as u64;
-            let applied = match shape.scd_type {
-                1 => {
-                    crate::pipeline::cdc::scd1::apply(shape, sink, store, changes, app, version)
-                        .await?
-                }
-                _ => {
-                    crate::pipeline::cdc::scd2::apply(shape, sink, store, changes, app, version)
-                        .await?
-                }
-            };
+            let applied =
+                crate::pipeline::cdc::apply(shape, sink, store, changes, app, version).await?;
             report
                 .cdc
                 .get_or_insert_with(Default::default)

@@ -56,6 +56,22 @@ impl Applied {
     }
 }
 
+/// Applies a batch of change events (`changes`, from source `version`, with the
+/// progress `app`) to the flow's `target` and its event `store`, as its SCD type says.
+pub async fn apply(
+    shape: &shape::Shape,
+    target: &mut crate::delta::DeltaSink,
+    store: &mut crate::delta::DeltaSink,
+    changes: store::Changes,
+    app: &str,
+    version: i64,
+) -> Result<Applied, CdcError> {
+    match shape.scd_type {
+        1 => scd1::apply(shape, target, store, changes, app, version).await,
+        _ => scd2::apply(shape, target, store, changes, app, version).await,
+    }
+}
+
 /// Errors while applying change events.
 #[derive(Debug, thiserror::Error)]
 pub enum CdcError {

@@ -209,7 +209,7 @@ pub async fn apply(
                 states.push((rows[0], after));
             }
         }
-        let schema = store_schema(shape);
+        let schema = store::schema(shape);
         let mut rows = state_rows(shape, &pool, systems.as_ref(), new_values, &states, &schema)?;
 
         // A higher truncate sweeps both tables first; the store's MERGE writes it.
@@ -253,7 +253,7 @@ pub async fn apply(
     }
     let written = match parts.first() {
         Some(p) => concat_batches(&p.schema(), &parts)?,
-        None => RecordBatch::new_empty(store_schema(shape)),
+        None => RecordBatch::new_empty(store::schema(shape)),
     };
     let deleted = written
         .column_by_name(store::DELETE)
@@ -285,10 +285,6 @@ pub async fn collect_tombstones(shape: &Shape, store: &mut DeltaSink) -> Result<
 }
 
 /// The store's schema of a Type 1 flow.
-fn store_schema(shape: &Shape) -> SchemaRef {
-    store::spec(&crate::catalog::TableName::new("s", "t"), shape, vec![]).schema
-}
-
 /// `(SEQUENCE, SYSTEM SEQUENCE)` below `(seq, sys)`, over the store's columns. A NULL
 /// system sequence is below every other, as in the row format.
 fn below(

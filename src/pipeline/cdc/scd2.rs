@@ -169,8 +169,7 @@ pub async fn apply(
     // after a crash between the two finds them there, and reads them from there.
     let in_store = !crate::stream::needs(store.txn_version(app).await?, version);
     if !in_store && !changes.is_empty() {
-        let spec = store::spec(target.name(), shape, vec![]);
-        let rows = changes.to_store(&spec)?;
+        let rows = changes.to_store(shape)?;
         store.append(vec![rows], txn()).await?;
     }
     tracing::debug!(elapsed = ?started.elapsed(), "cdc: events stored");

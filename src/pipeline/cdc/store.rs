@@ -44,6 +44,16 @@ pub fn name(target: &TableName) -> TableName {
 /// live rows and the tombstones of deleted keys), when it was written, and one row whose
 /// keys are NULL: the highest truncate.
 pub fn spec(target: &TableName, shape: &Shape, partition_columns: Vec<String>) -> TableSpec {
+    TableSpec {
+        name: name(target),
+        schema: schema(shape),
+        partition_columns,
+        target_file_size: None,
+    }
+}
+
+/// The columns of the event store of a flow of `shape`.
+pub fn schema(shape: &Shape) -> SchemaRef {
     let type_1 = shape.scd_type == 1;
     let mut fields: Vec<Field> = shape
         .stored
@@ -66,12 +76,7 @@ pub fn spec(target: &TableName, shape: &Shape, partition_columns: Vec<String>) -
             false,
         ));
     }
-    TableSpec {
-        name: name(target),
-        schema: crate::delta::schema(fields),
-        partition_columns,
-        target_file_size: None,
-    }
+    crate::delta::schema(fields)
 }
 
 /// Change events, column by column.
@@ -230,7 +235,8 @@ impl Changes {
     }
 
     /// The events as rows of the event store.
-    pub fn to_store(&self, spec: &TableSpec) -> Result<RecordBatch, CdcError> {
+    /// The events as rows of the store of a flow of `shape`.
+    pub fn to_store(&self, shape: &Shape) -> Result<RecordBatch, CdcError> {
         let mut columns: Vec<ArrayRef> = self.values.columns().to_vec();
         columns.push(self.sequence.clone());
         if let Some(s) = &self.system_sequence {
@@ -238,7 +244,7 @@ impl Changes {
         }
         columns.push(Arc::new(self.arrival.clone()));
         columns.push(Arc::new(self.delete.clone()));
-        Ok(RecordBatch::try_new(spec.schema.clone(), columns)?)
+        Ok(RecordBatch::try_new(schema(shape), columns)?)
     }
 
     pub fn len(&self) -> usize {
