@@ -18,7 +18,7 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
-use deltalake::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use deltalake::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
 use deltalake::datafusion::common::{Column, ScalarValue};
 use deltalake::datafusion::logical_expr::{binary_expr, lit, Expr, Operator};
 use deltalake::datafusion::prelude::SessionContext;
@@ -48,6 +48,24 @@ struct Key {
     from: Option<Seq>,
     /// Whether its versions must be read to know `from`.
     slow: bool,
+}
+
+/// The batch's keys by their bytes: a read row finds its key without an allocation.
+struct KeyIndex<'k> {
+    keys: &'k HashMap<OwnedRow, Key>,
+    by_bytes: HashMap<&'k [u8], &'k OwnedRow>,
+}
+
+impl<'k> KeyIndex<'k> {
+    fn new(keys: &'k HashMap<OwnedRow, Key>) -> Self {
+        let by_bytes = keys.keys().map(|k| (k.as_ref(), k)).collect();
+        KeyIndex { keys, by_bytes }
+    }
+
+    /// The batch's key equal to `row`, if it is one.
+    fn get(&self, row: Row<'_>) -> Option<&'k OwnedRow> {
+        self.by_bytes.get(row.data()).copied()
+    }
 }
 
 /// A stored version read for a batch, with its processing time.
@@ -118,6 +136,8 @@ pub async fn apply(
     }
 
     tracing::debug!(elapsed = ?started.elapsed(), keys = keys.len(), "cdc: open versions read");
+    let keys = keys;
+    let index = KeyIndex::new(&keys);
     // The stored versions the batch can change.
     let (fast, slow): (Vec<&Key>, Vec<&Key>) = keys.values().partition(|k| !k.slow);
     let lowest = |ks: &[&Key]| ks.iter().filter_map(|k| k.from.as_ref()).min().cloned();
@@ -181,14 +201,15 @@ pub async fn apply(
         shape,
         &mut pool,
         &key_converter,
-        &keys,
+        &index,
         (&new_seqs, new_seqs_at),
         &version_batches,
         &event_batches,
     )?;
-    let in_window = |key: &OwnedRow, start: &OwnedRow, end: Option<&OwnedRow>| {
-        windows
+    let in_window = |key: Row<'_>, start: Row<'_>, end: Option<Row<'_>>| {
+        index
             .get(key)
+            .and_then(|k| windows.get(k))
             .is_some_and(|ws| Window::holding(ws, start, end).is_some())
     };
     let mut kept_versions = Vec::new();
@@ -198,12 +219,8 @@ pub async fn apply(
         let ends_array = column_of(b, END_AT)?;
         let ends = pool.sequence_rows(ends_array.clone())?;
         let mask = BooleanArray::from_iter((0..b.num_rows()).map(|i| {
-            let end = (!ends_array.is_null(i)).then(|| ends.row(i).owned());
-            Some(in_window(
-                &rows.row(i).owned(),
-                &starts.row(i).owned(),
-                end.as_ref(),
-            ))
+            let end = (!ends_array.is_null(i)).then(|| ends.row(i));
+            Some(in_window(rows.row(i), starts.row(i), end))
         }));
         kept_versions.push(filter_record_batch(b, &mask)?);
     }
@@ -213,11 +230,11 @@ pub async fn apply(
         let rows = key_converter.convert_columns(&keys_of(b))?;
         let seqs = pool.sequence_rows(column_of(b, store::SEQUENCE)?)?;
         let mask = BooleanArray::from_iter((0..b.num_rows()).map(|i| {
-            let seq = seqs.row(i).owned();
             Some(
-                windows
-                    .get(&rows.row(i).owned())
-                    .is_some_and(|ws| Window::replaying(ws, &seq).is_some()),
+                index
+                    .get(rows.row(i))
+                    .and_then(|k| windows.get(k))
+                    .is_some_and(|ws| Window::replaying(ws, seqs.row(i)).is_some()),
             )
         }));
         kept_events.push(filter_record_batch(b, &mask)?);
@@ -280,13 +297,12 @@ pub async fn apply(
     let pool = pool;
 
     // Each key's scope of stored versions and its events.
-    let mut scope: HashMap<OwnedRow, Vec<Stored<'_>>> = HashMap::new();
+    let mut scope: HashMap<&OwnedRow, Vec<Stored<'_>>> = HashMap::new();
     for r in &versions_read {
         for i in 0..r.keys.num_rows() {
-            let key = r.keys.row(i).owned();
-            if !keys.contains_key(&key) {
+            let Some(key) = index.get(r.keys.row(i)) else {
                 continue;
-            }
+            };
             let stored = Stored {
                 version: Version {
                     start: Pool::seq(&r.starts.1, r.starts.0, i),
@@ -299,14 +315,12 @@ pub async fn apply(
         }
     }
     let replayed_from_history = keys.values().filter(|k| k.slow).count();
-    let mut events: HashMap<OwnedRow, Vec<Event<Seq, Option<OwnedRow>, Cells<'_>>>> =
-        HashMap::new();
+    let mut events: HashMap<&OwnedRow, Vec<PoolEvent<'_>>> = HashMap::new();
     for r in &events_read {
         for i in 0..r.keys.num_rows() {
-            let key = r.keys.row(i).owned();
-            if !keys.contains_key(&key) {
+            let Some(key) = index.get(r.keys.row(i)) else {
                 continue;
-            }
+            };
             let seq = Pool::seq(&r.seqs.1, r.seqs.0, i);
             let e = event(
                 pool.row((r.values, i as u32)),
@@ -328,7 +342,7 @@ pub async fn apply(
                     changes.arrival.value(i),
                     changes.delete.value(i),
                 );
-                events.entry(k.clone()).or_default().push(e);
+                events.entry(k).or_default().push(e);
             }
         }
     }
@@ -343,13 +357,13 @@ pub async fn apply(
         let mut mine: Vec<(&Window, Vec<Stored<'_>>, Vec<PoolEvent<'_>>)> =
             ws.iter().map(|w| (w, Vec::new(), Vec::new())).collect();
         for s in scope.remove(k).unwrap_or_default() {
-            let end = s.version.end.as_ref().map(|e| &e.row);
-            if let Some(i) = Window::holding(ws, &s.version.start.row, end) {
+            let end = s.version.end.as_ref().map(|e| e.row.row());
+            if let Some(i) = Window::holding(ws, s.version.start.row.row(), end) {
                 mine[i].1.push(s);
             }
         }
         for e in events.remove(k).unwrap_or_default() {
-            if let Some(i) = Window::replaying(ws, &e.seq.row) {
+            if let Some(i) = Window::replaying(ws, e.seq.row.row()) {
                 mine[i].2.push(e);
             }
         }
@@ -660,38 +674,38 @@ struct Window {
 
 impl Window {
     /// Whether it replaces the stored version that starts at `start`.
-    fn contains(&self, start: &OwnedRow) -> bool {
-        self.from.as_ref().is_none_or(|f| *start >= f.row)
-            && self.until.as_ref().is_none_or(|u| *start < u.row)
+    fn contains(&self, start: Row<'_>) -> bool {
+        self.from.as_ref().is_none_or(|f| start >= f.row.row())
+            && self.until.as_ref().is_none_or(|u| start < u.row.row())
     }
 
     /// Whether it replays the event at `seq`: up to `until` included (with a system
     /// sequence, events of that sequence can belong to the version before).
-    fn replays(&self, seq: &OwnedRow) -> bool {
-        self.from.as_ref().is_none_or(|f| *seq >= f.row)
-            && self.until.as_ref().is_none_or(|u| *seq <= u.row)
+    fn replays(&self, seq: Row<'_>) -> bool {
+        self.from.as_ref().is_none_or(|f| seq >= f.row.row())
+            && self.until.as_ref().is_none_or(|u| seq <= u.row.row())
     }
 
     /// Of `windows` (sorted, apart), the last one from at or before `seq`.
-    fn last_from(windows: &[Window], seq: &OwnedRow) -> Option<usize> {
+    fn last_from(windows: &[Window], seq: Row<'_>) -> Option<usize> {
         windows
-            .partition_point(|w| w.from.as_ref().is_none_or(|f| f.row <= *seq))
+            .partition_point(|w| w.from.as_ref().is_none_or(|f| f.row.row() <= seq))
             .checked_sub(1)
     }
 
     /// The window that replaces the stored version `[start, end)`: one it starts in, or
     /// the one it ends at the start of (its starting state).
-    fn holding(windows: &[Window], start: &OwnedRow, end: Option<&OwnedRow>) -> Option<usize> {
+    fn holding(windows: &[Window], start: Row<'_>, end: Option<Row<'_>>) -> Option<usize> {
         let by_start = Window::last_from(windows, start).filter(|&i| windows[i].contains(start));
         by_start.or_else(|| {
             let end = end.filter(|e| start < *e)?;
             Window::last_from(windows, end)
-                .filter(|&i| windows[i].from.as_ref().is_some_and(|f| f.row == *end))
+                .filter(|&i| windows[i].from.as_ref().is_some_and(|f| f.row.row() == end))
         })
     }
 
     /// The window that replays the event at `seq`.
-    fn replaying(windows: &[Window], seq: &OwnedRow) -> Option<usize> {
+    fn replaying(windows: &[Window], seq: Row<'_>) -> Option<usize> {
         Window::last_from(windows, seq).filter(|&i| windows[i].replays(seq))
     }
 }
@@ -703,7 +717,7 @@ fn key_windows(
     shape: &Shape,
     pool: &mut Pool,
     key_converter: &RowConverter,
-    keys: &HashMap<OwnedRow, Key>,
+    index: &KeyIndex<'_>,
     (new_seqs, new_at): (&Rows, u32),
     version_batches: &[RecordBatch],
     event_batches: &[RecordBatch],
@@ -714,7 +728,7 @@ fn key_windows(
         let rows = key_converter.convert_columns(&keys::of(shape, b))?;
         let (at, seqs) = pool.add_sequences(column_of(b, START_AT)?)?;
         for i in 0..b.num_rows() {
-            if let Some((k, _)) = keys.get_key_value(&rows.row(i).owned()) {
+            if let Some(k) = index.get(rows.row(i)) {
                 starts.entry(k).or_default().push(Pool::seq(&seqs, at, i));
             }
         }
@@ -723,13 +737,13 @@ fn key_windows(
         let rows = key_converter.convert_columns(&keys::of(shape, b))?;
         let seqs = pool.sequence_rows(column_of(b, store::SEQUENCE)?)?;
         for i in 0..b.num_rows() {
-            if let Some((k, _)) = keys.get_key_value(&rows.row(i).owned()) {
+            if let Some(k) = index.get(rows.row(i)) {
                 stored.entry(k).or_default().push(seqs.row(i).owned());
             }
         }
     }
     let mut out = HashMap::new();
-    for (k, key) in keys {
+    for (k, key) in index.keys {
         let mut s = starts.remove(k).unwrap_or_default();
         s.sort();
         s.dedup();
