@@ -359,7 +359,7 @@ impl KafkaEndpoint {
     pub async fn topic_config(&self, topic: &str, key: &str) -> Option<String> {
         use rdkafka::admin::ResourceSpecifier;
         let admin: Closed<AdminClient<DefaultClientContext>> =
-            Closed(Some(self.config().create().ok()?));
+            Closed::new(self.config().create().ok()?);
         let results = admin
             .describe_configs(
                 [&ResourceSpecifier::Topic(topic)],
@@ -388,9 +388,8 @@ impl KafkaEndpoint {
     pub fn topic_id(&self, topic: &str) -> Result<Option<String>, KafkaClientError> {
         use rdkafka::bindings as rd;
         use std::ffi::{CStr, CString};
-        let admin: Closed<AdminClient<DefaultClientContext>> = Closed(Some(
-            self.config().create().map_err(|e| self.client_error(e))?,
-        ));
+        let admin: Closed<AdminClient<DefaultClientContext>> =
+            Closed::new(self.config().create().map_err(|e| self.client_error(e))?);
         let Ok(name) = CString::new(topic) else {
             return Ok(None);
         };
@@ -469,9 +468,8 @@ impl KafkaEndpoint {
         topic: &str,
         partitions: &[i32],
     ) -> Result<BTreeMap<i32, (i64, i64)>, KafkaClientError> {
-        let consumer: Closed<BaseConsumer> = Closed(Some(
-            self.config().create().map_err(|e| self.client_error(e))?,
-        ));
+        let consumer: Closed<BaseConsumer> =
+            Closed::new(self.config().create().map_err(|e| self.client_error(e))?);
         partitions
             .iter()
             .map(|&p| {
@@ -724,11 +722,11 @@ impl KafkaEndpoint {
         // One client asks before and after the create: connecting takes longer than
         // asking.
         let this = self.clone();
-        let metadata = Closed(Some(Arc::new(
+        let metadata = Closed::new(Arc::new(
             tokio::task::spawn_blocking(move || this.metadata_client())
                 .await
                 .expect("metadata task panicked")?,
-        )));
+        ));
         let existing = self.partitions_through(&metadata, topic).await?;
         if let Some(found) = existing {
             if found.len() as i32 != partitions {
@@ -746,9 +744,8 @@ impl KafkaEndpoint {
             });
         }
 
-        let admin: Closed<AdminClient<DefaultClientContext>> = Closed(Some(
-            self.config().create().map_err(|e| self.client_error(e))?,
-        ));
+        let admin: Closed<AdminClient<DefaultClientContext>> =
+            Closed::new(self.config().create().map_err(|e| self.client_error(e))?);
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
         let results = admin
             .create_topics(
@@ -810,6 +807,12 @@ fn close_in_background<T: Send + 'static>(client: T) {
 /// A client closed in the background ([`close_in_background`]) when it goes out of scope.
 struct Closed<T: Send + 'static>(Option<T>);
 
+impl<T: Send + 'static> Closed<T> {
+    fn new(client: T) -> Self {
+        Closed(Some(client))
+    }
+}
+
 impl<T: Send + 'static> std::ops::Deref for Closed<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -865,7 +868,7 @@ impl RangeReader {
                 .map_err(|e| endpoint.client_error(e))?;
         }
         Ok(RangeReader {
-            consumer: Closed(Some(consumer)),
+            consumer: Closed::new(consumer),
             topic: topic.into(),
             bootstrap: endpoint.bootstrap.clone(),
             remaining,

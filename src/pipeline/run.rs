@@ -315,17 +315,11 @@ fn register_input<'a>(
                     // view through the same batch takes the same rows.
                     let compute = async {
                         let (plan, labels) = planned.await?;
-                        let checked =
-                            checked_plan(ctx, &dataset.file, &def.expectations, plan.clone(), &labels)
+                        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+                        let view = name.to_string();
+                        let split =
+                            split_rows(ctx, &dataset.file, &def.expectations, plan, &labels, &view, df)
                                 .await?;
-                        let rows = ctx
-                            .execute_logical_plan(checked)
-                            .await
-                            .map_err(df)?
-                            .collect()
-                            .await
-                            .map_err(df)?;
-                        let split = expect::split(&rows, &def.expectations, &name.to_string());
                         if let Some((expectation, row)) = &split.failure {
                             return Err(PipelineError::FailUpdate {
                                 flow: format!("view {name}"),
@@ -334,7 +328,6 @@ fn register_input<'a>(
                             });
                         }
                         tracing::debug!(view = %name, batch = ?shared.as_ref().map(|s| &s.0), rows = split.kept.iter().map(|b| b.num_rows()).sum::<usize>(), "view rows computed");
-                        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
                         Ok::<ViewRows, PipelineError>(Arc::new((schema, split)))
                     };
                     let rows = match shared.clone() {
@@ -426,6 +419,28 @@ fn register_input<'a>(
             ))),
         }
     })
+}
+
+/// The rows of `plan` split by `expectations` (of `dataset`, declared in `file`), with
+/// `err` for a failure to run it.
+async fn split_rows(
+    ctx: &SessionContext,
+    file: &str,
+    expectations: &[super::parse::Expectation],
+    plan: deltalake::datafusion::logical_expr::LogicalPlan,
+    labels: &BTreeMap<String, String>,
+    dataset: &str,
+    err: impl Fn(deltalake::datafusion::error::DataFusionError) -> PipelineError,
+) -> Result<expect::Split, PipelineError> {
+    let plan = checked_plan(ctx, file, expectations, plan, labels).await?;
+    let batches = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(&err)?
+        .collect()
+        .await
+        .map_err(&err)?;
+    Ok(expect::split(&batches, expectations, dataset))
 }
 
 /// Every row of every file of a static `read_files` (a materialized view's input).
@@ -1511,19 +1526,16 @@ impl Update {
             flow: flow.name.clone(),
             source: e,
         };
-        let plan = checked_plan(ctx, &flow.file, &table.expectations, plan, labels).await?;
-        let batches = ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(run)?
-            .collect()
-            .await
-            .map_err(run)?;
-        Ok(expect::split(
-            &batches,
+        split_rows(
+            ctx,
+            &flow.file,
             &table.expectations,
+            plan,
+            labels,
             &flow.target.to_string(),
-        ))
+            run,
+        )
+        .await
     }
 
     /// Rewrites a materialized view when an input changed since its last refresh.

@@ -284,7 +284,6 @@ pub async fn collect_tombstones(shape: &Shape, store: &mut DeltaSink) -> Result<
     Ok(store.delete_where(predicate).await?)
 }
 
-/// The store's schema of a Type 1 flow.
 /// `(SEQUENCE, SYSTEM SEQUENCE)` below `(seq, sys)`, over the store's columns. A NULL
 /// system sequence is below every other, as in the row format.
 fn below(

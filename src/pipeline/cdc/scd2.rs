@@ -136,7 +136,6 @@ pub async fn apply(
     }
 
     tracing::debug!(elapsed = ?started.elapsed(), keys = keys.len(), "cdc: open versions read");
-    let keys = keys;
     let index = KeyIndex::new(&keys);
     // The stored versions the batch can change.
     let (fast, slow): (Vec<&Key>, Vec<&Key>) = keys.values().partition(|k| !k.slow);

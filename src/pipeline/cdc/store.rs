@@ -234,7 +234,6 @@ impl Changes {
         })
     }
 
-    /// The events as rows of the event store.
     /// The events as rows of the store of a flow of `shape`.
     pub fn to_store(&self, shape: &Shape) -> Result<RecordBatch, CdcError> {
         let mut columns: Vec<ArrayRef> = self.values.columns().to_vec();
