@@ -4,7 +4,7 @@
 //! never share files, as in the original pipeline's `{env}.bronze.bronze`.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use url::Url;
 
@@ -87,6 +87,11 @@ impl Warehouse {
             .join(&name.table)
     }
 
+    /// Whether the table exists: its folder holds a Delta log with a commit.
+    pub fn has_table(&self, name: &TableName) -> bool {
+        is_delta_table(&self.path(name))
+    }
+
     /// The table's folder as an absolute `file://` URL, creating the folder so that
     /// delta-rs can resolve it.
     pub fn url(&self, name: &TableName) -> Result<Url, CatalogError> {
@@ -122,6 +127,24 @@ impl Warehouse {
     }
 }
 
+/// Whether `dir` is a Delta table: its `_delta_log` holds a commit or a checkpoint. A
+/// folder whose log has none (a run killed while creating the table left it so) is not
+/// one yet, and the next run creates it.
+pub fn is_delta_table(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir.join("_delta_log")) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let (Some(version), Some(rest)) = (name.get(..20), name.get(20..)) else {
+            return false;
+        };
+        version.bytes().all(|b| b.is_ascii_digit())
+            && (rest == ".json" || rest.starts_with(".checkpoint"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +159,23 @@ mod tests {
         assert_eq!(w.parse_name("bronze.bronze").unwrap(), t);
         assert!(w.parse_name("prod.bronze.bronze").is_err());
         assert!(w.parse_name("bronze").is_err());
+    }
+
+    #[test]
+    fn a_table_is_a_log_with_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Warehouse::new(dir.path(), "dev");
+        let t = TableName::new("silver", "t");
+        assert!(!w.has_table(&t));
+        let log = w.path(&t).join("_delta_log");
+        std::fs::create_dir_all(&log).unwrap();
+        // What a run killed while creating the table leaves: a log with no commit.
+        std::fs::write(log.join("_commit_5f1e.json.tmp"), "{}").unwrap();
+        assert!(!w.has_table(&t));
+        std::fs::write(log.join("00000000000000000000.json"), "{}").unwrap();
+        assert!(w.has_table(&t));
+        std::fs::remove_file(log.join("00000000000000000000.json")).unwrap();
+        std::fs::write(log.join("00000000000000000010.checkpoint.parquet"), "").unwrap();
+        assert!(w.has_table(&t));
     }
 }

@@ -104,7 +104,7 @@ impl DeltaSink {
             table: qualified.clone(),
             source,
         };
-        let exists = warehouse.path(&spec.name).join("_delta_log").is_dir();
+        let exists = warehouse.has_table(&spec.name);
         let mut table = if exists {
             DeltaTable::try_from_url(url).await.map_err(wrap)?
         } else {
@@ -864,6 +864,18 @@ mod tests {
         let again = sink(dir.path()).await;
         assert_eq!(again.version(), 9);
         assert_eq!(again.txn_version("src").await.unwrap(), Some(9));
+    }
+
+    #[tokio::test]
+    async fn a_table_whose_creation_was_killed_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // A run killed while creating the table leaves a log with no commit in it.
+        let log = dir.path().join("dev/gold/t/_delta_log");
+        std::fs::create_dir_all(&log).unwrap();
+        std::fs::write(log.join("_commit_5f1e.json.tmp"), "").unwrap();
+        let t = sink(dir.path()).await;
+        assert_eq!(t.version(), 0);
+        assert!(log.join("00000000000000000000.json").is_file());
     }
 
     #[test]

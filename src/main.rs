@@ -754,7 +754,7 @@ fn pipeline_command(
                     .unwrap_or(std::path::Path::new(".")),
                 &spec.catalog,
             );
-            if !warehouse.path(&name).join("_delta_log").is_dir() {
+            if !warehouse.has_table(&name) {
                 println!(
                     "pipeline {} has no events yet: run `medallion pipeline run` first",
                     spec.name
@@ -928,7 +928,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { target, limit } => {
             let s = settings(&cli.bundle, target.as_deref(), &[])?;
             let name = medallion::scheduler::job_runs_table().name;
-            if !s.warehouse.path(&name).join("_delta_log").is_dir() {
+            if !s.warehouse.has_table(&name) {
                 println!("no runs recorded for target {} yet", s.target);
                 return Ok(ExitCode::SUCCESS);
             }

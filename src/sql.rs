@@ -139,7 +139,7 @@ pub fn list_tables(warehouse: &Warehouse) -> Result<Vec<FoundTable>, SqlError> {
     };
     for schema in list(&root)? {
         for table in list(&schema)? {
-            if table.join("_delta_log").is_dir() {
+            if crate::catalog::is_delta_table(&table) {
                 let name = TableName::new(
                     schema.file_name().unwrap_or_default().to_string_lossy(),
                     table.file_name().unwrap_or_default().to_string_lossy(),

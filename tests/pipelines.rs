@@ -327,6 +327,19 @@ async fn a_pipeline_killed_anywhere_and_rerun_gives_the_same_tables() {
         p.ok(&["pipeline", "run"]);
         assert_eq!(tables(&p).await, expected, "after a kill at {point}");
     }
+
+    // A run killed while it created a table leaves a log with no commit in it (the
+    // staging file of the first commit): that table is not there yet, and is created.
+    let p = PipelineProject::example("weather");
+    let log = p.table("weather", "station_changes").join("_delta_log");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::write(log.join("00000000000000000000.json#1"), "").unwrap();
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(
+        tables(&p).await,
+        expected,
+        "after a kill while creating a table"
+    );
 }
 
 /// A job's `pipeline_task` runs an update of the pipeline; the run is in `job_runs` and

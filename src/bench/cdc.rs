@@ -575,7 +575,7 @@ async fn open(
     ws: &Workspace,
     name: &TableName,
 ) -> Result<Option<deltalake::DeltaTable>, BenchError> {
-    if !ws.warehouse.path(name).join("_delta_log").is_dir() {
+    if !ws.warehouse.has_table(name) {
         return Ok(None);
     }
     crate::sql::open(&ws.warehouse, name)

@@ -495,11 +495,7 @@ async fn open(settings: &Settings, name: &FullName) -> Result<Option<DeltaTable>
             .parent()
             .unwrap_or(Path::new(".")),
     );
-    if !warehouse
-        .path(&name.table_name())
-        .join("_delta_log")
-        .is_dir()
-    {
+    if !warehouse.has_table(&name.table_name()) {
         return Ok(None);
     }
     Ok(Some(
@@ -1065,9 +1061,7 @@ impl Update {
     fn quarantine_exists(&self, dataset: &Dataset) -> bool {
         self.quarantine_name(dataset).is_some_and(|n| {
             n.warehouse(&self.warehouse_root())
-                .path(&n.table_name())
-                .join("_delta_log")
-                .is_dir()
+                .has_table(&n.table_name())
         })
     }
 

@@ -75,7 +75,7 @@ impl TaskContext {
     /// Opens an input table, or `None` if no upstream task has created it yet.
     pub async fn input(&self, name: &TableName) -> Result<Option<DeltaTable>, SqlError> {
         let warehouse = &self.settings.warehouse;
-        if !warehouse.path(name).join("_delta_log").is_dir() {
+        if !warehouse.has_table(name) {
             return Ok(None);
         }
         crate::sql::open(warehouse, name).await.map(Some)
