@@ -130,6 +130,11 @@ impl IngestCheckpoint {
         Ok(IngestCheckpoint { path, state })
     }
 
+    /// Every completed file, by name.
+    pub fn completed_files(&self) -> impl Iterator<Item = (&String, &CompletedFile)> {
+        self.state.files.iter()
+    }
+
     pub fn completed(&self, name: &str) -> Option<&CompletedFile> {
         self.state.files.get(name)
     }

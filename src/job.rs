@@ -368,7 +368,8 @@ async fn run_dag(
                     // ends: the crash tests kill a run between the two.
                     tracing::debug!(target: DAG_LOG, "task `{}` started", task.task_key);
                     let progress = Arc::new(Progress::new(&task.task_key, interactive));
-                    let summary = match run_task(&task, &ctx, progress.clone()).await {
+                    let began = chrono::Utc::now();
+                    let mut summary = match run_task(&task, &ctx, progress.clone()).await {
                         Ok(summary) => summary,
                         Err(error) => {
                             tracing::error!(task = %task.task_key, "{error}");
@@ -379,6 +380,7 @@ async fn run_dag(
                             s
                         }
                     };
+                    summary.started = Some(began);
                     progress.finish();
                     tracing::debug!(
                         target: DAG_LOG,

@@ -35,3 +35,4 @@ pub mod source;
 pub mod sql;
 pub mod stream;
 pub mod tasks;
+pub mod ui;

@@ -184,6 +184,24 @@ enum Command {
         #[command(subcommand)]
         command: PipelineCommand,
     },
+    /// Serve a read-only web UI of the target: the graph of its pipelines and jobs, their
+    /// runs and updates, every table (schema, history, rows, expectations, quarantine), a
+    /// SQL box and throughput and freshness charts, live while runs go on.
+    Ui {
+        #[arg(short, long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+        /// The address to listen on. Anything but loopback needs --token.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The access token the page and API then ask for.
+        #[arg(long, env = "MEDALLION_UI_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Override a bundle variable: --var name=value (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+    },
     /// List the recent runs: of jobs and pipelines, whichever command started them.
     Runs {
         #[arg(short, long)]
@@ -925,6 +943,20 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Pipeline { command } => pipeline_command(&cli.bundle, command),
+        Command::Ui {
+            target,
+            port,
+            host,
+            token,
+            vars,
+        } => {
+            let s = settings(&cli.bundle, target.as_deref(), &vars)?;
+            let options = medallion::ui::UiOptions { host, port, token };
+            runtime()?.block_on(medallion::ui::serve(s, options, |addr| {
+                println!("medallion ui at http://{addr}/ (Ctrl-C stops it)");
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Runs { target, limit } => {
             let s = settings(&cli.bundle, target.as_deref(), &[])?;
             let name = medallion::scheduler::job_runs_table().name;

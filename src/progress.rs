@@ -138,6 +138,9 @@ pub struct TaskSummary {
     pub versions: Vec<(String, i64)>,
     #[serde(with = "seconds", rename = "seconds")]
     pub elapsed: Duration,
+    /// When the task started (set by the job's DAG; `None` for a flow's summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<chrono::DateTime<chrono::Utc>>,
     /// Notes worth a line each: warnings, skipped files, the error.
     pub notes: Vec<String>,
     /// A pipeline task's flows, each as a summary of its own (named after the flow).
@@ -158,6 +161,7 @@ impl TaskSummary {
             rows_dropped: 0,
             versions: Vec::new(),
             elapsed: Duration::ZERO,
+            started: None,
             notes: Vec::new(),
             flows: Vec::new(),
         }

@@ -126,8 +126,11 @@ fn run_rows(report: &RunReport, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec
         .iter()
         .map(|s| RunRow {
             task: Some(s.task.clone()),
-            start,
-            end,
+            // A task that did not run (skipped) spans the run.
+            start: s.started.unwrap_or(start),
+            end: s.started.map_or(end, |t| {
+                t + chrono::Duration::from_std(s.elapsed).unwrap_or_default()
+            }),
             state: state_name(s.state),
             error: (s.state == TaskState::Failed)
                 .then(|| s.notes.last().cloned().unwrap_or_default()),

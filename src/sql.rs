@@ -70,6 +70,16 @@ pub async fn collect_read_only(
     ctx: &SessionContext,
     sql: &str,
 ) -> Result<Vec<RecordBatch>, SqlError> {
+    use futures::TryStreamExt;
+    Ok(stream_read_only(ctx, sql).await?.try_collect().await?)
+}
+
+/// [`collect_read_only`]'s query as a stream of batches, so that a caller showing the
+/// first rows reads no more than those.
+pub async fn stream_read_only(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<deltalake::datafusion::execution::SendableRecordBatchStream, SqlError> {
     let plan = ctx.state().create_logical_plan(sql).await?;
     SQLOptions::new()
         .with_allow_ddl(false)
@@ -82,7 +92,11 @@ pub async fn collect_read_only(
                 other => other.to_string(),
             })
         })?;
-    Ok(ctx.execute_logical_plan(plan).await?.collect().await?)
+    Ok(ctx
+        .execute_logical_plan(plan)
+        .await?
+        .execute_stream()
+        .await?)
 }
 
 /// `sql` over one table, registered as `t`, as a query not yet run, in a session with

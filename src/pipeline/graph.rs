@@ -85,6 +85,32 @@ pub struct Dataset {
     pub flows: Vec<usize>,
 }
 
+impl Dataset {
+    /// `<catalog>.quarantine.<table>`, or the table `TBLPROPERTIES ('quarantine' = ...)`
+    /// names.
+    pub fn quarantine(&self) -> Option<FullName> {
+        let table = self.table.as_ref()?;
+        let named = table.properties.get("quarantine");
+        Some(match named.map(|n| n.split('.').collect::<Vec<_>>()) {
+            Some(parts) if parts.len() == 2 => FullName {
+                catalog: self.name.catalog.clone(),
+                schema: parts[0].into(),
+                table: parts[1].into(),
+            },
+            Some(parts) if parts.len() == 3 => FullName {
+                catalog: parts[0].into(),
+                schema: parts[1].into(),
+                table: parts[2].into(),
+            },
+            _ => FullName {
+                catalog: self.name.catalog.clone(),
+                schema: "quarantine".into(),
+                table: self.name.table.clone(),
+            },
+        })
+    }
+}
+
 /// How a flow writes its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowKind {
@@ -153,10 +179,21 @@ impl Input {
     }
 }
 
-/// A node of the drawn graph: its label and kind.
-type Node = (String, &'static str);
-/// An edge of the drawn graph: from, to, and whether it streams.
-type Edge = (String, String, bool);
+/// A node of the drawn graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub label: String,
+    /// `streaming table`, `materialized view`, `temporary view`, `table` (a Delta table
+    /// the pipeline does not define), `files` or `kafka`.
+    pub kind: &'static str,
+    /// The table or view it is.
+    pub name: Option<FullName>,
+    /// What a source reads: the path of `read_files`, the topic of `read_kafka`.
+    pub source: Option<String>,
+}
+
+/// An edge of the drawn graph: from, to (node labels), and whether it streams.
+pub type Edge = (String, String, bool);
 
 /// A problem in the pipeline's SQL found while building the graph.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -636,28 +673,49 @@ impl Graph {
         }
     }
 
-    /// Edges `(from, to, streaming)` between node labels, for mermaid and dot.
-    fn edges(&self) -> (Vec<Node>, Vec<Edge>) {
-        let mut nodes: Vec<(String, &'static str)> = Vec::new();
+    /// The nodes and the edges `(from, to, streaming)` between their labels, for
+    /// mermaid, dot and the UI.
+    pub fn drawn(&self) -> (Vec<Node>, Vec<Edge>) {
+        let mut nodes: Vec<Node> = Vec::new();
         let mut edges = Vec::new();
-        let add = |label: String, kind: &'static str, nodes: &mut Vec<(String, &str)>| {
-            if !nodes.iter().any(|(l, _)| *l == label) {
-                nodes.push((label, kind));
+        let add = |node: Node, nodes: &mut Vec<Node>| {
+            if !nodes.iter().any(|n| n.label == node.label) {
+                nodes.push(node);
             }
         };
         for d in self.dataset_order() {
-            add(d.name.to_string(), d.kind.label(), &mut nodes);
+            add(
+                Node {
+                    label: d.name.to_string(),
+                    kind: d.kind.label(),
+                    name: Some(d.name.clone()),
+                    source: None,
+                },
+                &mut nodes,
+            );
             let inputs = self.dataset_inputs(d);
             for i in inputs {
-                let from = self.input_label(i);
-                let kind = match &i.source {
-                    InputSource::Dataset(n) => self.datasets[n].kind.label(),
-                    InputSource::External(_) => "table",
-                    InputSource::Files { .. } => "files",
-                    InputSource::Kafka { .. } => "kafka",
+                let label = self.input_label(i);
+                let (kind, name, source) = match &i.source {
+                    InputSource::Dataset(n) => {
+                        (self.datasets[n].kind.label(), Some(n.clone()), None)
+                    }
+                    InputSource::External(n) => ("table", Some(n.clone()), None),
+                    InputSource::Files { path, .. } => ("files", None, Some(path.clone())),
+                    InputSource::Kafka { options } => {
+                        ("kafka", None, options.get("subscribe").cloned())
+                    }
                 };
-                add(from.clone(), kind, &mut nodes);
-                edges.push((from, d.name.to_string(), i.stream));
+                add(
+                    Node {
+                        label: label.clone(),
+                        kind,
+                        name,
+                        source,
+                    },
+                    &mut nodes,
+                );
+                edges.push((label, d.name.to_string(), i.stream));
             }
         }
         (nodes, edges)
@@ -665,10 +723,10 @@ impl Graph {
 
     /// The graph as a Mermaid flowchart.
     pub fn render_mermaid(&self) -> String {
-        let (nodes, edges) = self.edges();
-        let id = |label: &str| nodes.iter().position(|(l, _)| l == label).unwrap_or(0);
+        let (nodes, edges) = self.drawn();
+        let id = |label: &str| nodes.iter().position(|n| n.label == label).unwrap_or(0);
         let mut out = String::from("flowchart LR\n");
-        for (i, (label, kind)) in nodes.iter().enumerate() {
+        for (i, Node { label, kind, .. }) in nodes.iter().enumerate() {
             let text = format!("{label}<br/><i>{kind}</i>").replace('"', "'");
             let shape = match *kind {
                 "materialized view" => format!("n{i}[[\"{text}\"]]"),
@@ -687,9 +745,9 @@ impl Graph {
 
     /// The graph in Graphviz's dot language.
     pub fn render_dot(&self) -> String {
-        let (nodes, edges) = self.edges();
+        let (nodes, edges) = self.drawn();
         let mut out = String::from("digraph pipeline {\n  rankdir=LR;\n  node [shape=box];\n");
-        for (label, kind) in &nodes {
+        for Node { label, kind, .. } in &nodes {
             let shape = match *kind {
                 "materialized view" => "box3d",
                 "temporary view" => "ellipse",

@@ -1010,7 +1010,7 @@ impl Update {
         let root = self.warehouse_root();
         let warehouse = dataset.name.warehouse(&root);
         let mut paths = vec![warehouse.path(&dataset.name.table_name())];
-        if let Some(q) = self.quarantine_name(dataset) {
+        if let Some(q) = dataset.quarantine() {
             paths.push(q.warehouse(&root).path(&q.table_name()));
         }
         paths.push(self.state_dir(dataset));
@@ -1033,42 +1033,16 @@ impl Update {
             .join(&dataset.name.table)
     }
 
-    /// `<catalog>.quarantine.<table>`, or the table `TBLPROPERTIES ('quarantine' = ...)`
-    /// names.
-    fn quarantine_name(&self, dataset: &Dataset) -> Option<FullName> {
-        let table = dataset.table.as_ref()?;
-        let named = table.properties.get("quarantine");
-        Some(match named.map(|n| n.split('.').collect::<Vec<_>>()) {
-            Some(parts) if parts.len() == 2 => FullName {
-                catalog: dataset.name.catalog.clone(),
-                schema: parts[0].into(),
-                table: parts[1].into(),
-            },
-            Some(parts) if parts.len() == 3 => FullName {
-                catalog: parts[0].into(),
-                schema: parts[1].into(),
-                table: parts[2].into(),
-            },
-            _ => FullName {
-                catalog: dataset.name.catalog.clone(),
-                schema: "quarantine".into(),
-                table: dataset.name.table.clone(),
-            },
-        })
-    }
-
     /// Whether the dataset's quarantine table exists.
     fn quarantine_exists(&self, dataset: &Dataset) -> bool {
-        self.quarantine_name(dataset).is_some_and(|n| {
+        dataset.quarantine().is_some_and(|n| {
             n.warehouse(&self.warehouse_root())
                 .has_table(&n.table_name())
         })
     }
 
     async fn quarantine_sink(&self, dataset: &Dataset) -> Result<DeltaSink, PipelineError> {
-        let name = self
-            .quarantine_name(dataset)
-            .expect("tables have a quarantine");
+        let name = dataset.quarantine().expect("tables have a quarantine");
         let spec = quarantine::pipeline_table(name.table_name());
         Ok(DeltaSink::open(&name.warehouse(&self.warehouse_root()), spec).await?)
     }
