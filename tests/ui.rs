@@ -299,6 +299,10 @@ async fn the_pages_in_a_browser() {
         );
     }
     browser.screenshot("graph").await;
+    // The whole graph at full scale, as README's docs/ui-graph.png shows it.
+    c.set_window_size(2300, 760).await.unwrap();
+    browser.screenshot("graph-wide").await;
+    c.set_window_size(1440, 960).await.unwrap();
 
     // A node opens its table: its rows, and its quarantine by reason with samples.
     browser
