@@ -126,6 +126,27 @@ async fn the_api_answers_for_the_stock_pipeline() {
     assert_eq!(rows["rows"].as_array().unwrap().len(), 5, "{rows}");
     assert_eq!(rows["total"].as_u64(), Some(stocks_rows));
 
+    // Time travel: the rows at an earlier version, and a version the table never had.
+    let (_, first) = server
+        .get("/api/tables/silver.stocks_silver/rows?version=0")
+        .await;
+    assert_eq!(
+        (first["total"].as_u64(), first["version"].as_i64()),
+        (Some(0), Some(0)),
+        "{first}"
+    );
+    let (status, unknown) = server
+        .get("/api/tables/silver.stocks_silver/rows?version=999")
+        .await;
+    assert_eq!(status, 404, "{unknown}");
+    assert!(
+        unknown["error"]
+            .as_str()
+            .unwrap()
+            .contains("has no version 999"),
+        "{unknown}"
+    );
+
     let (_, runs) = server.get("/api/runs").await;
     assert_eq!(runs["total"], 1, "{runs}");
     assert_eq!(runs["runs"][0]["state"], "SUCCEEDED");
@@ -326,6 +347,19 @@ async fn the_pages_in_a_browser() {
             .min(50)
     );
     browser.screenshot("table").await;
+    // A version of the history shows the rows the table had then (none at its creation).
+    browser
+        .wait_for(".version-link[data-version='0']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("#rows-latest").await;
+    assert!(c
+        .find_all(Locator::Css("#rows tbody tr"))
+        .await
+        .unwrap()
+        .is_empty());
     browser.wait_for(".reason").await.click().await.unwrap();
     browser.wait_for(".samples tr").await;
     browser.screenshot("quarantine").await;

@@ -875,7 +875,14 @@
       h('div', { class: 'page-head' }, h('div', { class: 'crumbs' }, h('a', { href: '#/graph' }, 'Graph'), ' / table'), h('h1', { class: 'mono' }, name)),
       errorBox(e)));
     const hist = new Section(histEl, () => api(`${base}/history?offset=${m.history}&limit=${PAGE}`), renderHistory);
-    const rows = new Section(rowsEl, () => api(`${base}/rows?offset=${m.rows}&limit=${ROWS_PAGE}`), renderRows);
+    const rows = new Section(rowsEl, () => api(`${base}/rows?offset=${m.rows}&limit=${ROWS_PAGE}${m.version == null ? '' : `&version=${m.version}`}`), renderRows);
+    // Shows the rows at `version` (null: the latest), from the first page.
+    const rowsAt = async (version) => {
+      m.version = version;
+      m.rows = 0;
+      await rows.refresh(false);
+      rows.el.scrollIntoView();
+    };
     const exps = new Section(expEl, () => api(`${base}/expectations`), renderExpectations);
     const quar = new Section(quarEl, () => api(`${base}/quarantine?samples=5`), (el, d) => renderQuarantine(el, d, m));
     const others = [hist, rows, exps, quar];
@@ -900,7 +907,7 @@
       const cols = [{ label: 'Version', cls: 'num' }, { label: 'Timestamp' }, { label: 'Operation' }, { label: 'Rows added', cls: 'num' },
         { label: 'Files added', cls: 'num' }, { label: 'Files removed', cls: 'num' }, { label: 'Transactions (app_id → version)' }];
       el.append(h('div', { class: 'table-wrap' }, dataTable(cols, versions.map((v) => [
-        h('span', { class: 'mono strong' }, String(v.version)),
+        h('button', { type: 'button', class: 'link-btn mono strong version-link', 'data-version': String(v.version), title: `Show the rows at version ${v.version}`, onclick: () => rowsAt(v.version) }, String(v.version)),
         h('span', null, timeEl(v.timestamp), h('span', { class: 'muted' }, ' · '), agoEl(v.timestamp)),
         h('span', { class: 'op' }, v.operation || '—'),
         h('span', { class: 'mono' }, fmtInt(v.rows_added)),
@@ -912,7 +919,9 @@
 
     function renderRows(el, d) {
       const list = d.rows || [];
-      el.append(panelHead('Rows', pager({ offset: d.offset ?? m.rows, limit: d.limit || ROWS_PAGE, total: d.total || 0, count: list.length, noun: 'rows', prev: 'Previous', next: 'Next', onPage: rows.onPage })));
+      const title = m.version == null ? 'Rows' : h('span', null, `Rows at version ${m.version} `,
+        h('button', { type: 'button', class: 'btn small', id: 'rows-latest', onclick: () => rowsAt(null) }, 'show the latest'));
+      el.append(panelHead(title, pager({ offset: d.offset ?? m.rows, limit: d.limit || ROWS_PAGE, total: d.total || 0, count: list.length, noun: 'rows', prev: 'Previous', next: 'Next', onPage: rows.onPage })));
       el.append(h('div', { class: 'table-wrap rows-wrap', 'data-keep-scroll': 'rows' }, valuesTable(d.columns || [], list)));
       if (!list.length) el.append(empty(d.total ? 'No rows on this page.' : 'This table has no rows.'));
     }

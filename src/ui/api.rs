@@ -240,21 +240,32 @@ pub async fn history(
     })))
 }
 
+/// A page of rows (query parameters are not flattened: serde's flatten reads numbers
+/// of a query string as text).
+#[derive(Debug, Deserialize)]
+pub struct RowsQuery {
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+    /// A version of the table's history (time travel); the latest by default.
+    version: Option<i64>,
+}
+
 pub async fn rows(
     State(ui): Shared,
     Path(name): Path<String>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<RowsQuery>,
 ) -> Reply<Value> {
     let name = ui.table_name(&name)?;
-    let stats = ui.tables.stats(&name).await?;
-    let limit = q.limit(50);
-    let page = ui.tables.rows(&name, q.offset, limit).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let page = ui.tables.rows(&name, q.offset, limit, q.version).await?;
     Ok(Json(json!({
         "columns": page.columns,
         "rows": page.rows,
         "offset": q.offset,
         "limit": limit,
-        "total": stats.rows,
+        "total": page.total,
+        "version": page.version,
     })))
 }
 

@@ -172,13 +172,7 @@ impl Tables {
             return Ok(k);
         }
         let table = self.open(name).await?;
-        let snapshot = table.snapshot().map_err(|e| ApiError::delta(name, e))?;
-        let (mut rows, mut files, mut bytes) = (Some(0u64), 0usize, 0u64);
-        for file in snapshot.log_data().iter() {
-            files += 1;
-            bytes += file.size().max(0) as u64;
-            rows = rows.zip(file.num_records()).map(|(a, b)| a + b as u64);
-        }
+        let (rows, files, bytes) = sizes(name, &table)?;
         let version = table.version().map_or(version, |v| v as i64);
         let stats = TableStats {
             version,
@@ -231,14 +225,31 @@ impl Tables {
             .collect()
     }
 
-    /// Rows `offset..offset + limit` of a table, as text.
+    /// Rows `offset..offset + limit` of a table, at its latest version or at `version`,
+    /// as text.
     pub async fn rows(
         &self,
         name: &TableName,
         offset: usize,
         limit: usize,
+        version: Option<i64>,
     ) -> Result<Page, ApiError> {
-        let table = self.open(name).await?;
+        let mut table = self.open(name).await?;
+        if let Some(v) = version {
+            let latest = table.version().unwrap_or(0);
+            let unknown = || {
+                ApiError::NotFound(format!(
+                    "table {name} has no version {v}: its versions are 0 to {latest}, and the \
+                     log may no longer hold the oldest. Pick one from its history"
+                ))
+            };
+            let v = u64::try_from(v).map_err(|_| unknown())?;
+            if v > latest as u64 {
+                return Err(unknown());
+            }
+            table.load_version(v as _).await.map_err(|_| unknown())?;
+        }
+        let total = sizes(name, &table)?.0;
         let frame = crate::sql::table_frame(&table).await?;
         let batches = frame
             .limit(offset, Some(limit))
@@ -256,8 +267,26 @@ impl Tables {
         Ok(Page {
             columns,
             rows: text_rows(&batches),
+            total,
+            version: table.version().map(|v| v as i64),
         })
     }
+}
+
+/// Rows (from the files' statistics; `None` if a file has none), files and bytes of a
+/// table as loaded.
+fn sizes(
+    name: &TableName,
+    table: &deltalake::DeltaTable,
+) -> Result<(Option<u64>, usize, u64), ApiError> {
+    let snapshot = table.snapshot().map_err(|e| ApiError::delta(name, e))?;
+    let (mut rows, mut files, mut bytes) = (Some(0u64), 0usize, 0u64);
+    for file in snapshot.log_data().iter() {
+        files += 1;
+        bytes += file.size().max(0) as u64;
+        rows = rows.zip(file.num_records()).map(|(a, b)| a + b as u64);
+    }
+    Ok((rows, files, bytes))
 }
 
 /// A page of rows, every value as text.
@@ -265,6 +294,9 @@ impl Tables {
 pub struct Page {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Option<String>>>,
+    /// Rows of the table at the version read.
+    pub total: Option<u64>,
+    pub version: Option<i64>,
 }
 
 /// The longest value the UI shows whole; a longer one is cut, and says so.
