@@ -28,6 +28,9 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use crate::catalog::{CatalogError, TableName, Warehouse};
 
+mod rewrite;
+pub use rewrite::{Rewrite, Rewritten};
+
 /// Errors reading or writing a Delta table. Each names the table.
 #[derive(Debug, thiserror::Error)]
 pub enum DeltaError {
@@ -63,6 +66,9 @@ fn log_merge(table: &str, metrics: &deltalake::operations::merge::MergeMetrics) 
         "MERGE metrics"
     );
 }
+
+/// The column of [`DeltaSink::scan_with_files`]: the data file that holds each row.
+pub const FILE_COLUMN: &str = "__medallion_file";
 
 /// `delta.checkpointInterval` of the tables medallion creates.
 pub const CHECKPOINT_INTERVAL: u64 = 10;
@@ -316,23 +322,7 @@ impl DeltaSink {
     /// in the table's types, reading only the files whose partition values and
     /// statistics may hold some.
     pub async fn scan(&self, filter: Expr) -> Result<Vec<RecordBatch>, DeltaError> {
-        if self.has_no_files() {
-            return Ok(Vec::new());
-        }
-        let wrap = |e: deltalake::datafusion::error::DataFusionError| DeltaError::Query {
-            table: self.qualified.clone(),
-            reason: e.to_string(),
-        };
-        let batches = self
-            .frame()
-            .await?
-            .filter(filter)
-            .map_err(wrap)?
-            .collect()
-            .await
-            .map_err(wrap)?;
-        // Strings come back as views; callers get the table's own types.
-        batches.iter().map(|b| self.conform(b)).collect()
+        self.select(filter, None, false).await
     }
 
     /// The rows that `filter` keeps whose columns named as those of `keys` equal one of
@@ -342,6 +332,27 @@ impl DeltaSink {
         &self,
         filter: Expr,
         keys: RecordBatch,
+    ) -> Result<Vec<RecordBatch>, DeltaError> {
+        self.select(filter, Some(keys), false).await
+    }
+
+    /// The rows of [`Self::scan`] (or of [`Self::scan_matching`], with `keys`), each
+    /// with the data file that holds it in a last column, [`FILE_COLUMN`]: the files
+    /// that [`Self::rewrite_files`] rewrites.
+    pub async fn scan_with_files(
+        &self,
+        filter: Expr,
+        keys: Option<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, DeltaError> {
+        self.select(filter, keys, true).await
+    }
+
+    /// The rows that `filter` keeps, of `keys` if given, with their files if `files`.
+    async fn select(
+        &self,
+        filter: Expr,
+        keys: Option<RecordBatch>,
+        files: bool,
     ) -> Result<Vec<RecordBatch>, DeltaError> {
         use deltalake::arrow::datatypes::{Field, Schema};
         use deltalake::datafusion::common::JoinType;
@@ -353,45 +364,63 @@ impl DeltaSink {
         if self.has_no_files() {
             return Ok(Vec::new());
         }
-        let frame = self.frame().await?.filter(filter).map_err(wrap)?;
-        let names: Vec<String> = keys
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let renamed: Vec<String> = (0..names.len()).map(|i| format!("__key_{i}")).collect();
-        let mut fields = Vec::new();
-        let mut columns = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let t = frame
+        let frame = match files {
+            true => {
+                let provider = self.table.table_provider().with_file_column(FILE_COLUMN);
+                crate::sql::provider_frame(&self.table, provider)
+                    .await
+                    .map_err(|e| DeltaError::Query {
+                        table: self.qualified.clone(),
+                        reason: e.to_string(),
+                    })?
+            }
+            false => self.frame().await?,
+        };
+        let mut frame = frame.filter(filter).map_err(wrap)?;
+        if let Some(keys) = keys {
+            let names: Vec<String> = keys
                 .schema()
-                .field_with_unqualified_name(name)
-                .map_err(wrap)?
-                .data_type()
-                .clone();
-            columns.push(cast(keys.column(i), &t).map_err(arrow)?);
-            fields.push(Field::new(&renamed[i], t, true));
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            let renamed: Vec<String> = (0..names.len()).map(|i| format!("__key_{i}")).collect();
+            let mut fields = Vec::new();
+            let mut columns = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                let t = frame
+                    .schema()
+                    .field_with_unqualified_name(name)
+                    .map_err(wrap)?
+                    .data_type()
+                    .clone();
+                columns.push(cast(keys.column(i), &t).map_err(arrow)?);
+                fields.push(Field::new(&renamed[i], t, true));
+            }
+            let keys =
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow)?;
+            let keys = deltalake::datafusion::prelude::SessionContext::new()
+                .read_batch(keys)
+                .map_err(wrap)?;
+            let on: Vec<Expr> = names
+                .iter()
+                .zip(&renamed)
+                .map(|(l, r)| {
+                    Expr::Column(Column::new_unqualified(l))
+                        .eq(Expr::Column(Column::new_unqualified(r)))
+                })
+                .collect();
+            frame = frame.join_on(keys, JoinType::LeftSemi, on).map_err(wrap)?;
         }
-        let keys = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow)?;
-        let keys = deltalake::datafusion::prelude::SessionContext::new()
-            .read_batch(keys)
-            .map_err(wrap)?;
-        let on: Vec<Expr> = names
+        let batches = frame.collect().await.map_err(wrap)?;
+        // Strings come back as views; callers get the table's own types.
+        batches
             .iter()
-            .zip(&renamed)
-            .map(|(l, r)| {
-                Expr::Column(Column::new_unqualified(l))
-                    .eq(Expr::Column(Column::new_unqualified(r)))
+            .map(|b| match files {
+                true => self.conform_with_file(b),
+                false => self.conform(b),
             })
-            .collect();
-        let batches = frame
-            .join_on(keys, JoinType::LeftSemi, on)
-            .map_err(wrap)?
             .collect()
-            .await
-            .map_err(wrap)?;
-        batches.iter().map(|b| self.conform(b)).collect()
     }
 
     /// Deletes the rows that `predicate` keeps, rewriting only the files that hold some.
@@ -579,6 +608,25 @@ impl DeltaSink {
             })
             .collect::<Result<Vec<_>, _>>()?;
         RecordBatch::try_new(self.spec.schema.clone(), columns).map_err(|e| err(e.to_string()))
+    }
+
+    /// [`Self::conform`], then the batch's [`FILE_COLUMN`] as text.
+    fn conform_with_file(&self, batch: &RecordBatch) -> Result<RecordBatch, DeltaError> {
+        use deltalake::arrow::datatypes::{Field, Schema};
+        let err = |reason: String| DeltaError::Query {
+            table: self.qualified.clone(),
+            reason,
+        };
+        let rows = self.conform(batch)?;
+        let file = batch
+            .column_by_name(FILE_COLUMN)
+            .ok_or_else(|| err(format!("the scan lacks its column `{FILE_COLUMN}`")))?;
+        let file = cast(file, &DataType::Utf8).map_err(|e| err(e.to_string()))?;
+        let mut fields: Vec<_> = rows.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(FILE_COLUMN, DataType::Utf8, false)));
+        let mut columns = rows.columns().to_vec();
+        columns.push(file);
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| err(e.to_string()))
     }
 
     /// A write of `batches` with the table's Parquet settings and partitioning, and

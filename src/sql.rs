@@ -117,6 +117,22 @@ pub async fn table_frame(
     Ok(register(ctx, &[("t", table)]).await?.table("t").await?)
 }
 
+/// The table as [`table_frame`] gives it, read through `provider`: a scan of some of
+/// its files, or with the file of each row as a column.
+pub async fn provider_frame(
+    table: &DeltaTable,
+    provider: deltalake::delta_datafusion::TableProviderBuilder,
+) -> Result<deltalake::datafusion::prelude::DataFrame, SqlError> {
+    let ctx = deltalake::delta_datafusion::create_session().into_inner();
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|source| SqlError::Table {
+            table: "t".into(),
+            source,
+        })?;
+    Ok(ctx.read_table(provider.await?)?)
+}
+
 /// Runs `sql` over one table, registered as `t`.
 pub async fn query_table(table: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
     collect(&session(&[("t", table)]).await?, sql).await

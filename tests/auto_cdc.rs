@@ -178,17 +178,24 @@ fn runs_killed_once(
 }
 
 /// The fault-injection harness for AUTO CDC: a run killed after the events reached the
-/// event store, before the MERGE, or after it, in any of three runs, and run again,
-/// gives the history of a run never killed, with every event stored once.
+/// event store, before the history is written, with its rewritten files written but not
+/// committed, or after the commit, in any of three runs, and run again, gives the
+/// history of a run never killed, with every event stored once.
 #[tokio::test(flavor = "multi_thread")]
 async fn scd2_killed_anywhere_and_rerun_gives_the_same_history() {
     let parts = [vec![3, 6], vec![5, 1], vec![4, 7, 2]];
     for point in [
         "cdc.after_events",
         "cdc.before_merge",
+        "delta.rewrite.before_commit",
         "pipeline.after_commit@2",
     ] {
         for killed in 0..parts.len() {
+            // The first two runs only add versions; the third re-cuts Ann's first one,
+            // so its file is rewritten.
+            if point == "delta.rewrite.before_commit" && killed != 2 {
+                continue;
+            }
             let p = runs_killed_once(SCD2, &parts, lines, point, killed);
             assert_eq!(
                 history(&p).await,

@@ -201,6 +201,45 @@ async fn killed_during_the_scd2_merge() {
     crash_refine_then_rerun("cdc.before_merge").await;
 }
 
+/// A second run, the fixture's second part over the tables of its first, closes open
+/// versions of close_price and re-cuts them for the late rows: the files that hold them
+/// are rewritten, and the run dies with the new files written but not committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_with_the_scd2_rewrite_written_but_not_committed() {
+    let first = |w: &Workspace| {
+        w.land("fixture_1.csv", &csv(RUN_1));
+        w.generate(small(600, 1, 31));
+    };
+    let second = |w: &Workspace| {
+        w.land("fixture_2.csv", &csv(RUN_2));
+    };
+    let reference_broker = TestBroker::start().await;
+    let reference = Workspace::with_broker(&reference_broker);
+    first(&reference);
+    reference.run_binary_ok(&[]).await;
+    second(&reference);
+    reference.run_binary_ok(&[]).await;
+    let expected = refined_tables(&reference).await;
+
+    let fault = "delta.rewrite.before_commit";
+    let broker = TestBroker::start().await;
+    let w = Workspace::with_broker(&broker);
+    first(&w);
+    w.run_binary_ok(&[]).await;
+    second(&w);
+    let crashed = w.run_binary(&[], &[("MEDALLION_FAULT", fault)]).await;
+    assert!(
+        !crashed.status.success()
+            && String::from_utf8_lossy(&crashed.stderr).contains("fault injected"),
+        "{fault}: the run should have died: {}",
+        String::from_utf8_lossy(&crashed.stderr)
+    );
+    w.run_binary_ok(&[]).await;
+    assert_eq!(refined_tables(&w).await, expected, "{fault}");
+    w.run_binary_ok(&[]).await;
+    assert_eq!(refined_tables(&w).await, expected, "{fault}: third run");
+}
+
 /// The first refresh of the update: the materialized view current_close_silver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_during_the_current_close_refresh() {

@@ -272,7 +272,7 @@ pub async fn rows(
 pub async fn expectations(State(ui): Shared, Path(name): Path<String>) -> Reply<Value> {
     let name = ui.table_name(&name)?;
     let full = ui.tables.warehouse().qualified(&name);
-    let flows = runs::dataset_flows(&ui.tables, &full, 200).await?;
+    let flows = runs::recent_flows(&ui.tables, Some(&full), 200).await?;
     let updates: Vec<Value> = flows
         .into_iter()
         .filter(|(_, f)| !f.expectations.is_empty())
@@ -417,9 +417,9 @@ pub async fn sql(State(ui): Shared, Json(request): Json<SqlRequest>) -> Reply<Va
 }
 
 pub async fn metrics(State(ui): Shared) -> Reply<Value> {
-    let flows = runs::recent_flows(&ui.tables, 500).await?;
+    let flows = runs::recent_flows(&ui.tables, None, 500).await?;
     let mut throughput: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for f in flows {
+    for (_, f) in flows {
         let (Some(end), true) = (f.end, f.elapsed_ms > 0 && f.rows_read > 0) else {
             continue;
         };

@@ -410,22 +410,23 @@ pub async fn updates(
     })
 }
 
-/// The flows into `dataset` (a full name) of its recent updates, oldest first: their
-/// expectation metrics.
-pub async fn dataset_flows(
+/// The flows of the last `last` flow events, into `dataset` (a full name) or of every
+/// pipeline, oldest first, each with its update's id: their progress and expectation
+/// metrics.
+pub async fn recent_flows(
     tables: &Tables,
-    dataset: &str,
+    dataset: Option<&str>,
     last: usize,
 ) -> Result<Vec<(String, FlowRun)>, ApiError> {
     let Some(df) = frame(tables, &crate::pipeline::events::table().name).await? else {
         return Ok(Vec::new());
     };
+    let mut filter = col("event_type").eq(lit("flow_progress"));
+    if let Some(dataset) = dataset {
+        filter = filter.and(col("dataset").eq(lit(dataset)));
+    }
     let flows = event_columns(df)?
-        .filter(
-            col("event_type")
-                .eq(lit("flow_progress"))
-                .and(col("dataset").eq(lit(dataset))),
-        )
+        .filter(filter)
         .map_err(err)?
         .sort(vec![col("timestamp").sort(false, true)])
         .map_err(err)?
@@ -436,23 +437,6 @@ pub async fn dataset_flows(
         .iter()
         .map(|r| (text(r, "update_id").unwrap_or_default(), FlowRun::of(r)))
         .collect();
-    out.reverse();
-    Ok(out)
-}
-
-/// The flows of the last `last` flow events of every pipeline, oldest first.
-pub async fn recent_flows(tables: &Tables, last: usize) -> Result<Vec<FlowRun>, ApiError> {
-    let Some(df) = frame(tables, &crate::pipeline::events::table().name).await? else {
-        return Ok(Vec::new());
-    };
-    let flows = event_columns(df)?
-        .filter(col("event_type").eq(lit("flow_progress")))
-        .map_err(err)?
-        .sort(vec![col("timestamp").sort(false, true)])
-        .map_err(err)?
-        .limit(0, Some(last))
-        .map_err(err)?;
-    let mut out: Vec<FlowRun> = collect(flows).await?.iter().map(FlowRun::of).collect();
     out.reverse();
     Ok(out)
 }

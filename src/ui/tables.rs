@@ -151,10 +151,16 @@ impl Tables {
     /// The latest version of `name`, or `None` if it is not a table (yet).
     pub fn version(&self, name: &TableName) -> Option<i64> {
         let dir = self.warehouse.path(name);
-        if !crate::catalog::is_delta_table(&dir) {
+        // A version seen before whose commit is still there: the table exists, and one
+        // stat per newer commit finds the latest (the live page asks twice a second).
+        let hint = self
+            .known(name)
+            .map(|k| k.version)
+            .filter(|&v| commit_path(&dir, v).is_file());
+        if hint.is_none() && !crate::catalog::is_delta_table(&dir) {
             return None;
         }
-        latest_version(&dir, self.known(name).map(|k| k.version))
+        latest_version(&dir, hint)
     }
 
     /// Every table of the catalog with its latest version, sorted by name.

@@ -77,6 +77,17 @@ impl KeyFilter {
             None => table.scan(expr).await?,
         })
     }
+
+    /// [`Self::read`], each row with its file in a last column
+    /// ([`crate::delta::FILE_COLUMN`]).
+    pub async fn read_with_files(
+        &self,
+        table: &crate::delta::DeltaSink,
+        extra: Expr,
+    ) -> Result<Vec<RecordBatch>, CdcError> {
+        let expr = self.expr.clone().and(extra);
+        Ok(table.scan_with_files(expr, self.keys.clone()).await?)
+    }
 }
 
 /// The read of the rows whose keys are among those at `rows` of `values`.

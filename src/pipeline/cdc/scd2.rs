@@ -6,9 +6,11 @@
 //! otherwise (late data, a key closed by a delete, a new key) from the last version
 //! start before that event, which needs the key's versions. The versions from there
 //! on, the one that ended there, and the stored events from there on are read, the
-//! key is replayed ([`super::replay::rebuild`]), and what differs is written: one MERGE
-//! that deletes the versions that changed and inserts their replacements, with the
-//! source's progress, after the events went to the event store.
+//! key is replayed ([`super::replay::rebuild`]), and what differs is written, after the
+//! events went to the event store: the versions read carry their data files, so the
+//! files that hold a version that changed are rewritten without it, with the new
+//! versions and the source's progress, in one commit ([`DeltaSink::rewrite_files`]; no
+//! MERGE has to find them again).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,11 +19,10 @@ use deltalake::arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use deltalake::arrow::compute::filter_record_batch;
-use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::datatypes::{Field, Schema};
 use deltalake::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
-use deltalake::datafusion::common::{Column, ScalarValue};
-use deltalake::datafusion::logical_expr::{binary_expr, lit, Expr, Operator};
-use deltalake::datafusion::prelude::SessionContext;
+use deltalake::datafusion::common::ScalarValue;
+use deltalake::datafusion::logical_expr::{lit, Expr};
 use deltalake::kernel::Transaction;
 
 use super::keys::{self, column, column_of, encode_sys};
@@ -31,12 +32,7 @@ use super::shape::{Shape, END_AT, START_AT};
 use super::store::{self, Changes};
 use super::Applied;
 use super::CdcError;
-use crate::delta::DeltaSink;
-
-/// The MERGE source's column that says what a row does.
-const OP: &str = "__cdc_op";
-const DELETE: &str = "delete";
-const INSERT: &str = "insert";
+use crate::delta::{DeltaSink, Rewrite};
 
 /// One key's part of the work.
 struct Key {
@@ -68,10 +64,32 @@ impl<'k> KeyIndex<'k> {
     }
 }
 
-/// A stored version read for a batch, with its processing time.
+/// A stored version read for a batch, with its processing time and its file.
 struct Stored<'p> {
     version: Version<Seq, Cells<'p>>,
     written_at: Option<i64>,
+    /// Its data file, in the batch's [`Files`].
+    file: u32,
+}
+
+/// The data files of the versions read, each once.
+#[derive(Default)]
+struct Files {
+    ids: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Files {
+    /// The number of `id`, added if new.
+    fn intern(&mut self, id: &str) -> u32 {
+        if let Some(&n) = self.index.get(id) {
+            return n;
+        }
+        let n = self.ids.len() as u32;
+        self.ids.push(id.to_string());
+        self.index.insert(id.to_string(), n);
+        n
+    }
 }
 
 /// Applies `changes` (the events of source version `version`, for `txn`) to the history
@@ -168,9 +186,9 @@ pub async fn apply(
         version_reads.push((keys, lit(true)));
         event_reads.push((keys, lit(true)));
     }
-    let mut version_batches = Vec::new();
+    let mut version_batches: Vec<RecordBatch> = Vec::new();
     for (keys, extra) in version_reads {
-        version_batches.extend(keys.read(target, extra).await?);
+        version_batches.extend(keys.read_with_files(target, extra).await?);
     }
     let mut event_batches = Vec::new();
     for (keys, extra) in event_reads {
@@ -223,7 +241,9 @@ pub async fn apply(
         }));
         kept_versions.push(filter_record_batch(b, &mask)?);
     }
-    let version_batches = kept_versions;
+    // Every version read, with its file: a file read whole is not read again to be
+    // rewritten.
+    let read_versions = std::mem::replace(&mut version_batches, kept_versions);
     let mut kept_events = Vec::new();
     for b in &event_batches {
         let rows = key_converter.convert_columns(&keys_of(b))?;
@@ -256,10 +276,21 @@ pub async fn apply(
         ends: (u32, Rows),
         end_values: ArrayRef,
         written_at: Option<TimestampMicrosecondArray>,
+        files: Vec<u32>,
     }
+    let mut files = Files::default();
     let mut versions_read = Vec::new();
     for b in &version_batches {
+        let ids = column_of(b, crate::delta::FILE_COLUMN)?;
+        let ids = ids
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| CdcError::Missing(crate::delta::FILE_COLUMN.into()))?;
         versions_read.push(Read {
+            files: ids
+                .iter()
+                .map(|id| files.intern(id.unwrap_or_default()))
+                .collect(),
             values: pool.add_values(b.project(&(0..stored_count).collect::<Vec<_>>())?)?,
             keys: key_converter.convert_columns(&keys_of(b))?,
             starts: pool.add_sequences(column_of(b, START_AT)?)?,
@@ -309,6 +340,7 @@ pub async fn apply(
                     values: pool.row((r.values, i as u32)),
                 },
                 written_at: r.written_at.as_ref().map(|w| w.value(i)),
+                file: r.files[i],
             };
             scope.entry(key).or_default().push(stored);
         }
@@ -394,64 +426,62 @@ pub async fn apply(
     }
 
     tracing::debug!(elapsed = ?started.elapsed(), keys = changes_by_key.len(), "cdc: keys replayed");
-    // One MERGE per group of keys whose rows hold at most PER_MERGE partition values
-    // (delta-rs turns a MERGE's partition values into a chain of ORs, and walks it
-    // recursively), the progress with the last: a rerun after a crash between them
-    // replays every key again and finds the earlier groups' versions already there.
-    let partitions: Vec<usize> = target
-        .partition_columns()
-        .iter()
-        .filter_map(|p| shape.stored.iter().position(|f| f.name() == p))
-        .collect();
-    let groups = groups(&pool, &partitions, changes_by_key);
     let mut applied = Applied {
         duplicates,
         keys_replayed_from_history: replayed_from_history,
         ..Applied::default()
     };
-    if groups.is_empty() {
-        applied.version = target.append(vec![], txn()).await?;
+    let deletes: Vec<&Stored<'_>> = changes_by_key
+        .iter()
+        .flat_map(|c| c.deletes.iter().copied())
+        .collect();
+    let inserts: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> =
+        changes_by_key.into_iter().flat_map(|c| c.inserts).collect();
+    let new_rows = stored_rows(shape, &pool, inserts.iter().map(|(v, w)| (v, *w)))?;
+    applied.inserted = inserts.len();
+    crate::fault::point("cdc.before_merge");
+    // Nothing stored to replace (new keys, a first load, or no change at all): an
+    // append, with the progress.
+    if deletes.is_empty() {
+        let rows = (new_rows.num_rows() > 0).then_some(new_rows);
+        applied.version = target.append(rows.into_iter().collect(), txn()).await?;
         return Ok(applied);
     }
-    // Nothing stored to replace (new keys, a first load): an append, not a MERGE.
-    if groups.iter().flatten().all(|c| c.deletes.is_empty()) {
-        let inserts: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> = groups
-            .into_iter()
-            .flatten()
-            .flat_map(|c| c.inserts)
-            .collect();
-        applied.inserted = inserts.len();
-        let source = merge_source(shape, &pool, &[], &inserts)?;
-        let rows = source.project(&(0..source.num_columns() - 1).collect::<Vec<_>>())?;
-        crate::fault::point("cdc.before_merge");
-        applied.version = target.append(vec![rows], txn()).await?;
-        return Ok(applied);
-    }
-    let last = groups.len() - 1;
-    for (n, group) in groups.into_iter().enumerate() {
-        let deletes: Vec<&Stored<'_>> = group
-            .iter()
-            .flat_map(|c| c.deletes.iter().copied())
-            .collect();
-        let inserts: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> =
-            group.into_iter().flat_map(|c| c.inserts).collect();
-        let source = merge_source(shape, &pool, &deletes, &inserts)?;
-        crate::fault::point("cdc.before_merge");
-        let df = SessionContext::new().read_batch(source)?;
-        let progress = if n == last { txn() } else { vec![] };
-        let (v, deleted, inserted) = target
-            .replace_rows(df, merge_on(shape), OP, DELETE, progress)
-            .await?;
-        tracing::debug!(elapsed = ?started.elapsed(), deleted, inserted, "cdc: merged");
-        applied.deleted += deleted;
-        applied.inserted += inserted;
-        applied.version = v;
-    }
+    // The files that hold the versions to replace are rewritten without them, with the
+    // new versions and the progress, in one commit.
+    let doomed = stored_rows(
+        shape,
+        &pool,
+        deletes.iter().map(|s| (&s.version, s.written_at)),
+    )?;
+    let touched: HashSet<String> = deletes
+        .iter()
+        .map(|s| files.ids[s.file as usize].clone())
+        .collect();
+    let on: Vec<&str> = shape
+        .keys
+        .iter()
+        .map(|&k| shape.stored[k].name().as_str())
+        .chain([START_AT, END_AT])
+        .collect();
+    let done = target
+        .rewrite_files(
+            Rewrite {
+                files: &touched,
+                on: &on,
+                doomed: &doomed,
+                inserts: vec![new_rows],
+                predicate: format!("({}) replayed", on.join(", ")),
+                read: &read_versions,
+            },
+            txn(),
+        )
+        .await?;
+    tracing::debug!(elapsed = ?started.elapsed(), ?done, "cdc: files rewritten");
+    applied.deleted = done.deleted;
+    applied.version = done.version;
     Ok(applied)
 }
-
-/// Most partition values in one MERGE.
-const PER_MERGE: usize = 256;
 
 /// What a batch changes of one key's stored versions.
 struct KeyChanges<'s, 'p> {
@@ -520,40 +550,6 @@ fn compare<'s, 'p>(
     KeyChanges { deletes, inserts }
 }
 
-/// The keys' changes in groups whose rows hold at most [`PER_MERGE`] values of the
-/// target's partition columns (`partitions`, indexes of stored columns); one group
-/// when the target is not partitioned.
-fn groups<'s, 'p>(
-    pool: &Pool,
-    partitions: &[usize],
-    changes: Vec<KeyChanges<'s, 'p>>,
-) -> Vec<Vec<KeyChanges<'s, 'p>>> {
-    let mut out: Vec<Vec<KeyChanges<'s, 'p>>> = Vec::new();
-    let mut values: HashSet<Vec<u8>> = HashSet::new();
-    for c in changes {
-        let mine: HashSet<Vec<u8>> = c
-            .deletes
-            .iter()
-            .map(|s| &s.version.values)
-            .chain(c.inserts.iter().map(|(v, _)| &v.values))
-            .map(|cells| {
-                partitions
-                    .iter()
-                    .flat_map(|&p| pool.encoded(p, cells.cell(p)).to_vec())
-                    .collect()
-            })
-            .collect();
-        let fits = values.union(&mine).count() <= PER_MERGE;
-        if out.is_empty() || (!fits && !values.is_empty()) {
-            out.push(Vec::new());
-            values.clear();
-        }
-        values.extend(mine);
-        out.last_mut().expect("a group").push(c);
-    }
-    out
-}
-
 /// An event of the pool.
 fn event(
     values: Cells<'_>,
@@ -580,37 +576,14 @@ fn pool_scalar(pool: &Pool, seq: &Seq) -> Result<ScalarValue, CdcError> {
     Ok(ScalarValue::try_from_array(&array, 0)?)
 }
 
-/// `source.<op> = 'delete' AND target.k = source.k ... AND start and end equal`: the
-/// versions to delete. (The MERGE adds the op test.)
-fn merge_on(shape: &Shape) -> Expr {
-    let side = |s: &str, c: &str| Expr::Column(Column::new(Some(s), c));
-    let mut on = side("target", START_AT)
-        .eq(side("source", START_AT))
-        .and(binary_expr(
-            side("target", END_AT),
-            Operator::IsNotDistinctFrom,
-            side("source", END_AT),
-        ));
-    for &k in &shape.keys {
-        let name = shape.stored[k].name();
-        on = side("target", name).eq(side("source", name)).and(on);
-    }
-    on
-}
-
-/// The MERGE's source: the versions to delete, then those to insert, in the target's
-/// columns and [`OP`].
-fn merge_source(
+/// `rows` (versions, with when each was first written if it was stored) in the
+/// target's columns.
+fn stored_rows<'v, 'p: 'v>(
     shape: &Shape,
     pool: &Pool,
-    deletes: &[&Stored<'_>],
-    inserts: &[(Version<Seq, Cells<'_>>, Option<i64>)],
+    rows: impl Iterator<Item = (&'v Version<Seq, Cells<'p>>, Option<i64>)>,
 ) -> Result<RecordBatch, CdcError> {
-    let rows: Vec<&Version<Seq, Cells<'_>>> = deletes
-        .iter()
-        .map(|s| &s.version)
-        .chain(inserts.iter().map(|(v, _)| v))
-        .collect();
+    let (rows, written_at): (Vec<&Version<Seq, Cells<'_>>>, Vec<Option<i64>>) = rows.unzip();
     let cells: Vec<&Cells<'_>> = rows.iter().map(|v| &v.values).collect();
     let mut columns: Vec<ArrayRef> = Vec::new();
     for c in 0..shape.stored.len() {
@@ -627,12 +600,10 @@ fn merge_source(
         )));
     }
     if shape.written_at.is_some() {
-        let written = deletes.iter().map(|s| s.written_at.unwrap_or(now)).chain(
-            inserts
-                .iter()
-                .enumerate()
-                .map(|(i, (_, w))| w.unwrap_or(now + i as i64)),
-        );
+        let written = written_at
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.unwrap_or(now + i as i64));
         columns.push(Arc::new(
             TimestampMicrosecondArray::from_iter_values(written).with_timezone("UTC"),
         ));
@@ -643,17 +614,12 @@ fn merge_source(
                 .with_timezone("UTC"),
         ));
     }
-    columns.push(Arc::new(StringArray::from_iter_values(
-        std::iter::repeat_n(DELETE, deletes.len())
-            .chain(std::iter::repeat_n(INSERT, inserts.len())),
-    )));
-    let mut fields: Vec<Field> = shape
+    let fields: Vec<Field> = shape
         .schema
         .fields()
         .iter()
         .map(|f| f.as_ref().clone().with_nullable(true))
         .collect();
-    fields.push(Field::new(OP, DataType::Utf8, false));
     Ok(RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
         columns,
