@@ -51,22 +51,6 @@ pub enum DeltaError {
     },
 }
 
-/// What a MERGE cost: it depends on the files it rewrites, not on the rows it adds.
-fn log_merge(table: &str, metrics: &deltalake::operations::merge::MergeMetrics) {
-    tracing::debug!(
-        table,
-        files_scanned = metrics.num_target_files_scanned,
-        files_skipped = metrics.num_target_files_skipped_during_scan,
-        rows_copied = metrics.num_target_rows_copied,
-        files_added = metrics.num_target_files_added,
-        files_removed = metrics.num_target_files_removed,
-        scan_ms = metrics.scan_time_ms,
-        rewrite_ms = metrics.rewrite_time_ms,
-        execution_ms = metrics.execution_time_ms,
-        "MERGE metrics"
-    );
-}
-
 /// The column of [`DeltaSink::scan_with_files`]: the data file that holds each row.
 pub const FILE_COLUMN: &str = "__medallion_file";
 
@@ -80,8 +64,8 @@ pub struct TableSpec {
     pub schema: SchemaRef,
     pub partition_columns: Vec<String>,
     /// `delta.targetFileSize` for a new table: how large the files that writes and
-    /// MERGEs produce may grow. A MERGE rewrites whole files, so a table merged into
-    /// often keeps them small (as Databricks' `delta.tuneFileSizesForRewrites` does).
+    /// rewrites produce may grow. A change rewrites whole files, so a table changed in
+    /// place often keeps them small (as Databricks' `delta.tuneFileSizesForRewrites` does).
     pub target_file_size: Option<u64>,
 }
 
@@ -441,71 +425,12 @@ impl DeltaSink {
         Ok(metrics.num_deleted_rows.unwrap_or(0))
     }
 
-    /// A MERGE that replaces rows: each row of `source` whose `op` column is `delete`
-    /// deletes the target rows it matches under `on` (written over `source.` and
-    /// `target.` columns); every other row is inserted. With `txns`, in one commit.
-    /// Returns the new version and the rows deleted and inserted.
-    pub async fn replace_rows(
-        &mut self,
-        source: DataFrame,
-        on: Expr,
-        op: &str,
-        delete: &str,
-        txns: Vec<Transaction>,
-    ) -> Result<(i64, usize, usize), DeltaError> {
-        use deltalake::datafusion::prelude::lit;
-        let wrap = |source| DeltaError::Table {
-            table: self.qualified.clone(),
-            source,
-        };
-        let source_col = |c: &str| Expr::Column(Column::new(Some("source"), c));
-        let deleting = source_col(op).eq(lit(delete));
-        let columns = self.column_names();
-        let (table, metrics) = self
-            .table
-            .clone()
-            .merge(source, deleting.clone().and(on))
-            .with_source_alias("source")
-            .with_target_alias("target")
-            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
-            .with_writer_properties(writer_properties(&self.spec.schema))
-            .when_matched_delete(|d| d)
-            .map_err(wrap)?
-            .when_not_matched_insert(|i| {
-                columns
-                    .iter()
-                    .fold(i.predicate(source_col(op).not_eq(lit(delete))), |i, c| {
-                        i.set(c.as_str(), source_col(c))
-                    })
-            })
-            .map_err(wrap)?
-            .await
-            .map_err(wrap)?;
-        log_merge(&self.qualified, &metrics);
-        self.table = table;
-        Ok((
-            self.version(),
-            metrics.num_target_rows_deleted,
-            metrics.num_target_rows_inserted,
-        ))
-    }
-
     /// The table's partition columns as it was created (an earlier layout stays).
     pub fn partition_columns(&self) -> Vec<String> {
         self.table
             .snapshot()
             .map(|s| s.metadata().partition_columns().to_vec())
             .unwrap_or_default()
-    }
-
-    /// The names of the table's columns, in order.
-    fn column_names(&self) -> Vec<String> {
-        self.spec
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect()
     }
 
     /// The version last committed under `app_id`, if any.

@@ -333,7 +333,7 @@ async fn scd1_ignore_null_updates_keeps_stored_values_and_tombstones_are_collect
 }
 
 /// The fault-injection harness for Type 1: killed after the truncate's sweep, after
-/// the store's MERGE, before or after the target's, in any of four runs, and run again.
+/// the store's write, before or after the target's, in any of four runs, and run again.
 #[tokio::test(flavor = "multi_thread")]
 async fn scd1_killed_anywhere_and_rerun_gives_the_same_table() {
     let parts = [
@@ -544,4 +544,26 @@ async fn the_weather_example_keeps_the_current_row_of_each_station() {
     p.ok(&["pipeline", "run"]);
     assert_eq!(stations_current(&p).await, STATIONS_CURRENT_AFTER_LATE);
     assert_eq!(stations_history(&p).await, STATIONS_HISTORY_AFTER_LATE);
+}
+
+/// Type 1 in place: the second run updates Ann and deletes Bob, so the files of the
+/// store and of the target that hold them are rewritten. Killed with the store's new
+/// files written but not committed, or the target's, and run again, it gives the table
+/// of a run never killed.
+#[tokio::test(flavor = "multi_thread")]
+async fn scd1_killed_in_a_rewrite_and_rerun_gives_the_same_table() {
+    let parts = [vec![1, 4], vec![2, 5]];
+    for point in [
+        "delta.rewrite.before_commit",
+        "delta.rewrite.before_commit@2",
+    ] {
+        let p = runs_killed_once(SCD1, &parts, lines_1, point, 1);
+        assert_eq!(customers(&p).await, ["1|Ann|Lyon|2"], "killed at {point}");
+        // Ann, and Bob's tombstone.
+        assert_eq!(
+            p.count("main", "__apply_changes_storage_customers").await,
+            2,
+            "killed at {point}"
+        );
+    }
 }

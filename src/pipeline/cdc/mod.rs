@@ -1,5 +1,7 @@
 //! AUTO CDC (`CREATE FLOW … AS AUTO CDC INTO`, also spelt `APPLY CHANGES INTO`): a table
-//! kept by Delta MERGE from a stream of change events, as SCD Type 1 or Type 2.
+//! kept from a stream of change events, as SCD Type 1 or Type 2, by rewriting the Delta
+//! files that hold the rows a batch replaces (copy-on-write, see
+//! [`crate::delta::DeltaSink::rewrite_files`]).
 //!
 //! The semantics are those of `pipelines.md` (see README.md, "AUTO CDC"):
 //! [`replay`] applies the events of one key, whatever their arrival order, and holds

@@ -22,11 +22,10 @@ use deltalake::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use deltalake::arrow::compute::{concat_batches, filter_record_batch, interleave};
-use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::datatypes::{DataType, SchemaRef};
 use deltalake::arrow::row::{OwnedRow, RowConverter, SortField};
-use deltalake::datafusion::common::{Column, ScalarValue};
+use deltalake::datafusion::common::ScalarValue;
 use deltalake::datafusion::logical_expr::{lit, Expr};
-use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Transaction;
 
 use super::keys::{self, column};
@@ -35,12 +34,7 @@ use super::replay::{self, Change, Event};
 use super::shape::Shape;
 use super::store::{self, Changes};
 use super::{Applied, CdcError};
-use crate::delta::DeltaSink;
-
-/// The MERGE source's column that says what a row does.
-const OP: &str = "__cdc_op";
-const DELETE: &str = "delete";
-const INSERT: &str = "insert";
+use crate::delta::{DeltaSink, Rewrite};
 
 /// The `SYSTEM SEQUENCE BY` values of a batch, ordered by their row format and
 /// gathered from where they are.
@@ -212,7 +206,7 @@ pub async fn apply(
         let schema = store::schema(shape);
         let mut rows = state_rows(shape, &pool, systems.as_ref(), new_values, &states, &schema)?;
 
-        // A higher truncate sweeps both tables first; the store's MERGE writes it.
+        // A higher truncate sweeps both tables first; the store's write adds it.
         if truncated != stored_truncated {
             let (seq, sys) = truncated.as_ref().expect("a truncate");
             let systems = systems.as_ref();
@@ -233,8 +227,7 @@ pub async fn apply(
         }
 
         // The store, with the progress.
-        let source = merge_source(&rows, rows.num_columns(), None)?;
-        replace(store, shape, source, txn()).await?;
+        replace(store, shape, &rows, rows.num_columns(), None, txn()).await?;
         vec![rows]
     };
     crate::fault::point("cdc.after_events");
@@ -260,8 +253,7 @@ pub async fn apply(
         .and_then(|d| d.as_any().downcast_ref::<BooleanArray>().cloned())
         .ok_or_else(|| CdcError::Missing(store::DELETE.into()))?;
     crate::fault::point("cdc.before_merge");
-    let source = merge_source(&written, stored_count, Some(&deleted))?;
-    let (v, d, i) = replace(target, shape, source, txn()).await?;
+    let (v, d, i) = replace(target, shape, &written, stored_count, Some(&deleted), txn()).await?;
     applied.deleted += d;
     applied.inserted += i;
     applied.version = v;
@@ -389,57 +381,74 @@ fn truncate_row(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// The MERGE's source of `rows` (their first `width` columns): a delete of each key's
-/// row, then an insert of each row that `deleted` does not mark (of all without it).
-fn merge_source(
+/// Replaces the rows of `rows`' keys in `table` (`rows`' first `width` columns are the
+/// table's) by those of `rows` that `deleted` does not mark (all without it), with
+/// `txns`, in one commit: the stored rows of those keys are read with their files, and
+/// those files are rewritten without them. A row whose keys are NULL (the truncate's)
+/// replaces nothing. Returns the new version and the rows deleted and inserted.
+async fn replace(
+    table: &mut DeltaSink,
+    shape: &Shape,
     rows: &RecordBatch,
     width: usize,
     deleted: Option<&BooleanArray>,
-) -> Result<RecordBatch, CdcError> {
+    txns: Vec<Transaction>,
+) -> Result<(i64, usize, usize), CdcError> {
     let values = rows.project(&(0..width).collect::<Vec<_>>())?;
     let live = match deleted {
         None => values.clone(),
         Some(d) => filter_record_batch(&values, &deltalake::arrow::compute::not(d)?)?,
     };
-    let both = concat_batches(&values.schema(), [&values, &live])?;
-    let mut fields: Vec<Field> = values
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
+    let key_converter = keys::converter(shape)?;
+    let new_keys = key_converter.convert_columns(&keys::of(shape, &values))?;
+    let keyed: Vec<usize> = (0..values.num_rows())
+        .filter(|&i| shape.keys.iter().all(|&k| !values.column(k).is_null(i)))
         .collect();
-    fields.push(Field::new(OP, DataType::Utf8, false));
-    let mut columns = both.columns().to_vec();
-    columns.push(Arc::new(StringArray::from_iter_values(
-        std::iter::repeat_n(DELETE, values.num_rows())
-            .chain(std::iter::repeat_n(INSERT, live.num_rows())),
-    )));
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
-/// Replaces `source`'s keys' rows of `table` as its [`OP`] column says, with `txns`.
-async fn replace(
-    table: &mut DeltaSink,
-    shape: &Shape,
-    source: RecordBatch,
-    txns: Vec<Transaction>,
-) -> Result<(i64, usize, usize), CdcError> {
-    if source.num_rows() == 0 {
-        return Ok((table.append(vec![], txns).await?, 0, 0));
+    let wanted: HashSet<&[u8]> = keyed.iter().map(|&i| new_keys.row(i).data()).collect();
+    // The stored rows of those keys (the read can hold more: narrowed to them).
+    let mut read = Vec::new();
+    if !keyed.is_empty() {
+        let filter = keys::filter(shape, &values, &keyed)?;
+        for b in filter.read_with_files(table, lit(true)).await? {
+            let stored = key_converter.convert_columns(&keys::of(shape, &b))?;
+            let mine = BooleanArray::from_iter(
+                (0..b.num_rows()).map(|i| Some(wanted.contains(stored.row(i).data()))),
+            );
+            read.push(filter_record_batch(&b, &mine)?);
+        }
     }
-    let side = |s: &str, c: &str| Expr::Column(Column::new(Some(s), c));
-    let on = shape
+    let files: HashSet<String> = read
+        .iter()
+        .filter_map(|b| b.column_by_name(crate::delta::FILE_COLUMN))
+        .filter_map(|f| f.as_any().downcast_ref::<StringArray>())
+        .flat_map(|f| f.iter().flatten().map(str::to_string))
+        .collect();
+    if files.is_empty() {
+        let inserted = live.num_rows();
+        let rows = (inserted > 0).then_some(live);
+        let v = table.append(rows.into_iter().collect(), txns).await?;
+        return Ok((v, 0, inserted));
+    }
+    // The rows read, without their last column, the file.
+    let doomed = concat_batches(&read[0].schema(), &read)?;
+    let doomed = doomed.project(&(0..doomed.num_columns() - 1).collect::<Vec<_>>())?;
+    let on: Vec<&str> = shape
         .keys
         .iter()
-        .map(|&k| {
-            let name = shape.stored[k].name();
-            side("target", name).eq(side("source", name))
-        })
-        .reduce(Expr::and)
-        .unwrap_or(lit(false));
-    let df = SessionContext::new().read_batch(source)?;
-    Ok(table.replace_rows(df, on, OP, DELETE, txns).await?)
+        .map(|&k| shape.stored[k].name().as_str())
+        .collect();
+    let done = table
+        .rewrite_files(
+            Rewrite {
+                files: &files,
+                on: &on,
+                doomed: &doomed,
+                inserts: vec![live],
+                predicate: format!("({}) applied", on.join(", ")),
+                read: &read,
+            },
+            txns,
+        )
+        .await?;
+    Ok((done.version, done.deleted, done.inserted))
 }

@@ -379,7 +379,7 @@ pub async fn apply(
     }
 
     // Replay each window, and compare with what is stored, key by key (in key order, so
-    // that the MERGEs of a batch are the same on a rerun).
+    // that the writes of a batch are the same on a rerun).
     let mut order: Vec<&OwnedRow> = keys.keys().collect();
     order.sort();
     let mut parts: Vec<(&Window, Vec<Stored<'_>>, Vec<PoolEvent<'_>>)> = Vec::new();
@@ -538,7 +538,7 @@ fn compare<'s, 'p>(
             deletes.push(&old[i]);
         }
     }
-    // The MERGE deletes by (key, start, end): a version kept as it is with the start
+    // The rewrite deletes by (key, start, end): a version kept as it is with the start
     // and end of one deleted (two versions of one sequence value) is written again.
     let gone: HashSet<Span<'s>> = deletes.iter().map(|s| span(&s.version)).collect();
     for (i, s) in old.iter().enumerate() {
