@@ -432,11 +432,7 @@ async fn replace(
     // The rows read, without their last column, the file.
     let doomed = concat_batches(&read[0].schema(), &read)?;
     let doomed = doomed.project(&(0..doomed.num_columns() - 1).collect::<Vec<_>>())?;
-    let on: Vec<&str> = shape
-        .keys
-        .iter()
-        .map(|&k| shape.stored[k].name().as_str())
-        .collect();
+    let on: Vec<&str> = shape.key_names().collect();
     let done = table
         .rewrite_files(
             Rewrite {

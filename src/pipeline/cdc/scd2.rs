@@ -458,12 +458,7 @@ pub async fn apply(
         .iter()
         .map(|s| files.ids[s.file as usize].clone())
         .collect();
-    let on: Vec<&str> = shape
-        .keys
-        .iter()
-        .map(|&k| shape.stored[k].name().as_str())
-        .chain([START_AT, END_AT])
-        .collect();
+    let on: Vec<&str> = shape.key_names().chain([START_AT, END_AT]).collect();
     let done = target
         .rewrite_files(
             Rewrite {

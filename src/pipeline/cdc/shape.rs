@@ -66,6 +66,11 @@ fn timestamp() -> DataType {
 }
 
 impl Shape {
+    /// The names of the keys, in order.
+    pub fn key_names(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|&k| self.stored[k].name().as_str())
+    }
+
     /// Resolves `cdc` against `source`, the schema of the flow's query (the source's
     /// columns and the [`columns`] of its clauses). `flow_loc` locates problems of the
     /// column lists; `props` are the target's table properties.
