@@ -208,7 +208,7 @@ fn assert_measured(t: &Value, live: u64) {
             "{b}"
         );
         assert!(secs(&b["update_seconds"]) >= secs(&b["seconds"]), "{b}");
-        // A MERGE into a table of one file replaces it: removed and added.
+        // A batch into a table of one file rewrites it: removed and added.
         assert!(n(&b["target_commits"]) >= 1, "{b}");
         assert!(n(&b["target_bytes_removed"]) > 0, "{b}");
         assert!(n(&b["target_bytes_added"]) > 0, "{b}");
