@@ -54,6 +54,11 @@ pub enum DeltaError {
 /// The column of [`DeltaSink::scan_with_files`]: the data file that holds each row.
 pub const FILE_COLUMN: &str = "__medallion_file";
 
+/// The files of the rows of `batch`, a read of [`DeltaSink::scan_with_files`].
+pub fn files_of(batch: &RecordBatch) -> Option<&deltalake::arrow::array::StringArray> {
+    batch.column_by_name(FILE_COLUMN)?.as_any().downcast_ref()
+}
+
 /// `delta.checkpointInterval` of the tables medallion creates.
 pub const CHECKPOINT_INTERVAL: u64 = 10;
 

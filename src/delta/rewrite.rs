@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use deltalake::arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+use deltalake::arrow::array::{BooleanArray, RecordBatch, StringArray};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -20,7 +20,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTableError;
 use futures::StreamExt;
 
-use super::{writer_properties, DeltaError, DeltaSink, FILE_COLUMN};
+use super::{files_of, writer_properties, DeltaError, DeltaSink, FILE_COLUMN};
 
 /// What a rewrite did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -276,14 +276,8 @@ fn whole_files(
     read: &[RecordBatch],
     fail: &dyn Fn(String) -> DeltaError,
 ) -> Result<(Vec<RecordBatch>, Vec<(String, LogicalFileView)>), DeltaError> {
-    let files_of = |b: &RecordBatch| -> Option<StringArray> {
-        b.column_by_name(FILE_COLUMN)?
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .cloned()
-    };
     let mut counts: HashMap<&str, usize> = HashMap::new();
-    let columns: Vec<Option<StringArray>> = read.iter().map(files_of).collect();
+    let columns: Vec<Option<&StringArray>> = read.iter().map(files_of).collect();
     for files in columns.iter().flatten() {
         for f in files.iter().flatten() {
             *counts.entry(f).or_default() += 1;
@@ -342,13 +336,13 @@ fn groups(views: &[(String, LogicalFileView)]) -> Vec<&[(String, LogicalFileView
 mod tests {
     use std::sync::Arc;
 
-    use deltalake::arrow::array::{Array, Int64Array, StringArray};
+    use deltalake::arrow::array::{Int64Array, StringArray};
     use deltalake::arrow::datatypes::{DataType, Field, Schema};
     use deltalake::datafusion::logical_expr::{col, lit};
 
     use super::*;
     use crate::catalog::{TableName, Warehouse};
-    use crate::delta::{TableSpec, FILE_COLUMN};
+    use crate::delta::TableSpec;
 
     /// A table `(part, id, value)`, partitioned by `part` or not.
     async fn table(dir: &std::path::Path, partitioned: bool) -> DeltaSink {
@@ -412,11 +406,7 @@ mod tests {
             .await
             .unwrap();
         let b = &batches[0];
-        let files = b
-            .column_by_name(FILE_COLUMN)
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StringArray>()
+        let files = crate::delta::files_of(b)
             .unwrap()
             .iter()
             .map(|f| f.unwrap().to_string())

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMicrosecondArray,
 };
 use deltalake::arrow::compute::{concat_batches, filter_record_batch, interleave};
 use deltalake::arrow::datatypes::{DataType, SchemaRef};
@@ -419,8 +419,7 @@ async fn replace(
     }
     let files: HashSet<String> = read
         .iter()
-        .filter_map(|b| b.column_by_name(crate::delta::FILE_COLUMN))
-        .filter_map(|f| f.as_any().downcast_ref::<StringArray>())
+        .filter_map(crate::delta::files_of)
         .flat_map(|f| f.iter().flatten().map(str::to_string))
         .collect();
     if files.is_empty() {

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray,
 };
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Field, Schema};
@@ -281,10 +281,7 @@ pub async fn apply(
     let mut files = Files::default();
     let mut versions_read = Vec::new();
     for b in &version_batches {
-        let ids = column_of(b, crate::delta::FILE_COLUMN)?;
-        let ids = ids
-            .as_any()
-            .downcast_ref::<StringArray>()
+        let ids = crate::delta::files_of(b)
             .ok_or_else(|| CdcError::Missing(crate::delta::FILE_COLUMN.into()))?;
         versions_read.push(Read {
             files: ids
