@@ -121,11 +121,6 @@ impl Pool {
             == self.encoded[b.0 as usize][c].row(b.1 as usize)
     }
 
-    /// Column `c`'s value at `at`, in the row format (equal bytes, equal values).
-    pub fn encoded(&self, c: usize, at: At) -> &[u8] {
-        self.encoded[at.0 as usize][c].row(at.1 as usize).data()
-    }
-
     fn is_null(&self, c: usize, at: At) -> bool {
         self.batches[at.0 as usize].column(c).is_null(at.1 as usize)
     }
