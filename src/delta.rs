@@ -401,7 +401,14 @@ impl DeltaSink {
                 .collect();
             frame = frame.join_on(keys, JoinType::LeftSemi, on).map_err(wrap)?;
         }
-        let batches = frame.collect().await.map_err(wrap)?;
+        // Its own task: reads started side by side run on separate threads.
+        let batches = tokio::spawn(frame.collect())
+            .await
+            .map_err(|e| DeltaError::Query {
+                table: self.qualified.clone(),
+                reason: format!("the read stopped: {e}"),
+            })?
+            .map_err(wrap)?;
         // Strings come back as views; callers get the table's own types.
         batches
             .iter()

@@ -10,7 +10,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use deltalake::arrow::array::{BooleanArray, RecordBatch, StringArray};
+use deltalake::arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+use deltalake::arrow::buffer::BooleanBuffer;
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -103,7 +104,7 @@ impl DeltaSink {
         };
         let doomed = self.conform(rewrite.doomed)?;
         let doomed_rows = encode(&doomed)?;
-        let doomed_set: HashSet<&[u8]> = doomed_rows.iter().map(|r| r.data()).collect();
+        let doomed_set: ahash::HashSet<&[u8]> = doomed_rows.iter().map(|r| r.data()).collect();
 
         let mut writer = RecordBatchWriter::for_table(&self.table)
             .map_err(wrap)?
@@ -124,8 +125,12 @@ impl DeltaSink {
         // Each file's rows without the doomed ones go back.
         let mut keep = async |batch: RecordBatch, done: &mut Rewritten| {
             let rows = encode(&batch)?;
-            let keep =
-                BooleanArray::from_iter(rows.iter().map(|r| Some(!doomed_set.contains(r.data()))));
+            let keep = BooleanArray::new(
+                BooleanBuffer::collect_bool(rows.num_rows(), |i| {
+                    !doomed_set.contains(rows.row(i).data())
+                }),
+                None,
+            );
             let kept = filter_record_batch(&batch, &keep).map_err(|e| fail(e.to_string()))?;
             done.deleted += batch.num_rows() - kept.num_rows();
             done.copied += kept.num_rows();
@@ -290,15 +295,25 @@ fn whole_files(
     if whole.is_empty() {
         return Ok((Vec::new(), unread));
     }
-    let wanted: HashSet<&str> = whole.iter().map(|(id, _)| id.as_str()).collect();
+    let wanted: ahash::HashSet<&str> = whole.iter().map(|(id, _)| id.as_str()).collect();
     let mut rows = Vec::new();
     for (b, files) in read.iter().zip(&columns) {
         let Some(files) = files else { continue };
-        let mask = BooleanArray::from_iter(
-            files
-                .iter()
-                .map(|f| Some(f.is_some_and(|f| wanted.contains(f)))),
-        );
+        // Rows come file by file: the answer for the row before is tried first.
+        let mut last: Option<(&str, bool)> = None;
+        let mask = BooleanBuffer::collect_bool(files.len(), |i| {
+            let f = files.is_valid(i).then(|| files.value(i));
+            let Some(f) = f else { return false };
+            match last {
+                Some((l, w)) if l == f => w,
+                _ => {
+                    let w = wanted.contains(f);
+                    last = Some((f, w));
+                    w
+                }
+            }
+        });
+        let mask = BooleanArray::new(mask, None);
         let mine = filter_record_batch(b, &mask).map_err(|e| fail(e.to_string()))?;
         if mine.num_rows() > 0 {
             let table_columns: Vec<usize> = (0..mine.num_columns())

@@ -17,16 +17,84 @@ use super::replay::Values;
 /// A row of the pool: (batch, row).
 pub type At = (u32, u32);
 
+/// A value in Arrow's row format, ordered as its bytes are, with its first 16 bytes
+/// read as one big-endian integer: most values (dates, timestamps, numbers, short
+/// structs) differ there, and compare as one integer instead of a `memcmp`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ordered<'a> {
+    prefix: u128,
+    bytes: &'a [u8],
+}
+
+impl<'a> Ordered<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Ordered {
+            prefix: prefix(bytes),
+            bytes,
+        }
+    }
+}
+
+/// The first 16 bytes of `bytes`, zero-padded, as a big-endian integer. Two byte strings
+/// whose prefixes differ order as their prefixes do: the first byte that differs is
+/// in the prefix, or one is a prefix of the other (padded with zeros, where the other has
+/// a byte that is not, or is longer).
+fn prefix(bytes: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = bytes.len().min(16);
+    b[..n].copy_from_slice(&bytes[..n]);
+    u128::from_be_bytes(b)
+}
+
+impl PartialEq for Ordered<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix && self.bytes == other.bytes
+    }
+}
+impl Eq for Ordered<'_> {}
+impl PartialOrd for Ordered<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ordered<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.bytes.cmp(other.bytes))
+    }
+}
+
 /// A sequence value: ordered by its row-format bytes, written from where it is.
 #[derive(Debug, Clone)]
 pub struct Seq {
     pub row: OwnedRow,
     pub at: At,
+    prefix: u128,
+}
+
+impl Seq {
+    /// The value `row`, which is at `at` in the pool.
+    pub fn new(row: OwnedRow, at: At) -> Self {
+        Seq {
+            prefix: prefix(row.as_ref()),
+            row,
+            at,
+        }
+    }
+
+    /// Its value, to compare.
+    pub fn ordered(&self) -> Ordered<'_> {
+        Ordered {
+            prefix: self.prefix,
+            bytes: self.row.as_ref(),
+        }
+    }
 }
 
 impl PartialEq for Seq {
     fn eq(&self, other: &Self) -> bool {
-        self.row == other.row
+        self.ordered() == other.ordered()
     }
 }
 impl Eq for Seq {}
@@ -37,7 +105,7 @@ impl PartialOrd for Seq {
 }
 impl Ord for Seq {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.row.cmp(&other.row)
+        self.ordered().cmp(&other.ordered())
     }
 }
 
@@ -109,10 +177,7 @@ impl Pool {
 
     /// The sequence value `row` of `rows`, which [`Pool::add_sequences`] gave as `index`.
     pub fn seq(rows: &Rows, index: u32, row: usize) -> Seq {
-        Seq {
-            row: rows.row(row).owned(),
-            at: (index, row as u32),
-        }
+        Seq::new(rows.row(row).owned(), (index, row as u32))
     }
 
     /// Whether column `c` holds equal values at `a` and `b`.
@@ -229,6 +294,43 @@ mod tests {
     use super::*;
     use deltalake::arrow::array::{Int64Array, StringArray};
     use deltalake::arrow::datatypes::Schema;
+
+    #[test]
+    fn ordered_values_order_as_their_bytes() {
+        // Short and long, prefixes of each other, zeros at the end, equal in the first
+        // 16 bytes and apart after.
+        let mut values: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![0, 0],
+            vec![1],
+            vec![1, 0],
+            vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0],
+            vec![255; 20],
+            vec![255; 16],
+            vec![2, 255],
+        ];
+        let mut seed = 7u64;
+        for _ in 0..200 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (seed >> 59) as usize;
+            values.push((0..len).map(|i| (seed >> (i % 8 * 8)) as u8 % 3).collect());
+        }
+        for a in &values {
+            for b in &values {
+                assert_eq!(
+                    Ordered::new(a).cmp(&Ordered::new(b)),
+                    a.cmp(b),
+                    "{a:?} against {b:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn cells_compare_and_fill_across_batches() {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use deltalake::arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray,
 };
+use deltalake::arrow::buffer::BooleanBuffer;
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Field, Schema};
 use deltalake::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
@@ -26,7 +27,7 @@ use deltalake::datafusion::logical_expr::{lit, Expr};
 use deltalake::kernel::Transaction;
 
 use super::keys::{self, column, column_of, encode_sys};
-use super::pool::{Cells, Pool, Seq};
+use super::pool::{Cells, Ordered, Pool, Seq};
 use super::replay::{self, Change, Event, Version};
 use super::shape::{Shape, END_AT, START_AT};
 use super::store::{self, Changes};
@@ -46,21 +47,41 @@ struct Key {
     slow: bool,
 }
 
-/// The batch's keys by their bytes: a read row finds its key without an allocation.
+/// The batch's keys, numbered in their order: a read row finds its key's number by
+/// its bytes, without an allocation.
 struct KeyIndex<'k> {
-    keys: &'k HashMap<OwnedRow, Key>,
-    by_bytes: HashMap<&'k [u8], &'k OwnedRow>,
+    /// The keys by number.
+    list: Vec<(&'k OwnedRow, &'k Key)>,
+    by_bytes: ahash::HashMap<&'k [u8], u32>,
 }
 
 impl<'k> KeyIndex<'k> {
     fn new(keys: &'k HashMap<OwnedRow, Key>) -> Self {
-        let by_bytes = keys.keys().map(|k| (k.as_ref(), k)).collect();
-        KeyIndex { keys, by_bytes }
+        let mut list: Vec<(&'k OwnedRow, &'k Key)> = keys.iter().collect();
+        list.sort_by(|a, b| a.0.cmp(b.0));
+        let by_bytes = list
+            .iter()
+            .enumerate()
+            .map(|(n, &(k, _))| (k.as_ref(), n as u32))
+            .collect();
+        KeyIndex { list, by_bytes }
     }
 
-    /// The batch's key equal to `row`, if it is one.
-    fn get(&self, row: Row<'_>) -> Option<&'k OwnedRow> {
-        self.by_bytes.get(row.data()).copied()
+    /// The number of each row's key, `None` for a row of no key of the batch. Rows come
+    /// grouped by key (a file holds few), so a row like the one before costs a compare.
+    fn numbers(&self, rows: &Rows) -> Vec<Option<u32>> {
+        let mut out = Vec::with_capacity(rows.num_rows());
+        let mut last: Option<(&[u8], Option<u32>)> = None;
+        for row in rows.iter() {
+            let bytes = row.data();
+            let n = match last {
+                Some((b, n)) if b == bytes => n,
+                _ => self.by_bytes.get(bytes).copied(),
+            };
+            last = Some((bytes, n));
+            out.push(n);
+        }
+        out
     }
 }
 
@@ -76,12 +97,24 @@ struct Stored<'p> {
 #[derive(Default)]
 struct Files {
     ids: Vec<String>,
-    index: HashMap<String, u32>,
+    index: ahash::HashMap<String, u32>,
+    /// The number given last.
+    last: Option<u32>,
 }
 
 impl Files {
-    /// The number of `id`, added if new.
+    /// The number of `id`, added if new. Rows come file by file: the file of the row
+    /// before is tried first.
     fn intern(&mut self, id: &str) -> u32 {
+        if let Some(n) = self.last.filter(|&n| self.ids[n as usize] == id) {
+            return n;
+        }
+        let n = self.number(id);
+        self.last = Some(n);
+        n
+    }
+
+    fn number(&mut self, id: &str) -> u32 {
         if let Some(&n) = self.index.get(id) {
             return n;
         }
@@ -186,14 +219,23 @@ pub async fn apply(
         version_reads.push((keys, lit(true)));
         event_reads.push((keys, lit(true)));
     }
-    let mut version_batches: Vec<RecordBatch> = Vec::new();
-    for (keys, extra) in version_reads {
-        version_batches.extend(keys.read_with_files(target, extra).await?);
-    }
-    let mut event_batches = Vec::new();
-    for (keys, extra) in event_reads {
-        event_batches.extend(keys.read(store, extra).await?);
-    }
+    // The two reads run side by side.
+    let (target_read, store_read): (&DeltaSink, &DeltaSink) = (target, store);
+    let versions = async {
+        let mut out: Vec<RecordBatch> = Vec::new();
+        for (keys, extra) in version_reads {
+            out.extend(keys.read_with_files(target_read, extra).await?);
+        }
+        Ok::<_, CdcError>(out)
+    };
+    let events = async {
+        let mut out: Vec<RecordBatch> = Vec::new();
+        for (keys, extra) in event_reads {
+            out.extend(keys.read(store_read, extra).await?);
+        }
+        Ok::<_, CdcError>(out)
+    };
+    let (mut version_batches, event_batches) = tokio::try_join!(versions, events)?;
     tracing::debug!(
         elapsed = ?started.elapsed(),
         fast = fast.len(),
@@ -213,51 +255,59 @@ pub async fn apply(
     crate::fault::point("cdc.after_events");
 
     // Each key's windows ([`replay::windows`]), from the sequences alone; only the rows
-    // inside them are pooled and replayed.
+    // inside them are pooled and replayed. Each read row's key and sequences are
+    // encoded once, here.
+    let mut version_seqs = Vec::with_capacity(version_batches.len());
+    for b in &version_batches {
+        version_seqs.push(VersionSeqs {
+            keys: index.numbers(&key_converter.convert_columns(&keys_of(b))?),
+            starts: pool.add_sequences(column_of(b, START_AT)?)?,
+            ends: pool.sequence_rows(column_of(b, END_AT)?)?,
+            open: column_of(b, END_AT)?,
+        });
+    }
+    let mut event_seqs = Vec::with_capacity(event_batches.len());
+    for b in &event_batches {
+        event_seqs.push(EventSeqs {
+            keys: index.numbers(&key_converter.convert_columns(&keys_of(b))?),
+            seqs: pool.sequence_rows(column_of(b, store::SEQUENCE)?)?,
+        });
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), "cdc: keys and sequences of the rows read encoded");
     let windows = key_windows(
         shape,
-        &mut pool,
-        &key_converter,
         &index,
         (&new_seqs, new_seqs_at),
-        &version_batches,
-        &event_batches,
-    )?;
-    let in_window = |key: Row<'_>, start: Row<'_>, end: Option<Row<'_>>| {
-        index
-            .get(key)
-            .and_then(|k| windows.get(k))
-            .is_some_and(|ws| Window::holding(ws, start, end).is_some())
-    };
+        &version_seqs,
+        &event_seqs,
+    );
+    tracing::debug!(elapsed = ?started.elapsed(), "cdc: windows found");
     let mut kept_versions = Vec::new();
-    for b in &version_batches {
-        let rows = key_converter.convert_columns(&keys_of(b))?;
-        let starts = pool.sequence_rows(column_of(b, START_AT)?)?;
-        let ends_array = column_of(b, END_AT)?;
-        let ends = pool.sequence_rows(ends_array.clone())?;
-        let mask = BooleanArray::from_iter((0..b.num_rows()).map(|i| {
-            let end = (!ends_array.is_null(i)).then(|| ends.row(i));
-            Some(in_window(rows.row(i), starts.row(i), end))
-        }));
+    for (b, v) in version_batches.iter().zip(&version_seqs) {
+        let mask = BooleanBuffer::collect_bool(b.num_rows(), |i| {
+            let end = (!v.open.is_null(i)).then(|| Ordered::new(v.ends.row(i).data()));
+            let start = Ordered::new(v.starts.1.row(i).data());
+            v.keys[i].is_some_and(|k| Window::holding(&windows[k as usize], start, end).is_some())
+        });
+        let mask = BooleanArray::new(mask, None);
         kept_versions.push(filter_record_batch(b, &mask)?);
     }
+    drop(version_seqs);
     // Every version read, with its file: a file read whole is not read again to be
     // rewritten.
     let read_versions = std::mem::replace(&mut version_batches, kept_versions);
     let mut kept_events = Vec::new();
-    for b in &event_batches {
-        let rows = key_converter.convert_columns(&keys_of(b))?;
-        let seqs = pool.sequence_rows(column_of(b, store::SEQUENCE)?)?;
-        let mask = BooleanArray::from_iter((0..b.num_rows()).map(|i| {
-            Some(
-                index
-                    .get(rows.row(i))
-                    .and_then(|k| windows.get(k))
-                    .is_some_and(|ws| Window::replaying(ws, seqs.row(i)).is_some()),
-            )
-        }));
+    for (b, e) in event_batches.iter().zip(&event_seqs) {
+        let mask = BooleanBuffer::collect_bool(b.num_rows(), |i| {
+            e.keys[i].is_some_and(|k| {
+                Window::replaying(&windows[k as usize], Ordered::new(e.seqs.row(i).data()))
+                    .is_some()
+            })
+        });
+        let mask = BooleanArray::new(mask, None);
         kept_events.push(filter_record_batch(b, &mask)?);
     }
+    drop(event_seqs);
     let event_batches = kept_events;
     tracing::debug!(
         elapsed = ?started.elapsed(),
@@ -271,7 +321,7 @@ pub async fn apply(
     let new_values = new_values.transpose()?;
     struct Read {
         values: u32,
-        keys: Rows,
+        keys: Vec<Option<u32>>,
         starts: (u32, Rows),
         ends: (u32, Rows),
         end_values: ArrayRef,
@@ -289,7 +339,7 @@ pub async fn apply(
                 .map(|id| files.intern(id.unwrap_or_default()))
                 .collect(),
             values: pool.add_values(b.project(&(0..stored_count).collect::<Vec<_>>())?)?,
-            keys: key_converter.convert_columns(&keys_of(b))?,
+            keys: index.numbers(&key_converter.convert_columns(&keys_of(b))?),
             starts: pool.add_sequences(column_of(b, START_AT)?)?,
             ends: pool.add_sequences(column_of(b, END_AT)?)?,
             end_values: column_of(b, END_AT)?,
@@ -304,7 +354,7 @@ pub async fn apply(
     }
     struct EventsRead {
         values: u32,
-        keys: Rows,
+        keys: Vec<Option<u32>>,
         seqs: (u32, Rows),
         sys: Option<Rows>,
         changes: Changes,
@@ -314,7 +364,7 @@ pub async fn apply(
         let c = Changes::from_store(shape, b)?;
         events_read.push(EventsRead {
             values: pool.add_values(c.values.clone())?,
-            keys: key_converter.convert_columns(&keys_of(&c.values))?,
+            keys: index.numbers(&key_converter.convert_columns(&keys_of(&c.values))?),
             seqs: pool.add_sequences(c.sequence.clone())?,
             sys: encode_sys(&sys_converter, &c.system_sequence)?,
             changes: c,
@@ -323,83 +373,88 @@ pub async fn apply(
     let new_sys = encode_sys(&sys_converter, &changes.system_sequence)?;
     let pool = pool;
 
-    // Each key's scope of stored versions and its events.
-    let mut scope: HashMap<&OwnedRow, Vec<Stored<'_>>> = HashMap::new();
+    // Each window's stored versions and events, by key number and window.
+    type Part<'p> = (Vec<Stored<'p>>, Vec<PoolEvent<'p>>);
+    let mut parts: Vec<Vec<Part<'_>>> = windows
+        .iter()
+        .map(|ws| ws.iter().map(|_| (Vec::new(), Vec::new())).collect())
+        .collect();
     for r in &versions_read {
-        for i in 0..r.keys.num_rows() {
-            let Some(key) = index.get(r.keys.row(i)) else {
+        for (i, k) in r.keys.iter().enumerate() {
+            let Some(k) = k.map(|k| k as usize) else {
                 continue;
             };
-            let stored = Stored {
+            let start = Pool::seq(&r.starts.1, r.starts.0, i);
+            let end = (!r.end_values.is_null(i)).then(|| Pool::seq(&r.ends.1, r.ends.0, i));
+            let held =
+                Window::holding(&windows[k], start.ordered(), end.as_ref().map(Seq::ordered));
+            let Some(w) = held else { continue };
+            parts[k][w].0.push(Stored {
                 version: Version {
-                    start: Pool::seq(&r.starts.1, r.starts.0, i),
-                    end: (!r.end_values.is_null(i)).then(|| Pool::seq(&r.ends.1, r.ends.0, i)),
+                    start,
+                    end,
                     values: pool.row((r.values, i as u32)),
                 },
                 written_at: r.written_at.as_ref().map(|w| w.value(i)),
                 file: r.files[i],
-            };
-            scope.entry(key).or_default().push(stored);
+            });
         }
     }
     let replayed_from_history = keys.values().filter(|k| k.slow).count();
-    let mut events: HashMap<&OwnedRow, Vec<PoolEvent<'_>>> = HashMap::new();
+    // An event goes to the window of its key that replays it, if one does.
+    fn place<'p>(parts: &mut [Vec<Part<'p>>], windows: &[Window], k: usize, e: PoolEvent<'p>) {
+        if let Some(w) = Window::replaying(windows, e.seq.ordered()) {
+            parts[k][w].1.push(e);
+        }
+    }
     for r in &events_read {
-        for i in 0..r.keys.num_rows() {
-            let Some(key) = index.get(r.keys.row(i)) else {
+        for (i, k) in r.keys.iter().enumerate() {
+            let Some(k) = k.map(|k| k as usize) else {
                 continue;
             };
-            let seq = Pool::seq(&r.seqs.1, r.seqs.0, i);
-            let e = event(
-                pool.row((r.values, i as u32)),
-                seq,
-                r.sys.as_ref().map(|s| s.row(i).owned()),
-                r.changes.arrival.value(i),
-                r.changes.delete.value(i),
+            place(
+                &mut parts,
+                &windows[k],
+                k,
+                event(
+                    pool.row((r.values, i as u32)),
+                    Pool::seq(&r.seqs.1, r.seqs.0, i),
+                    r.sys.as_ref().map(|s| s.row(i).owned()),
+                    r.changes.arrival.value(i),
+                    r.changes.delete.value(i),
+                ),
             );
-            events.entry(key).or_default().push(e);
         }
     }
     if let Some(values) = new_values {
-        for (k, key) in &keys {
+        for (k, (_, key)) in index.list.iter().enumerate() {
             for &i in &key.rows {
-                let e = event(
-                    pool.row((values, i as u32)),
-                    Pool::seq(&new_seqs, new_seqs_at, i),
-                    new_sys.as_ref().map(|s| s.row(i).owned()),
-                    changes.arrival.value(i),
-                    changes.delete.value(i),
+                place(
+                    &mut parts,
+                    &windows[k],
+                    k,
+                    event(
+                        pool.row((values, i as u32)),
+                        Pool::seq(&new_seqs, new_seqs_at, i),
+                        new_sys.as_ref().map(|s| s.row(i).owned()),
+                        changes.arrival.value(i),
+                        changes.delete.value(i),
+                    ),
                 );
-                events.entry(k).or_default().push(e);
             }
         }
     }
 
     // Replay each window, and compare with what is stored, key by key (in key order, so
     // that the writes of a batch are the same on a rerun).
-    let mut order: Vec<&OwnedRow> = keys.keys().collect();
-    order.sort();
-    let mut parts: Vec<(&Window, Vec<Stored<'_>>, Vec<PoolEvent<'_>>)> = Vec::new();
-    for k in order {
-        let ws = windows.get(k).map(Vec::as_slice).unwrap_or_default();
-        let mut mine: Vec<(&Window, Vec<Stored<'_>>, Vec<PoolEvent<'_>>)> =
-            ws.iter().map(|w| (w, Vec::new(), Vec::new())).collect();
-        for s in scope.remove(k).unwrap_or_default() {
-            let end = s.version.end.as_ref().map(|e| e.row.row());
-            if let Some(i) = Window::holding(ws, s.version.start.row.row(), end) {
-                mine[i].1.push(s);
-            }
-        }
-        for e in events.remove(k).unwrap_or_default() {
-            if let Some(i) = Window::replaying(ws, e.seq.row.row()) {
-                mine[i].2.push(e);
-            }
-        }
-        parts.extend(mine);
-    }
+    let parts: Vec<(&Window, Part<'_>)> = windows
+        .iter()
+        .flatten()
+        .zip(parts.into_iter().flatten())
+        .collect();
     let mut duplicates = 0;
     let mut changes_by_key: Vec<KeyChanges<'_, '_>> = Vec::new();
-    for (w, old, events) in &parts {
+    for (w, (old, events)) in &parts {
         let old_versions: Vec<Version<Seq, Cells<'_>>> =
             old.iter().map(|s| s.version.clone()).collect();
         let mut replayed = replay::rebuild(
@@ -495,8 +550,8 @@ fn compare<'s, 'p>(
     let span = |v: &'s Version<Seq, Cells<'p>>| -> Span<'s> {
         (&v.start.row, v.end.as_ref().map(|e| &e.row))
     };
-    let mut by_span: HashMap<Span<'s>, Vec<usize>> = HashMap::new();
-    let mut by_start: HashMap<&OwnedRow, Vec<usize>> = HashMap::new();
+    let mut by_span: ahash::HashMap<Span<'s>, Vec<usize>> = Default::default();
+    let mut by_start: ahash::HashMap<&OwnedRow, Vec<usize>> = Default::default();
     for (i, s) in old.iter().enumerate() {
         by_span.entry(span(&s.version)).or_default().push(i);
         by_start.entry(&s.version.start.row).or_default().push(i);
@@ -532,7 +587,7 @@ fn compare<'s, 'p>(
     }
     // The rewrite deletes by (key, start, end): a version kept as it is with the start
     // and end of one deleted (two versions of one sequence value) is written again.
-    let gone: HashSet<Span<'s>> = deletes.iter().map(|s| span(&s.version)).collect();
+    let gone: ahash::HashSet<Span<'s>> = deletes.iter().map(|s| span(&s.version)).collect();
     for (i, s) in old.iter().enumerate() {
         if matched[i] == Some(false) && gone.contains(&span(&s.version)) {
             deletes.push(s);
@@ -631,104 +686,160 @@ struct Window {
 
 impl Window {
     /// Whether it replaces the stored version that starts at `start`.
-    fn contains(&self, start: Row<'_>) -> bool {
-        self.from.as_ref().is_none_or(|f| start >= f.row.row())
-            && self.until.as_ref().is_none_or(|u| start < u.row.row())
+    fn contains(&self, start: Ordered<'_>) -> bool {
+        self.from.as_ref().is_none_or(|f| start >= f.ordered())
+            && self.until.as_ref().is_none_or(|u| start < u.ordered())
     }
 
     /// Whether it replays the event at `seq`: up to `until` included (with a system
     /// sequence, events of that sequence can belong to the version before).
-    fn replays(&self, seq: Row<'_>) -> bool {
-        self.from.as_ref().is_none_or(|f| seq >= f.row.row())
-            && self.until.as_ref().is_none_or(|u| seq <= u.row.row())
+    fn replays(&self, seq: Ordered<'_>) -> bool {
+        self.from.as_ref().is_none_or(|f| seq >= f.ordered())
+            && self.until.as_ref().is_none_or(|u| seq <= u.ordered())
     }
 
     /// Of `windows` (sorted, apart), the last one from at or before `seq`.
-    fn last_from(windows: &[Window], seq: Row<'_>) -> Option<usize> {
+    fn last_from(windows: &[Window], seq: Ordered<'_>) -> Option<usize> {
         windows
-            .partition_point(|w| w.from.as_ref().is_none_or(|f| f.row.row() <= seq))
+            .partition_point(|w| w.from.as_ref().is_none_or(|f| f.ordered() <= seq))
             .checked_sub(1)
     }
 
     /// The window that replaces the stored version `[start, end)`: one it starts in, or
     /// the one it ends at the start of (its starting state).
-    fn holding(windows: &[Window], start: Row<'_>, end: Option<Row<'_>>) -> Option<usize> {
+    fn holding(windows: &[Window], start: Ordered<'_>, end: Option<Ordered<'_>>) -> Option<usize> {
         let by_start = Window::last_from(windows, start).filter(|&i| windows[i].contains(start));
         by_start.or_else(|| {
             let end = end.filter(|e| start < *e)?;
             Window::last_from(windows, end)
-                .filter(|&i| windows[i].from.as_ref().is_some_and(|f| f.row.row() == end))
+                .filter(|&i| windows[i].from.as_ref().is_some_and(|f| f.ordered() == end))
         })
     }
 
     /// The window that replays the event at `seq`.
-    fn replaying(windows: &[Window], seq: Row<'_>) -> Option<usize> {
+    fn replaying(windows: &[Window], seq: Ordered<'_>) -> Option<usize> {
         Window::last_from(windows, seq).filter(|&i| windows[i].replays(seq))
     }
 }
 
-/// Each key's windows: with `IGNORE NULL UPDATES`, one from the last version start
-/// before its earliest new event to the end (a filled value carries on past any
-/// event); without, [`replay::windows`].
+/// The keys (by number in the batch's [`KeyIndex`]) and sequences of a read of
+/// versions, encoded once.
+struct VersionSeqs {
+    keys: Vec<Option<u32>>,
+    /// In the pool.
+    starts: (u32, Rows),
+    ends: Rows,
+    /// The end values: NULL for an open version.
+    open: ArrayRef,
+}
+
+/// The keys and sequences of a read of stored events.
+struct EventSeqs {
+    keys: Vec<Option<u32>>,
+    seqs: Rows,
+}
+
+/// A sequence value where it was read: ordered like [`Seq`], but borrowed.
+#[derive(Clone, Copy)]
+struct SeqRef<'a> {
+    ord: Ordered<'a>,
+    row: Row<'a>,
+    at: super::pool::At,
+}
+
+impl<'a> SeqRef<'a> {
+    fn new(rows: &'a Rows, i: usize, at: super::pool::At) -> Self {
+        let row = rows.row(i);
+        SeqRef {
+            ord: Ordered::new(row.data()),
+            row,
+            at,
+        }
+    }
+
+    fn owned(self) -> Seq {
+        Seq::new(self.row.owned(), self.at)
+    }
+}
+
+impl PartialEq for SeqRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.ord == other.ord
+    }
+}
+impl Eq for SeqRef<'_> {}
+impl PartialOrd for SeqRef<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for SeqRef<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.ord.cmp(&other.ord)
+    }
+}
+
+/// Each key's windows, by key number: with `IGNORE NULL UPDATES`, one from the last
+/// version start before its earliest new event to the end (a filled value carries on
+/// past any event); without, [`replay::windows`].
 fn key_windows(
     shape: &Shape,
-    pool: &mut Pool,
-    key_converter: &RowConverter,
     index: &KeyIndex<'_>,
     (new_seqs, new_at): (&Rows, u32),
-    version_batches: &[RecordBatch],
-    event_batches: &[RecordBatch],
-) -> Result<HashMap<OwnedRow, Vec<Window>>, CdcError> {
-    let mut starts: HashMap<&OwnedRow, Vec<Seq>> = HashMap::new();
-    let mut stored: HashMap<&OwnedRow, Vec<OwnedRow>> = HashMap::new();
-    for b in version_batches {
-        let rows = key_converter.convert_columns(&keys::of(shape, b))?;
-        let (at, seqs) = pool.add_sequences(column_of(b, START_AT)?)?;
-        for i in 0..b.num_rows() {
-            if let Some(k) = index.get(rows.row(i)) {
-                starts.entry(k).or_default().push(Pool::seq(&seqs, at, i));
+    versions: &[VersionSeqs],
+    events: &[EventSeqs],
+) -> Vec<Vec<Window>> {
+    // Sized first: a batch over few keys reads many rows of each.
+    let count = |keys: &mut dyn Iterator<Item = &Vec<Option<u32>>>| {
+        let mut n = vec![0usize; index.list.len()];
+        for k in keys.flatten().flatten() {
+            n[*k as usize] += 1;
+        }
+        n.into_iter().map(Vec::with_capacity).collect::<Vec<_>>()
+    };
+    let mut starts: Vec<Vec<SeqRef<'_>>> = count(&mut versions.iter().map(|v| &v.keys));
+    let mut stored: Vec<Vec<SeqRef<'_>>> = count(&mut events.iter().map(|e| &e.keys));
+    for v in versions {
+        for (i, k) in v.keys.iter().enumerate() {
+            if let Some(k) = k {
+                starts[*k as usize].push(SeqRef::new(&v.starts.1, i, (v.starts.0, i as u32)));
             }
         }
     }
-    for b in event_batches {
-        let rows = key_converter.convert_columns(&keys::of(shape, b))?;
-        let seqs = pool.sequence_rows(column_of(b, store::SEQUENCE)?)?;
-        for i in 0..b.num_rows() {
-            if let Some(k) = index.get(rows.row(i)) {
-                stored.entry(k).or_default().push(seqs.row(i).owned());
+    for e in events {
+        for (i, k) in e.keys.iter().enumerate() {
+            if let Some(k) = k {
+                stored[*k as usize].push(SeqRef::new(&e.seqs, i, (0, 0)));
             }
         }
     }
-    let mut out = HashMap::new();
-    for (k, key) in index.keys {
-        let mut s = starts.remove(k).unwrap_or_default();
-        s.sort();
+    let mut out = Vec::with_capacity(index.list.len());
+    for (n, (_, key)) in index.list.iter().enumerate() {
+        let s = &mut starts[n];
+        s.sort_unstable();
         s.dedup();
-        let mut new: Vec<Seq> = key
+        let mut new: Vec<SeqRef<'_>> = key
             .rows
             .iter()
-            .map(|&i| Pool::seq(new_seqs, new_at, i))
+            .map(|&i| SeqRef::new(new_seqs, i, (new_at, i as u32)))
             .collect();
-        new.sort();
+        new.sort_unstable();
         let found = if shape.ignore_null_updates {
-            vec![(replay::resume_from(&s, &new[0]).cloned(), None)]
+            vec![(replay::resume_from(s.iter(), &new[0]).copied(), None)]
         } else {
-            let mut e: Vec<Seq> = stored
-                .remove(k)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|row| Seq { row, at: (0, 0) })
-                .collect();
-            e.sort();
-            replay::windows(&s, &e, &new)
+            let e = &mut stored[n];
+            e.sort_unstable();
+            replay::windows(s, e, &new)
         };
-        out.insert(
-            k.clone(),
+        out.push(
             found
                 .into_iter()
-                .map(|(from, until)| Window { from, until })
+                .map(|(from, until)| Window {
+                    from: from.map(SeqRef::owned),
+                    until: until.map(SeqRef::owned),
+                })
                 .collect(),
         );
     }
-    Ok(out)
+    out
 }
