@@ -81,7 +81,9 @@ impl TableSpec {
     }
 }
 
-/// An open Delta table that medallion writes.
+/// An open Delta table that medallion writes. A clone is a second handle on the same
+/// table: what one commits, the other sees once it reloads.
+#[derive(Clone)]
 pub struct DeltaSink {
     table: DeltaTable,
     spec: TableSpec,

@@ -24,6 +24,7 @@ pub mod kafka;
 pub mod kafka_server;
 pub mod lock;
 pub mod notify;
+pub mod parallel;
 pub mod pipeline;
 pub mod private;
 pub mod progress;

@@ -314,7 +314,9 @@ fn register_input<'a>(
                     // them; the flow reads the rows kept. Another flow that reads the
                     // view through the same batch takes the same rows.
                     let compute = async {
+                        let started = std::time::Instant::now();
                         let (plan, labels) = planned.await?;
+                        tracing::debug!(view = %name, elapsed = ?started.elapsed(), "view planned");
                         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
                         let view = name.to_string();
                         let split =
@@ -1156,6 +1158,7 @@ impl Update {
         };
         let app = self.app(flow, input);
         let latest = table.version().map_or(-1, |v| v as i64);
+        let started = std::time::Instant::now();
         loop {
             let done = out.sink.txn_version(&app).await?;
             let mut side = vec![out.quarantine.txn_version(&app).await?];
@@ -1165,6 +1168,7 @@ impl Update {
             let Some((from, to)) = crate::stream::next_range(done, &side, latest) else {
                 break;
             };
+            tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, "pipeline: progress of the targets read");
             let appended =
                 crate::stream::read_appends(&table, &name.to_string(), from, to, self.batch_rows)
                     .await
@@ -1181,6 +1185,7 @@ impl Update {
                         other => other.into(),
                     })?;
             let rows: u64 = appended.batches.iter().map(|b| b.num_rows() as u64).sum();
+            tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, rows, "pipeline: source's new rows read");
             report.rows_read += rows;
             report.bytes_read += appended.bytes;
             let schema = appended
@@ -1317,6 +1322,7 @@ impl Update {
             .table
             .as_ref()
             .expect("a streaming table has a definition");
+        let started = std::time::Instant::now();
         let ctx = plan::session();
         let mut prepared = self.prepared.clone();
         let input_rows: usize = match &data {
@@ -1348,11 +1354,13 @@ impl Update {
                 report.notes.push(note);
             }
         }
+        tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, "pipeline: batch inputs registered");
         let inputs = self.graph.all_inputs(&flow.inputs);
         let labels = plan::labels(&self.graph, &inputs);
         let plan = plan::plan_query(&ctx, &flow.file, &flow.query, &labels).await?;
         let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let mut rows = self.rows(&ctx, flow, table, plan, &labels).await?;
+        tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, "pipeline: batch rows computed");
         let count = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows()).sum::<usize>();
         let output = count(&rows.kept)
             + rows
@@ -1453,6 +1461,7 @@ impl Update {
                 .versions
                 .push((quarantine.qualified_name().into(), v));
         }
+        tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, "pipeline: batch quarantine written");
         crate::fault::point("pipeline.after_quarantine");
         if let (Some((shape, changes)), Some(store)) = (changes, store.as_mut()) {
             report.rows_written += changes.len() as u64;

@@ -33,7 +33,14 @@ use super::shape::{Shape, END_AT, START_AT};
 use super::store::{self, Changes};
 use super::Applied;
 use super::CdcError;
-use crate::delta::{DeltaSink, Rewrite};
+use crate::delta::{DeltaError, DeltaSink, Rewrite};
+
+/// Windows below which a batch replays in one thread (a thread costs tens of µs; a
+/// window some µs).
+const REPLAYS_PER_THREAD: usize = 64;
+/// Keys below which a batch finds its windows in one thread: a key's cost grows with
+/// its stored rows, and a batch over few keys reads many of each.
+const KEYS_PER_THREAD: usize = 1;
 
 /// One key's part of the work.
 struct Key {
@@ -246,13 +253,20 @@ pub async fn apply(
     );
     // The events go to the store before the history changes, with the progress: a rerun
     // after a crash between the two finds them there, and reads them from there.
+    // They are written on another core while this one replays, and the history waits
+    // for them.
     let in_store = !crate::stream::needs(store.txn_version(app).await?, version);
-    if !in_store && !changes.is_empty() {
-        let rows = changes.to_store(shape)?;
-        store.append(vec![rows], txn()).await?;
-    }
-    tracing::debug!(elapsed = ?started.elapsed(), "cdc: events stored");
-    crate::fault::point("cdc.after_events");
+    let storing = match !in_store && !changes.is_empty() {
+        true => {
+            let rows = changes.to_store(shape)?;
+            let (mut sink, txns) = (store.clone(), txn());
+            Some(crate::parallel::beside(async move {
+                let stored = sink.append(vec![rows], txns).await;
+                (sink, stored)
+            }))
+        }
+        false => None,
+    };
 
     // Each key's windows ([`replay::windows`]), from the sequences alone; only the rows
     // inside them are pooled and replayed. Each read row's key and sequences are
@@ -282,31 +296,35 @@ pub async fn apply(
         &event_seqs,
     );
     tracing::debug!(elapsed = ?started.elapsed(), "cdc: windows found");
-    let mut kept_versions = Vec::new();
-    for (b, v) in version_batches.iter().zip(&version_seqs) {
+    // The rows read in the windows, batch by batch side by side.
+    let windows = &windows;
+    let work: Vec<_> = version_batches.iter().zip(&version_seqs).collect();
+    let kept_versions = crate::parallel::map(work, 1, |(b, v)| {
         let mask = BooleanBuffer::collect_bool(b.num_rows(), |i| {
             let end = (!v.open.is_null(i)).then(|| Ordered::new(v.ends.row(i).data()));
             let start = Ordered::new(v.starts.1.row(i).data());
             v.keys[i].is_some_and(|k| Window::holding(&windows[k as usize], start, end).is_some())
         });
-        let mask = BooleanArray::new(mask, None);
-        kept_versions.push(filter_record_batch(b, &mask)?);
-    }
+        filter_record_batch(b, &BooleanArray::new(mask, None))
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
     drop(version_seqs);
     // Every version read, with its file: a file read whole is not read again to be
     // rewritten.
     let read_versions = std::mem::replace(&mut version_batches, kept_versions);
-    let mut kept_events = Vec::new();
-    for (b, e) in event_batches.iter().zip(&event_seqs) {
+    let work: Vec<_> = event_batches.iter().zip(&event_seqs).collect();
+    let kept_events = crate::parallel::map(work, 1, |(b, e)| {
         let mask = BooleanBuffer::collect_bool(b.num_rows(), |i| {
             e.keys[i].is_some_and(|k| {
                 Window::replaying(&windows[k as usize], Ordered::new(e.seqs.row(i).data()))
                     .is_some()
             })
         });
-        let mask = BooleanArray::new(mask, None);
-        kept_events.push(filter_record_batch(b, &mask)?);
-    }
+        filter_record_batch(b, &BooleanArray::new(mask, None))
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
     drop(event_seqs);
     let event_batches = kept_events;
     tracing::debug!(
@@ -447,20 +465,24 @@ pub async fn apply(
 
     // Replay each window, and compare with what is stored, key by key (in key order, so
     // that the writes of a batch are the same on a rerun).
-    let parts: Vec<(&Window, Part<'_>)> = windows
+    // The windows are apart: they replay side by side, on every core.
+    let (olds, events): (Vec<Vec<Stored<'_>>>, Vec<Vec<PoolEvent<'_>>>) =
+        parts.into_iter().flatten().unzip();
+    let work: Vec<(&Window, &Vec<Stored<'_>>, Vec<PoolEvent<'_>>)> = windows
         .iter()
         .flatten()
-        .zip(parts.into_iter().flatten())
+        .zip(&olds)
+        .zip(events)
+        .map(|((w, o), e)| (w, o, e))
         .collect();
-    let mut duplicates = 0;
-    let mut changes_by_key: Vec<KeyChanges<'_, '_>> = Vec::new();
-    for (w, (old, events)) in &parts {
+    let pool = &pool;
+    let replayed = crate::parallel::map(work, REPLAYS_PER_THREAD, |(w, old, events)| {
         let old_versions: Vec<Version<Seq, Cells<'_>>> =
             old.iter().map(|s| s.version.clone()).collect();
         let mut replayed = replay::rebuild(
             &old_versions,
             w.from.as_ref(),
-            events.clone(),
+            events,
             shape.ignore_null_updates,
         );
         // From `until` on, the stored versions stand.
@@ -470,8 +492,12 @@ pub async fn apply(
                 last.end.get_or_insert_with(|| until.clone());
             }
         }
-        duplicates += replayed.duplicates;
-        let c = compare(&pool, old, replayed.versions);
+        (replayed.duplicates, compare(pool, old, replayed.versions))
+    });
+    let mut duplicates = 0;
+    let mut changes_by_key: Vec<KeyChanges<'_, '_>> = Vec::new();
+    for (d, c) in replayed {
+        duplicates += d;
         if !c.deletes.is_empty() || !c.inserts.is_empty() {
             changes_by_key.push(c);
         }
@@ -489,8 +515,18 @@ pub async fn apply(
         .collect();
     let inserts: Vec<(Version<Seq, Cells<'_>>, Option<i64>)> =
         changes_by_key.into_iter().flat_map(|c| c.inserts).collect();
-    let new_rows = stored_rows(shape, &pool, inserts.iter().map(|(v, w)| (v, *w)))?;
+    let new_rows = stored_rows(shape, pool, inserts.iter().map(|(v, w)| (v, *w)))?;
     applied.inserted = inserts.len();
+    if let Some(storing) = storing {
+        let (sink, stored) = storing.await.map_err(|e| DeltaError::Query {
+            table: store.qualified_name().to_string(),
+            reason: format!("the write of the events stopped: {e}"),
+        })?;
+        stored?;
+        *store = sink;
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), "cdc: events stored");
+    crate::fault::point("cdc.after_events");
     crate::fault::point("cdc.before_merge");
     // Nothing stored to replace (new keys, a first load, or no change at all): an
     // append, with the progress.
@@ -503,7 +539,7 @@ pub async fn apply(
     // new versions and the progress, in one commit.
     let doomed = stored_rows(
         shape,
-        &pool,
+        pool,
         deletes.iter().map(|s| (&s.version, s.written_at)),
     )?;
     let touched: HashSet<String> = deletes
@@ -813,9 +849,9 @@ fn key_windows(
             }
         }
     }
-    let mut out = Vec::with_capacity(index.list.len());
-    for (n, (_, key)) in index.list.iter().enumerate() {
-        let s = &mut starts[n];
+    // Keys are apart: their windows are found side by side.
+    let work: Vec<_> = index.list.iter().zip(starts).zip(stored).collect();
+    crate::parallel::map(work, KEYS_PER_THREAD, |((&(_, key), mut s), mut e)| {
         s.sort_unstable();
         s.dedup();
         let mut new: Vec<SeqRef<'_>> = key
@@ -827,19 +863,15 @@ fn key_windows(
         let found = if shape.ignore_null_updates {
             vec![(replay::resume_from(s.iter(), &new[0]).copied(), None)]
         } else {
-            let e = &mut stored[n];
             e.sort_unstable();
-            replay::windows(s, e, &new)
+            replay::windows(&s, &e, &new)
         };
-        out.push(
-            found
-                .into_iter()
-                .map(|(from, until)| Window {
-                    from: from.map(SeqRef::owned),
-                    until: until.map(SeqRef::owned),
-                })
-                .collect(),
-        );
-    }
-    out
+        found
+            .into_iter()
+            .map(|(from, until)| Window {
+                from: from.map(SeqRef::owned),
+                until: until.map(SeqRef::owned),
+            })
+            .collect()
+    })
 }
