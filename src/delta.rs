@@ -28,6 +28,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use crate::catalog::{CatalogError, TableName, Warehouse};
 
+mod lanes;
 mod rewrite;
 pub use rewrite::{Rewrite, Rewritten};
 

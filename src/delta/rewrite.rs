@@ -17,10 +17,11 @@ use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, LogicalFileView, Transaction};
 use deltalake::protocol::{DeltaOperation, MergePredicate};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::RecordBatchWriter;
 use deltalake::DeltaTableError;
 use futures::StreamExt;
 
+use super::lanes::{LaneError, Lanes};
 use super::{files_of, writer_properties, DeltaError, DeltaSink, FILE_COLUMN};
 
 /// What a rewrite did.
@@ -106,18 +107,35 @@ impl DeltaSink {
         let doomed_rows = encode(&doomed)?;
         let doomed_set: ahash::HashSet<&[u8]> = doomed_rows.iter().map(|r| r.data()).collect();
 
-        let mut writer = RecordBatchWriter::for_table(&self.table)
-            .map_err(wrap)?
-            .with_writer_properties(writer_properties(&schema));
-        if let Some(size) = self
+        let target_size = self
             .snapshot()?
             .metadata()
             .configuration()
             .get("delta.targetFileSize")
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            writer = writer.with_target_file_size(size);
-        }
+            .and_then(|v| v.parse::<u64>().ok());
+        let make = || {
+            let writer = RecordBatchWriter::for_table(&self.table)?
+                .with_writer_properties(writer_properties(&schema));
+            Ok(match target_size {
+                Some(size) => writer.with_target_file_size(size),
+                None => writer,
+            })
+        };
+        let partitions = self
+            .partition_columns()
+            .iter()
+            .map(|c| schema.index_of(c))
+            .collect::<Result<Vec<usize>, _>>()
+            .map_err(|e| fail(e.to_string()))?;
+        let types = partitions
+            .iter()
+            .map(|&i| schema.field(i).data_type().clone())
+            .collect();
+        let lane = |e: LaneError| match e {
+            LaneError::Table(source) => wrap(source),
+            other => fail(other.to_string()),
+        };
+        let mut writer = Lanes::new(partitions, types, make).map_err(lane)?;
         let mut done = Rewritten {
             files_removed: views.len(),
             ..Rewritten::default()
@@ -134,9 +152,7 @@ impl DeltaSink {
             let kept = filter_record_batch(&batch, &keep).map_err(|e| fail(e.to_string()))?;
             done.deleted += batch.num_rows() - kept.num_rows();
             done.copied += kept.num_rows();
-            if kept.num_rows() > 0 {
-                writer.write(kept).await.map_err(wrap)?;
-            }
+            writer.write(kept).await.map_err(lane)?;
             Ok::<(), DeltaError>(())
         };
         let (whole, unread) = whole_files(&views, rewrite.read, &fail)?;
@@ -170,11 +186,9 @@ impl DeltaSink {
         for batch in &rewrite.inserts {
             let batch = self.conform(batch)?;
             done.inserted += batch.num_rows();
-            if batch.num_rows() > 0 {
-                writer.write(batch).await.map_err(wrap)?;
-            }
+            writer.write(batch).await.map_err(lane)?;
         }
-        let adds = writer.flush().await.map_err(wrap)?;
+        let adds = writer.finish().await.map_err(lane)?;
         done.files_added = adds.len();
         // The new files are written but not committed: a rerun ignores them.
         crate::fault::point("delta.rewrite.before_commit");
@@ -283,9 +297,21 @@ fn whole_files(
 ) -> Result<(Vec<RecordBatch>, Vec<(String, LogicalFileView)>), DeltaError> {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     let columns: Vec<Option<&StringArray>> = read.iter().map(files_of).collect();
+    // Rows come file by file: each run of one file is counted once.
     for files in columns.iter().flatten() {
+        let mut run: Option<(&str, usize)> = None;
         for f in files.iter().flatten() {
-            *counts.entry(f).or_default() += 1;
+            match &mut run {
+                Some((last, n)) if *last == f => *n += 1,
+                _ => {
+                    if let Some((last, n)) = run.replace((f, 1)) {
+                        *counts.entry(last).or_default() += n;
+                    }
+                }
+            }
+        }
+        if let Some((last, n)) = run {
+            *counts.entry(last).or_default() += n;
         }
     }
     let (whole, unread): (Vec<_>, Vec<_>) = views.iter().cloned().partition(|(id, v)| {

@@ -36,7 +36,7 @@ use super::read_files::{self, FileReader, ReadFilesOptions};
 use super::shared_views::{SharedViews, ViewRows};
 use super::PipelineError;
 use crate::bundle::Settings;
-use crate::delta::{DeltaSink, TableSpec};
+use crate::delta::{DeltaError, DeltaSink, TableSpec};
 use crate::progress::{TaskState, TaskSummary};
 use crate::quarantine::{self, PipelineReject};
 
@@ -1072,10 +1072,15 @@ impl Update {
     ) -> Result<(), PipelineError> {
         let dataset = &self.graph.datasets[&flow.target];
         let schema = self.prepared.schemas[&flow.target].clone();
-        let spec = target_spec(&self.settings, dataset, &schema).await?;
         let warehouse = dataset.name.warehouse(&self.warehouse_root());
-        let sink = DeltaSink::open(&warehouse, spec).await?;
-        let quarantine = self.quarantine_sink(dataset).await?;
+        // The target and the quarantine open side by side.
+        let (sink, quarantine) = tokio::try_join!(
+            async {
+                let spec = target_spec(&self.settings, dataset, &schema).await?;
+                Ok::<_, PipelineError>(DeltaSink::open(&warehouse, spec).await?)
+            },
+            self.quarantine_sink(dataset),
+        )?;
         let store = match self.prepared.cdc.get(&index) {
             Some(shape) => {
                 // Partitioned as the target is (which may be an earlier layout).
@@ -1452,21 +1457,49 @@ impl Update {
             quarantine.set_commit_info(COMMIT_INFO_KEY, info.clone());
             sink.set_commit_info(COMMIT_INFO_KEY, info);
         }
-        if !rejects.is_empty() && crate::stream::needs(quarantine.txn_version(app).await?, version)
+        let rejected = match !rejects.is_empty()
+            && crate::stream::needs(quarantine.txn_version(app).await?, version)
         {
-            let spec = quarantine::pipeline_table(quarantine.name().clone());
-            let batch = quarantine::pipeline_batch(spec, &rejects);
-            let v = quarantine.append(vec![batch], txn()).await?;
-            report
-                .versions
-                .push((quarantine.qualified_name().into(), v));
-        }
-        tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, "pipeline: batch quarantine written");
-        crate::fault::point("pipeline.after_quarantine");
+            true => {
+                let spec = quarantine::pipeline_table(quarantine.name().clone());
+                Some(quarantine::pipeline_batch(spec, &rejects))
+            }
+            false => None,
+        };
         if let (Some((shape, changes)), Some(store)) = (changes, store.as_mut()) {
+            // The quarantine is written while the events are worked out, on its own
+            // thread, and committed before the target.
+            let writing = rejected.map(|batch| {
+                let (mut q, txns) = (quarantine.clone(), txn());
+                crate::parallel::beside(async move {
+                    let v = q.append(vec![batch], txns).await;
+                    (q, v)
+                })
+            });
+            let name = quarantine.qualified_name().to_string();
+            let mut written: Option<(DeltaSink, i64)> = None;
+            let before = async {
+                if let Some(writing) = writing {
+                    let (q, v) = writing.await.map_err(|e| DeltaError::Query {
+                        table: name,
+                        reason: format!("the write of the quarantine stopped: {e}"),
+                    })?;
+                    written = Some((q, v?));
+                }
+                tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, "pipeline: batch quarantine written");
+                crate::fault::point("pipeline.after_quarantine");
+                Ok(())
+            };
             report.rows_written += changes.len() as u64;
             let applied =
-                crate::pipeline::cdc::apply(shape, sink, store, changes, app, version).await?;
+                crate::pipeline::cdc::apply(shape, sink, store, changes, app, version, before)
+                    .await?;
+            if let Some((q, v)) = written {
+                *quarantine = q;
+                report
+                    .versions
+                    .push((quarantine.qualified_name().into(), v));
+            }
             report
                 .cdc
                 .get_or_insert_with(Default::default)
@@ -1477,6 +1510,14 @@ impl Update {
             crate::fault::point("pipeline.after_commit");
             return Ok(());
         }
+        if let Some(batch) = rejected {
+            let v = quarantine.append(vec![batch], txn()).await?;
+            report
+                .versions
+                .push((quarantine.qualified_name().into(), v));
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, "pipeline: batch quarantine written");
+        crate::fault::point("pipeline.after_quarantine");
         let schema = sink_schema(sink)?;
         let batches = kept
             .iter()

@@ -60,6 +60,8 @@ impl Applied {
 
 /// Applies a batch of change events (`changes`, from source `version`, with the
 /// progress `app`) to the flow's `target` and its event `store`, as its SCD type says.
+/// `before` (the batch's quarantine write) runs while the batch is worked out, and ends
+/// before anything is written to the target.
 pub async fn apply(
     shape: &shape::Shape,
     target: &mut crate::delta::DeltaSink,
@@ -67,10 +69,11 @@ pub async fn apply(
     changes: store::Changes,
     app: &str,
     version: i64,
+    before: impl std::future::Future<Output = Result<(), CdcError>> + Send,
 ) -> Result<Applied, CdcError> {
     match shape.scd_type {
-        1 => scd1::apply(shape, target, store, changes, app, version).await,
-        _ => scd2::apply(shape, target, store, changes, app, version).await,
+        1 => scd1::apply(shape, target, store, changes, app, version, before).await,
+        _ => scd2::apply(shape, target, store, changes, app, version, before).await,
     }
 }
 

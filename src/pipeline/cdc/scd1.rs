@@ -85,8 +85,11 @@ pub async fn apply(
     changes: Changes,
     app: &str,
     version: i64,
+    before: impl std::future::Future<Output = Result<(), CdcError>> + Send,
 ) -> Result<Applied, CdcError> {
     let txn = || vec![Transaction::new(app, version)];
+    // Awaited before the first write to the target.
+    let mut before = Some(before);
     let key_converter = keys::converter(shape)?;
     let first_key = column(shape.stored[shape.keys[0]].name());
 
@@ -208,6 +211,9 @@ pub async fn apply(
 
         // A higher truncate sweeps both tables first; the store's write adds it.
         if truncated != stored_truncated {
+            if let Some(b) = before.take() {
+                b.await?;
+            }
             let (seq, sys) = truncated.as_ref().expect("a truncate");
             let systems = systems.as_ref();
             let below = below(shape, &pool, systems, seq, sys.as_ref())?;
@@ -252,6 +258,9 @@ pub async fn apply(
         .column_by_name(store::DELETE)
         .and_then(|d| d.as_any().downcast_ref::<BooleanArray>().cloned())
         .ok_or_else(|| CdcError::Missing(store::DELETE.into()))?;
+    if let Some(b) = before.take() {
+        b.await?;
+    }
     crate::fault::point("cdc.before_merge");
     let (v, d, i) = replace(target, shape, &written, stored_count, Some(&deleted), txn()).await?;
     applied.deleted += d;

@@ -141,6 +141,7 @@ pub async fn apply(
     changes: Changes,
     app: &str,
     version: i64,
+    before: impl std::future::Future<Output = Result<(), CdcError>> + Send,
 ) -> Result<Applied, CdcError> {
     let started = std::time::Instant::now();
     let txn = || vec![Transaction::new(app, version)];
@@ -300,10 +301,14 @@ pub async fn apply(
     let windows = &windows;
     let work: Vec<_> = version_batches.iter().zip(&version_seqs).collect();
     let kept_versions = crate::parallel::map(work, 1, |(b, v)| {
+        let mut near = vec![0; windows.len()];
         let mask = BooleanBuffer::collect_bool(b.num_rows(), |i| {
             let end = (!v.open.is_null(i)).then(|| Ordered::new(v.ends.row(i).data()));
             let start = Ordered::new(v.starts.1.row(i).data());
-            v.keys[i].is_some_and(|k| Window::holding(&windows[k as usize], start, end).is_some())
+            v.keys[i].is_some_and(|k| {
+                let k = k as usize;
+                Window::holding(&windows[k], start, end, &mut near[k]).is_some()
+            })
         });
         filter_record_batch(b, &BooleanArray::new(mask, None))
     })
@@ -315,10 +320,11 @@ pub async fn apply(
     let read_versions = std::mem::replace(&mut version_batches, kept_versions);
     let work: Vec<_> = event_batches.iter().zip(&event_seqs).collect();
     let kept_events = crate::parallel::map(work, 1, |(b, e)| {
+        let mut near = vec![0; windows.len()];
         let mask = BooleanBuffer::collect_bool(b.num_rows(), |i| {
             e.keys[i].is_some_and(|k| {
-                Window::replaying(&windows[k as usize], Ordered::new(e.seqs.row(i).data()))
-                    .is_some()
+                let (k, seq) = (k as usize, Ordered::new(e.seqs.row(i).data()));
+                Window::replaying(&windows[k], seq, &mut near[k]).is_some()
             })
         });
         filter_record_batch(b, &BooleanArray::new(mask, None))
@@ -397,6 +403,7 @@ pub async fn apply(
         .iter()
         .map(|ws| ws.iter().map(|_| (Vec::new(), Vec::new())).collect())
         .collect();
+    let mut near = vec![0; windows.len()];
     for r in &versions_read {
         for (i, k) in r.keys.iter().enumerate() {
             let Some(k) = k.map(|k| k as usize) else {
@@ -404,8 +411,8 @@ pub async fn apply(
             };
             let start = Pool::seq(&r.starts.1, r.starts.0, i);
             let end = (!r.end_values.is_null(i)).then(|| Pool::seq(&r.ends.1, r.ends.0, i));
-            let held =
-                Window::holding(&windows[k], start.ordered(), end.as_ref().map(Seq::ordered));
+            let (s, e) = (start.ordered(), end.as_ref().map(Seq::ordered));
+            let held = Window::holding(&windows[k], s, e, &mut near[k]);
             let Some(w) = held else { continue };
             parts[k][w].0.push(Stored {
                 version: Version {
@@ -420,11 +427,18 @@ pub async fn apply(
     }
     let replayed_from_history = keys.values().filter(|k| k.slow).count();
     // An event goes to the window of its key that replays it, if one does.
-    fn place<'p>(parts: &mut [Vec<Part<'p>>], windows: &[Window], k: usize, e: PoolEvent<'p>) {
-        if let Some(w) = Window::replaying(windows, e.seq.ordered()) {
+    fn place<'p>(
+        parts: &mut [Vec<Part<'p>>],
+        windows: &[Window],
+        near: &mut [usize],
+        k: usize,
+        e: PoolEvent<'p>,
+    ) {
+        if let Some(w) = Window::replaying(windows, e.seq.ordered(), &mut near[k]) {
             parts[k][w].1.push(e);
         }
     }
+    near.fill(0);
     for r in &events_read {
         for (i, k) in r.keys.iter().enumerate() {
             let Some(k) = k.map(|k| k as usize) else {
@@ -433,6 +447,7 @@ pub async fn apply(
             place(
                 &mut parts,
                 &windows[k],
+                &mut near,
                 k,
                 event(
                     pool.row((r.values, i as u32)),
@@ -450,6 +465,7 @@ pub async fn apply(
                 place(
                     &mut parts,
                     &windows[k],
+                    &mut near,
                     k,
                     event(
                         pool.row((values, i as u32)),
@@ -527,6 +543,7 @@ pub async fn apply(
     }
     tracing::debug!(elapsed = ?started.elapsed(), "cdc: events stored");
     crate::fault::point("cdc.after_events");
+    before.await?;
     crate::fault::point("cdc.before_merge");
     // Nothing stored to replace (new keys, a first load, or no change at all): an
     // append, with the progress.
@@ -734,27 +751,41 @@ impl Window {
             && self.until.as_ref().is_none_or(|u| seq <= u.ordered())
     }
 
-    /// Of `windows` (sorted, apart), the last one from at or before `seq`.
-    fn last_from(windows: &[Window], seq: Ordered<'_>) -> Option<usize> {
-        windows
-            .partition_point(|w| w.from.as_ref().is_none_or(|f| f.ordered() <= seq))
-            .checked_sub(1)
+    /// Of `windows` (sorted, apart), the last one from at or before `seq`. `near` is
+    /// where the lookup before ended, tried first: rows read come mostly in sequence
+    /// order, so most lookups cost two comparisons instead of a binary search.
+    fn last_from(windows: &[Window], seq: Ordered<'_>, near: &mut usize) -> Option<usize> {
+        let at_or_before = |w: &Window| w.from.as_ref().is_none_or(|f| f.ordered() <= seq);
+        let n = *near;
+        let fits = n <= windows.len()
+            && (n == 0 || at_or_before(&windows[n - 1]))
+            && (n == windows.len() || !at_or_before(&windows[n]));
+        if !fits {
+            *near = windows.partition_point(at_or_before);
+        }
+        near.checked_sub(1)
     }
 
     /// The window that replaces the stored version `[start, end)`: one it starts in, or
     /// the one it ends at the start of (its starting state).
-    fn holding(windows: &[Window], start: Ordered<'_>, end: Option<Ordered<'_>>) -> Option<usize> {
-        let by_start = Window::last_from(windows, start).filter(|&i| windows[i].contains(start));
+    fn holding(
+        windows: &[Window],
+        start: Ordered<'_>,
+        end: Option<Ordered<'_>>,
+        near: &mut usize,
+    ) -> Option<usize> {
+        let by_start =
+            Window::last_from(windows, start, near).filter(|&i| windows[i].contains(start));
         by_start.or_else(|| {
             let end = end.filter(|e| start < *e)?;
-            Window::last_from(windows, end)
+            Window::last_from(windows, end, near)
                 .filter(|&i| windows[i].from.as_ref().is_some_and(|f| f.ordered() == end))
         })
     }
 
     /// The window that replays the event at `seq`.
-    fn replaying(windows: &[Window], seq: Ordered<'_>) -> Option<usize> {
-        Window::last_from(windows, seq).filter(|&i| windows[i].replays(seq))
+    fn replaying(windows: &[Window], seq: Ordered<'_>, near: &mut usize) -> Option<usize> {
+        Window::last_from(windows, seq, near).filter(|&i| windows[i].replays(seq))
     }
 }
 
