@@ -35,13 +35,6 @@ use super::Applied;
 use super::CdcError;
 use crate::delta::{DeltaError, DeltaSink, Rewrite};
 
-/// Windows below which a batch replays in one thread (a thread costs tens of µs; a
-/// window some µs).
-const REPLAYS_PER_THREAD: usize = 64;
-/// Keys below which a batch finds its windows in one thread: a key's cost grows with
-/// its stored rows, and a batch over few keys reads many of each.
-const KEYS_PER_THREAD: usize = 1;
-
 /// One key's part of the work.
 struct Key {
     /// Rows of the batch's events (in `changes`).
@@ -481,18 +474,12 @@ pub async fn apply(
 
     // Replay each window, and compare with what is stored, key by key (in key order, so
     // that the writes of a batch are the same on a rerun).
-    // The windows are apart: they replay side by side, on every core.
+    // (Replays side by side were slower: they are made of small allocations.)
     let (olds, events): (Vec<Vec<Stored<'_>>>, Vec<Vec<PoolEvent<'_>>>) =
         parts.into_iter().flatten().unzip();
-    let work: Vec<(&Window, &Vec<Stored<'_>>, Vec<PoolEvent<'_>>)> = windows
-        .iter()
-        .flatten()
-        .zip(&olds)
-        .zip(events)
-        .map(|((w, o), e)| (w, o, e))
-        .collect();
     let pool = &pool;
-    let replayed = crate::parallel::map(work, REPLAYS_PER_THREAD, |(w, old, events)| {
+    let work = windows.iter().flatten().zip(&olds).zip(events);
+    let replayed = work.map(|((w, old), events)| {
         let old_versions: Vec<Version<Seq, Cells<'_>>> =
             old.iter().map(|s| s.version.clone()).collect();
         let mut replayed = replay::rebuild(
@@ -880,9 +867,8 @@ fn key_windows(
             }
         }
     }
-    // Keys are apart: their windows are found side by side.
-    let work: Vec<_> = index.list.iter().zip(starts).zip(stored).collect();
-    crate::parallel::map(work, KEYS_PER_THREAD, |((&(_, key), mut s), mut e)| {
+    let work = index.list.iter().zip(starts).zip(stored);
+    work.map(|((&(_, key), mut s), mut e)| {
         s.sort_unstable();
         s.dedup();
         let mut new: Vec<SeqRef<'_>> = key
@@ -905,4 +891,5 @@ fn key_windows(
             })
             .collect()
     })
+    .collect()
 }
