@@ -96,20 +96,31 @@ pub struct DeltaSink {
 impl DeltaSink {
     /// Opens the table, creating it (empty, version 0) if it does not exist yet.
     pub async fn open(warehouse: &Warehouse, spec: TableSpec) -> Result<Self, DeltaError> {
+        Self::open_loaded(warehouse, spec, None).await
+    }
+
+    /// [`DeltaSink::open`] of a table the caller has already loaded (to read its schema
+    /// before it chose the spec, or beside other tables), so that it is not read twice.
+    pub async fn open_loaded(
+        warehouse: &Warehouse,
+        spec: TableSpec,
+        loaded: Option<DeltaTable>,
+    ) -> Result<Self, DeltaError> {
         let qualified = warehouse.qualified(&spec.name);
         let url = warehouse.url(&spec.name)?;
         let wrap = |source| DeltaError::Table {
             table: qualified.clone(),
             source,
         };
-        let exists = warehouse.has_table(&spec.name);
-        let mut table = if exists {
-            DeltaTable::try_from_url(url).await.map_err(wrap)?
-        } else {
+        let mut table = match loaded {
+            Some(table) => table,
+            None if warehouse.has_table(&spec.name) => {
+                DeltaTable::try_from_url(url).await.map_err(wrap)?
+            }
             // Loading a folder that is not yet a table logs an error in delta-rs; skip it.
-            DeltaTableBuilder::from_url(url)
+            None => DeltaTableBuilder::from_url(url)
                 .and_then(|b| b.build())
-                .map_err(wrap)?
+                .map_err(wrap)?,
         };
         if table.version().is_none() {
             let schema: StructType =
@@ -314,7 +325,7 @@ impl DeltaSink {
     /// in the table's types, reading only the files whose partition values and
     /// statistics may hold some.
     pub async fn scan(&self, filter: Expr) -> Result<Vec<RecordBatch>, DeltaError> {
-        self.select(filter, None, false).await
+        self.select(filter, None, false, None).await
     }
 
     /// The rows that `filter` keeps whose columns named as those of `keys` equal one of
@@ -325,7 +336,7 @@ impl DeltaSink {
         filter: Expr,
         keys: RecordBatch,
     ) -> Result<Vec<RecordBatch>, DeltaError> {
-        self.select(filter, Some(keys), false).await
+        self.select(filter, Some(keys), false, None).await
     }
 
     /// The rows of [`Self::scan`] (or of [`Self::scan_matching`], with `keys`), each
@@ -336,15 +347,28 @@ impl DeltaSink {
         filter: Expr,
         keys: Option<RecordBatch>,
     ) -> Result<Vec<RecordBatch>, DeltaError> {
-        self.select(filter, keys, true).await
+        self.select(filter, keys, true, None).await
     }
 
-    /// The rows that `filter` keeps, of `keys` if given, with their files if `files`.
+    /// Only `columns` of the rows of [`Self::scan`] (or of [`Self::scan_matching`],
+    /// with `keys`): the other columns are not decoded.
+    pub async fn scan_columns(
+        &self,
+        filter: Expr,
+        keys: Option<RecordBatch>,
+        columns: &[&str],
+    ) -> Result<Vec<RecordBatch>, DeltaError> {
+        self.select(filter, keys, false, Some(columns)).await
+    }
+
+    /// The rows that `filter` keeps, of `keys` if given, with their files if `files`,
+    /// of only `columns` if given.
     async fn select(
         &self,
         filter: Expr,
         keys: Option<RecordBatch>,
         files: bool,
+        columns: Option<&[&str]>,
     ) -> Result<Vec<RecordBatch>, DeltaError> {
         use deltalake::arrow::datatypes::{Field, Schema};
         use deltalake::datafusion::common::JoinType;
@@ -404,6 +428,18 @@ impl DeltaSink {
                 .collect();
             frame = frame.join_on(keys, JoinType::LeftSemi, on).map_err(wrap)?;
         }
+        let schema = match columns {
+            Some(names) => {
+                frame = frame.select_columns(names).map_err(wrap)?;
+                let indices = names
+                    .iter()
+                    .map(|n| self.spec.schema.index_of(n))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(arrow)?;
+                Arc::new(self.spec.schema.project(&indices).map_err(arrow)?)
+            }
+            None => self.spec.schema.clone(),
+        };
         // Its own task: reads started side by side run on separate threads.
         let batches = tokio::spawn(frame.collect())
             .await
@@ -417,7 +453,7 @@ impl DeltaSink {
             .iter()
             .map(|b| match files {
                 true => self.conform_with_file(b),
-                false => self.conform(b),
+                false => self.conform_to(b, &schema),
             })
             .collect()
     }
@@ -528,13 +564,20 @@ impl DeltaSink {
     /// The batch with the table's schema: columns by name, cast to the table's types. SQL
     /// results come back with other string encodings and nullability than the table's.
     fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch, DeltaError> {
+        self.conform_to(batch, &self.spec.schema)
+    }
+
+    /// `batch` with the columns of `schema` (the table's, or some of them), cast.
+    fn conform_to(
+        &self,
+        batch: &RecordBatch,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch, DeltaError> {
         let err = |reason: String| DeltaError::Query {
             table: self.qualified.clone(),
             reason,
         };
-        let columns = self
-            .spec
-            .schema
+        let columns = schema
             .fields()
             .iter()
             .map(|f| {
@@ -547,7 +590,7 @@ impl DeltaSink {
                 cast(c, f.data_type()).map_err(|e| err(format!("column `{}`: {e}", f.name())))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        RecordBatch::try_new(self.spec.schema.clone(), columns).map_err(|e| err(e.to_string()))
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| err(e.to_string()))
     }
 
     /// [`Self::conform`], then the batch's [`FILE_COLUMN`] as text.
@@ -774,6 +817,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count(a), 1);
+        // Some columns only, in the table's types (not DataFusion's string views).
+        let closes = t
+            .scan_columns(ident("Close").gt(lit(1.5)), None, &["Close"])
+            .await
+            .unwrap();
+        assert_eq!(closes[0].schema().fields().len(), 1);
+        assert_eq!(closes[0].schema().field(0).name(), "Close");
+        assert_eq!(count(closes), 1);
+        let names = t
+            .scan_columns(lit(true), Some(keys(&t, &["B"])), &["Index"])
+            .await
+            .unwrap();
+        assert_eq!(names[0].schema().field(0).data_type(), &DataType::Utf8);
+        assert_eq!(count(names), 1);
+        assert!(t.scan_columns(lit(true), None, &["Open"]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_table_loaded_already_opens_as_it_is_and_is_not_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = sink(dir.path()).await;
+        t.append(
+            vec![rows(&t, &[("A", 1.0)])],
+            vec![Transaction::new("src", 7)],
+        )
+        .await
+        .unwrap();
+        let warehouse = Warehouse::new(dir.path(), "dev");
+        let loaded = crate::sql::open(&warehouse, &t.spec.name).await.unwrap();
+        let again = DeltaSink::open_loaded(&warehouse, t.spec.clone(), Some(loaded))
+            .await
+            .unwrap();
+        assert_eq!(again.version(), t.version());
+        assert_eq!(again.txn_version("src").await.unwrap(), Some(7));
+        assert_eq!(
+            again
+                .scan(deltalake::datafusion::prelude::lit(true))
+                .await
+                .unwrap()[0]
+                .num_rows(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -875,10 +875,12 @@ fn dataset_schema(dataset: &Dataset, flows: &[SchemaRef]) -> Result<SchemaRef, P
 /// table's columns first (in their order), then new ones. A new column must be nullable;
 /// a column whose type changed, or a non-nullable column the flows no longer give, is an
 /// error that names the columns and the way out.
-async fn target_spec(
-    settings: &Settings,
+/// The spec of `dataset`'s table, from the query's `schema` and the table as it is
+/// (`existing`, if it was created): new nullable columns are added, other changes refused.
+fn target_spec(
     dataset: &Dataset,
     schema: &SchemaRef,
+    existing: Option<&DeltaTable>,
 ) -> Result<TableSpec, PipelineError> {
     let partition_columns = dataset
         .table
@@ -886,7 +888,10 @@ async fn target_spec(
         .map(|t| t.partitioned_by.clone())
         .unwrap_or_default();
     let mut fields: Vec<Field> = Vec::new();
-    if let Some(existing) = existing_schema(settings, &dataset.name).await? {
+    let existing = existing
+        .map(|t| table_schema(t, &dataset.name))
+        .transpose()?;
+    if let Some(existing) = existing {
         let mut problems = Vec::new();
         for f in existing.fields() {
             match schema.field_with_name(f.name()) {
@@ -1073,28 +1078,6 @@ impl Update {
         let dataset = &self.graph.datasets[&flow.target];
         let schema = self.prepared.schemas[&flow.target].clone();
         let warehouse = dataset.name.warehouse(&self.warehouse_root());
-        // The target and the quarantine open side by side.
-        let (sink, quarantine) = tokio::try_join!(
-            async {
-                let spec = target_spec(&self.settings, dataset, &schema).await?;
-                Ok::<_, PipelineError>(DeltaSink::open(&warehouse, spec).await?)
-            },
-            self.quarantine_sink(dataset),
-        )?;
-        let store = match self.prepared.cdc.get(&index) {
-            Some(shape) => {
-                // Partitioned as the target is (which may be an earlier layout).
-                let partitions = sink.partition_columns();
-                let spec = crate::pipeline::cdc::store::spec(sink.name(), shape, partitions);
-                Some(DeltaSink::open(&warehouse, spec).await?)
-            }
-            None => None,
-        };
-        let mut out = Outputs {
-            sink,
-            quarantine,
-            store,
-        };
         // The streams the flow reads: through a view read as a stream (`STREAM(v)`, as
         // an AUTO CDC flow reads its events), the view's own streams.
         let is_view = |i: &Input| match &i.source {
@@ -1108,10 +1091,50 @@ impl Update {
             .filter(|i| i.stream && !is_view(i))
             .cloned()
             .collect();
-        for input in &inputs {
+        let shape = self.prepared.cdc.get(&index);
+        let store_name =
+            shape.map(|_| crate::pipeline::cdc::store::name(&dataset.name.table_name()));
+        // Every table the flow writes or reads opens side by side, each once.
+        let (existing, quarantine, stored, mut sources) = tokio::try_join!(
+            open(&self.settings, &dataset.name),
+            self.quarantine_sink(dataset),
+            async {
+                match &store_name {
+                    Some(name) if warehouse.has_table(name) => {
+                        Ok(Some(crate::sql::open(&warehouse, name).await?))
+                    }
+                    _ => Ok::<_, PipelineError>(None),
+                }
+            },
+            futures::future::try_join_all(inputs.iter().map(|input| async move {
+                match &input.source {
+                    InputSource::Dataset(name) | InputSource::External(name) => {
+                        open(&self.settings, name).await
+                    }
+                    _ => Ok(None),
+                }
+            })),
+        )?;
+        let spec = target_spec(dataset, &schema, existing.as_ref())?;
+        let sink = DeltaSink::open_loaded(&warehouse, spec, existing).await?;
+        let store = match shape {
+            Some(shape) => {
+                // Partitioned as the target is (which may be an earlier layout).
+                let partitions = sink.partition_columns();
+                let spec = crate::pipeline::cdc::store::spec(sink.name(), shape, partitions);
+                Some(DeltaSink::open_loaded(&warehouse, spec, stored).await?)
+            }
+            None => None,
+        };
+        let mut out = Outputs {
+            sink,
+            quarantine,
+            store,
+        };
+        for (input, source) in inputs.iter().zip(sources.iter_mut()) {
             match &input.source {
                 InputSource::Dataset(name) | InputSource::External(name) => {
-                    self.stream_table(flow, input, name, &mut out, report)
+                    self.stream_table(flow, input, name, source.take(), &mut out, report)
                         .await?
                 }
                 InputSource::Files { .. } => {
@@ -1152,10 +1175,11 @@ impl Update {
         flow: &Flow,
         input: &Input,
         name: &FullName,
+        table: Option<DeltaTable>,
         out: &mut Outputs,
         report: &mut FlowReport,
     ) -> Result<(), PipelineError> {
-        let Some(table) = open(&self.settings, name).await? else {
+        let Some(table) = table else {
             report
                 .notes
                 .push(format!("{name} does not exist yet: nothing to read"));
@@ -1604,15 +1628,16 @@ impl Update {
             target_file_size: None,
         };
         let warehouse = dataset.name.warehouse(&self.warehouse_root());
-        let existed = open(&self.settings, &dataset.name).await?.is_some();
-        if existed {
-            let existing = existing_schema(&self.settings, &dataset.name).await?;
-            if existing.is_some_and(|e| !schemas_match(&e, &schema)) {
+        let mut loaded = open(&self.settings, &dataset.name).await?;
+        let existed = loaded.is_some();
+        if let Some(table) = &loaded {
+            if !schemas_match(&table_schema(table, &dataset.name)?, &schema) {
                 // A materialized view is recomputed whole: a new shape replaces the old.
                 self.forget(dataset)?;
+                loaded = None;
             }
         }
-        let mut sink = DeltaSink::open(&warehouse, spec).await?;
+        let mut sink = DeltaSink::open_loaded(&warehouse, spec, loaded).await?;
         let mut up_to_date = sink.version() > 0 || existed;
         for (app, v) in &versions {
             if sink.txn_version(app).await? != Some(*v) {

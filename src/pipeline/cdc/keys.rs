@@ -39,6 +39,20 @@ pub fn of(shape: &Shape, b: &RecordBatch) -> Vec<ArrayRef> {
     shape.keys.iter().map(|&k| b.column(k).clone()).collect()
 }
 
+/// The names of the key columns.
+pub fn names(shape: &Shape) -> Vec<&str> {
+    shape
+        .keys
+        .iter()
+        .map(|&k| shape.stored[k].name().as_str())
+        .collect()
+}
+
+/// The key columns of `b`, by name (`b` may hold only some of the stored columns).
+pub fn of_named(shape: &Shape, b: &RecordBatch) -> Result<Vec<ArrayRef>, CdcError> {
+    names(shape).into_iter().map(|n| column_of(b, n)).collect()
+}
+
 /// The `SYSTEM SEQUENCE BY` values, encoded, when the flow has the clause.
 pub fn encode_sys(
     converter: &Option<RowConverter>,
@@ -76,6 +90,17 @@ impl KeyFilter {
             Some(keys) => table.scan_matching(expr, keys.clone()).await?,
             None => table.scan(expr).await?,
         })
+    }
+
+    /// Only `columns` of the rows of [`Self::read`].
+    pub async fn read_columns(
+        &self,
+        table: &crate::delta::DeltaSink,
+        extra: Expr,
+        columns: &[&str],
+    ) -> Result<Vec<RecordBatch>, CdcError> {
+        let expr = self.expr.clone().and(extra);
+        Ok(table.scan_columns(expr, self.keys.clone(), columns).await?)
     }
 
     /// [`Self::read`], each row with its file in a last column

@@ -167,14 +167,19 @@ pub async fn apply(
     let first_row_of: Vec<usize> = keys.values().map(|k| k.rows[0]).collect();
     let all_keys = keys::filter(shape, &changes.values, &first_row_of)?;
 
-    // The open versions: where each key replays from, when it is in order.
+    // The open versions: where each key replays from, when it is in order. Only their
+    // keys and starts are read.
     let open = if keys.is_empty() {
         vec![]
     } else {
-        all_keys.read(target, column(END_AT).is_null()).await?
+        let mut columns = keys::names(shape);
+        columns.push(START_AT);
+        all_keys
+            .read_columns(target, column(END_AT).is_null(), &columns)
+            .await?
     };
     for b in &open {
-        let rows = key_converter.convert_columns(&keys_of(b))?;
+        let rows = key_converter.convert_columns(&keys::of_named(shape, b)?)?;
         let (at, starts) = pool.add_sequences(column_of(b, START_AT)?)?;
         for i in 0..b.num_rows() {
             if let Some(key) = keys.get_mut(&rows.row(i).owned()) {
