@@ -244,6 +244,9 @@ struct BatchInputs {
     /// The name of the batch (its stream input and range of commits) when its views'
     /// rows may be shared with the other flows that read them.
     shared: Option<(String, Arc<SharedViews>)>,
+    /// Static tables already opened: read at the version loaded, not opened again (a
+    /// materialized view records the versions it read).
+    tables: BTreeMap<FullName, DeltaTable>,
 }
 
 impl BatchInputs {
@@ -357,14 +360,14 @@ fn register_input<'a>(
                         ))
                     })?,
                 };
-                let d = match (run && !input.stream, open(settings, name).await?) {
+                let d = match (run && !input.stream, opened(settings, batch, name).await?) {
                     (true, Some(table)) => InputData::Table(provider(ctx, &table, name).await?),
                     _ => InputData::Empty(schema),
                 };
                 plan::register(ctx, &input.placeholder, d).map_err(df)
             }
             InputSource::External(name) => {
-                let Some(table) = open(settings, name).await? else {
+                let Some(table) = opened(settings, batch, name).await? else {
                     return Err(PipelineError::Plan(PlanError::at(
                         &input.file,
                         input.loc,
@@ -503,6 +506,18 @@ async fn open(settings: &Settings, name: &FullName) -> Result<Option<DeltaTable>
     Ok(Some(
         crate::sql::open(&warehouse, &name.table_name()).await?,
     ))
+}
+
+/// The table `name` as `batch` opened it already, or as it stands.
+async fn opened(
+    settings: &Settings,
+    batch: &BatchInputs,
+    name: &FullName,
+) -> Result<Option<DeltaTable>, PipelineError> {
+    match batch.tables.get(name) {
+        Some(t) => Ok(Some(t.clone())),
+        None => open(settings, name).await,
+    }
 }
 
 async fn existing_schema(
@@ -1589,6 +1604,8 @@ impl Update {
             .expect("a materialized view has a definition");
         let inputs = self.graph.all_inputs(&flow.inputs);
         // The version of each input now: Delta versions, or a fingerprint of the files.
+        // The tables opened here are the ones the refresh reads.
+        let mut read = BatchInputs::default();
         let mut versions: Vec<(String, i64)> = Vec::new();
         for i in &inputs {
             let v = match &i.source {
@@ -1600,7 +1617,9 @@ impl Update {
                         Some(t) => {
                             // A refresh reads the whole input: its data files' size.
                             report.bytes_read += crate::delta::data_bytes(&t);
-                            t.version().map_or(-1, |v| v as i64)
+                            let v = t.version().map_or(-1, |v| v as i64);
+                            read.tables.insert(n.clone(), t);
+                            v
                         }
                         None => -1,
                     }
@@ -1654,7 +1673,6 @@ impl Update {
         }
         let ctx = plan::session();
         let mut prepared = self.prepared.clone();
-        let mut read = BatchInputs::default();
         register_inputs(
             &ctx,
             &self.graph,
