@@ -1110,7 +1110,7 @@ impl Update {
         let store_name =
             shape.map(|_| crate::pipeline::cdc::store::name(&dataset.name.table_name()));
         // Every table the flow writes or reads opens side by side, each once.
-        let (existing, quarantine, stored, mut sources) = tokio::try_join!(
+        let (existing, quarantine, stored, sources) = tokio::try_join!(
             open(&self.settings, &dataset.name),
             self.quarantine_sink(dataset),
             async {
@@ -1146,10 +1146,10 @@ impl Update {
             quarantine,
             store,
         };
-        for (input, source) in inputs.iter().zip(sources.iter_mut()) {
+        for (input, source) in inputs.iter().zip(sources) {
             match &input.source {
                 InputSource::Dataset(name) | InputSource::External(name) => {
-                    self.stream_table(flow, input, name, source.take(), &mut out, report)
+                    self.stream_table(flow, input, name, source, &mut out, report)
                         .await?
                 }
                 InputSource::Files { .. } => {
