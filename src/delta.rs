@@ -6,7 +6,7 @@
 //! without its data. delta-rs does not refuse a lower txn version, so callers read the
 //! committed version first and skip what is already there.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use deltalake::arrow::compute::cast;
@@ -91,6 +91,29 @@ pub struct DeltaSink {
     qualified: String,
     /// Extra members of every commit's `commitInfo` this sink writes.
     commit_info: Vec<(String, serde_json::Value)>,
+    /// The progress (`txn`) of each application asked for, as of the table version
+    /// loaded and the commits this sink made since.
+    progress: Progress,
+}
+
+/// Progress versions by application id. Reading one from the table replays its whole
+/// log (delta-rs keeps no index of them), and a flow asks several times per batch.
+#[derive(Default)]
+struct Progress(std::sync::Mutex<HashMap<String, Option<i64>>>);
+
+impl Progress {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<i64>>> {
+        // A panic while the lock was held leaves a map that is still whole.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Clone for Progress {
+    fn clone(&self) -> Self {
+        Progress(std::sync::Mutex::new(self.map().clone()))
+    }
 }
 
 impl DeltaSink {
@@ -156,6 +179,7 @@ impl DeltaSink {
             spec,
             qualified,
             commit_info: Vec::new(),
+            progress: Progress::default(),
         };
         sink.add_new_columns().await?;
         sink.check_schema()?;
@@ -461,6 +485,7 @@ impl DeltaSink {
     /// Deletes the rows that `predicate` keeps, rewriting only the files that hold some.
     /// Returns the rows deleted (0 without a commit when none matched).
     pub async fn delete_where(&mut self, predicate: Expr) -> Result<usize, DeltaError> {
+        let before = self.version();
         let (table, metrics) = self
             .table
             .clone()
@@ -473,6 +498,7 @@ impl DeltaSink {
                 source,
             })?;
         self.table = table;
+        self.committed(before, &[]);
         Ok(metrics.num_deleted_rows.unwrap_or(0))
     }
 
@@ -486,14 +512,33 @@ impl DeltaSink {
 
     /// The version last committed under `app_id`, if any.
     pub async fn txn_version(&self, app_id: &str) -> Result<Option<i64>, DeltaError> {
+        if let Some(&v) = self.progress.map().get(app_id) {
+            return Ok(v);
+        }
         let snapshot = self.snapshot()?;
-        snapshot
+        let v = snapshot
             .transaction_version(self.table.log_store().as_ref(), app_id)
             .await
             .map_err(|source| DeltaError::Table {
                 table: self.qualified.clone(),
                 source,
-            })
+            })?;
+        self.progress.map().insert(app_id.to_string(), v);
+        Ok(v)
+    }
+
+    /// Keeps the progress that the commit which took the table from version `before` to
+    /// the loaded one carried. If others committed in between (the commit was retried
+    /// on top of theirs), their progress is not known: it is read again when asked.
+    fn committed(&mut self, before: i64, txns: &[Transaction]) {
+        let mut progress = self.progress.map();
+        if self.table.version().map_or(-1, |v| v as i64) == before + 1 {
+            for t in txns {
+                progress.insert(t.app_id.clone(), Some(t.version));
+            }
+        } else {
+            progress.clear();
+        }
     }
 
     /// Appends `batches` and the `txns` progress markers in one commit (with no rows, a
@@ -512,8 +557,7 @@ impl DeltaSink {
                 .map(|b| self.conform(b))
                 .collect::<Result<Vec<_>, _>>()?
         };
-        self.commit(self.writer(SaveMode::Append, batches, txns))
-            .await
+        self.commit(SaveMode::Append, batches, txns, |w| w).await
     }
 
     /// Replaces the table's rows with the result of `source` (`CREATE OR REPLACE ... AS
@@ -543,11 +587,10 @@ impl DeltaSink {
             .collect::<Result<_, _>>()
             .map_err(query)?;
         let (state, plan) = source.select(columns).map_err(query)?.into_parts();
-        let write = self
-            .writer(SaveMode::Overwrite, Vec::new(), txns)
-            .with_input_plan(plan)
-            .with_session_state(Arc::new(state));
-        self.commit(write).await?;
+        self.commit(SaveMode::Overwrite, Vec::new(), txns, |w| {
+            w.with_input_plan(plan).with_session_state(Arc::new(state))
+        })
+        .await?;
         let rows = self
             .table
             .snapshot()
@@ -660,12 +703,22 @@ impl DeltaSink {
         Ok(None)
     }
 
-    /// Runs `write` and keeps the table version it made. Returns that version.
-    async fn commit(&mut self, write: WriteBuilder) -> Result<i64, DeltaError> {
+    /// Writes `batches` (or what `build` adds to the write) with `txns`, and keeps the
+    /// table version it made. Returns that version.
+    async fn commit(
+        &mut self,
+        mode: SaveMode,
+        batches: Vec<RecordBatch>,
+        txns: Vec<Transaction>,
+        build: impl FnOnce(WriteBuilder) -> WriteBuilder,
+    ) -> Result<i64, DeltaError> {
+        let before = self.version();
+        let write = build(self.writer(mode, batches, txns.clone()));
         self.table = write.await.map_err(|source| DeltaError::Table {
             table: self.qualified.clone(),
             source,
         })?;
+        self.committed(before, &txns);
         Ok(self.version())
     }
 }
@@ -859,6 +912,54 @@ mod tests {
                 .num_rows(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn progress_is_read_once_and_follows_the_commits_of_every_writer() {
+        use deltalake::datafusion::prelude::{ident, lit};
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = sink(dir.path()).await;
+        assert_eq!(a.txn_version("src").await.unwrap(), None);
+        // Its own commit: known without reading the log again.
+        a.append(vec![rows(&a, &[("A", 1.0)])], vec![Transaction::new("src", 1)])
+            .await
+            .unwrap();
+        assert_eq!(a.txn_version("src").await.unwrap(), Some(1));
+        assert_eq!(a.progress.map().get("src"), Some(&Some(1)));
+        // Another handle reads it from the log, and commits more.
+        let mut b = sink(dir.path()).await;
+        assert_eq!(b.txn_version("src").await.unwrap(), Some(1));
+        b.append(vec![rows(&b, &[("B", 2.0)])], vec![Transaction::new("src", 2)])
+            .await
+            .unwrap();
+        assert_eq!(b.txn_version("src").await.unwrap(), Some(2));
+        // The first handle's next commit lands after the other's: what it kept is
+        // forgotten, and read again from the log.
+        let before = a.version();
+        a.append(vec![rows(&a, &[("C", 3.0)])], vec![Transaction::new("other", 5)])
+            .await
+            .unwrap();
+        assert_eq!(a.version(), before + 2);
+        assert!(a.progress.map().is_empty());
+        assert_eq!(a.txn_version("src").await.unwrap(), Some(2));
+        assert_eq!(a.txn_version("other").await.unwrap(), Some(5));
+        // A query rebuild keeps its progress too; a delete leaves it as it was.
+        let frame = a.frame().await.unwrap();
+        a.overwrite_query(frame, vec![Transaction::new("src", 3)])
+            .await
+            .unwrap();
+        assert_eq!(a.progress.map().get("src"), Some(&Some(3)));
+        a.delete_where(ident("Index").eq(lit("A")))
+            .await
+            .unwrap();
+        let reread = sink(dir.path()).await;
+        for app in ["src", "other"] {
+            assert_eq!(
+                a.txn_version(app).await.unwrap(),
+                reread.txn_version(app).await.unwrap()
+            );
+        }
+        assert_eq!(reread.txn_version("src").await.unwrap(), Some(3));
     }
 
     #[tokio::test]

@@ -220,8 +220,9 @@ impl DeltaSink {
             }],
             not_matched_by_source_predicates: vec![],
         };
+        let before = self.version();
         let properties = CommitProperties::default()
-            .with_application_transactions(txns)
+            .with_application_transactions(txns.clone())
             .with_metadata(info);
         let finalized = CommitBuilder::from(properties)
             .with_actions(actions)
@@ -233,6 +234,7 @@ impl DeltaSink {
             .update_incremental(Some(version))
             .await
             .map_err(wrap)?;
+        self.committed(before, &txns);
         done.version = version as i64;
         tracing::debug!(table = %self.qualified, ?done, "rewrote files");
         Ok(done)
