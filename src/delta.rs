@@ -921,24 +921,33 @@ mod tests {
         let mut a = sink(dir.path()).await;
         assert_eq!(a.txn_version("src").await.unwrap(), None);
         // Its own commit: known without reading the log again.
-        a.append(vec![rows(&a, &[("A", 1.0)])], vec![Transaction::new("src", 1)])
-            .await
-            .unwrap();
+        a.append(
+            vec![rows(&a, &[("A", 1.0)])],
+            vec![Transaction::new("src", 1)],
+        )
+        .await
+        .unwrap();
         assert_eq!(a.txn_version("src").await.unwrap(), Some(1));
         assert_eq!(a.progress.map().get("src"), Some(&Some(1)));
         // Another handle reads it from the log, and commits more.
         let mut b = sink(dir.path()).await;
         assert_eq!(b.txn_version("src").await.unwrap(), Some(1));
-        b.append(vec![rows(&b, &[("B", 2.0)])], vec![Transaction::new("src", 2)])
-            .await
-            .unwrap();
+        b.append(
+            vec![rows(&b, &[("B", 2.0)])],
+            vec![Transaction::new("src", 2)],
+        )
+        .await
+        .unwrap();
         assert_eq!(b.txn_version("src").await.unwrap(), Some(2));
         // The first handle's next commit lands after the other's: what it kept is
         // forgotten, and read again from the log.
         let before = a.version();
-        a.append(vec![rows(&a, &[("C", 3.0)])], vec![Transaction::new("other", 5)])
-            .await
-            .unwrap();
+        a.append(
+            vec![rows(&a, &[("C", 3.0)])],
+            vec![Transaction::new("other", 5)],
+        )
+        .await
+        .unwrap();
         assert_eq!(a.version(), before + 2);
         assert!(a.progress.map().is_empty());
         assert_eq!(a.txn_version("src").await.unwrap(), Some(2));
@@ -949,9 +958,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(a.progress.map().get("src"), Some(&Some(3)));
-        a.delete_where(ident("Index").eq(lit("A")))
-            .await
-            .unwrap();
+        a.delete_where(ident("Index").eq(lit("A"))).await.unwrap();
         let reread = sink(dir.path()).await;
         for app in ["src", "other"] {
             assert_eq!(

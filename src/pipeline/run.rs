@@ -1204,11 +1204,18 @@ impl Update {
         let latest = table.version().map_or(-1, |v| v as i64);
         let started = std::time::Instant::now();
         loop {
-            let done = out.sink.txn_version(&app).await?;
-            let mut side = vec![out.quarantine.txn_version(&app).await?];
-            if let Some(store) = &out.store {
-                side.push(store.txn_version(&app).await?);
-            }
+            // Read side by side: the first read of each table replays its log.
+            let (done, quarantined, stored) = tokio::try_join!(
+                out.sink.txn_version(&app),
+                out.quarantine.txn_version(&app),
+                async {
+                    match &out.store {
+                        Some(store) => store.txn_version(&app).await.map(Some),
+                        None => Ok(None),
+                    }
+                }
+            )?;
+            let side: Vec<Option<i64>> = std::iter::once(quarantined).chain(stored).collect();
             let Some((from, to)) = crate::stream::next_range(done, &side, latest) else {
                 break;
             };
