@@ -35,6 +35,10 @@ use super::Applied;
 use super::CdcError;
 use crate::delta::{DeltaError, DeltaSink, Rewrite};
 
+/// In-order keys up to this many are read each from its own replay point (one
+/// disjunction per key in the read's predicate); more are read from the lowest.
+const KEYS_READ_APART: usize = 16;
+
 /// One key's part of the work.
 struct Key {
     /// Rows of the batch's events (in `changes`).
@@ -196,30 +200,61 @@ pub async fn apply(
     let index = KeyIndex::new(&keys);
     // The stored versions the batch can change.
     let (fast, slow): (Vec<&Key>, Vec<&Key>) = keys.values().partition(|k| !k.slow);
-    let lowest = |ks: &[&Key]| ks.iter().filter_map(|k| k.from.as_ref()).min().cloned();
     let first_rows = |ks: &[&Key]| ks.iter().map(|k| k.rows[0]).collect::<Vec<usize>>();
-    // In order: versions and events from the lowest replay point of the fast keys (each
-    // key is narrowed to its own below). Late or new: all of the slow keys'.
-    let fast_from = match lowest(&fast) {
-        Some(from) => Some((
-            keys::filter(shape, &changes.values, &first_rows(&fast))?,
-            pool_scalar(&pool, &from)?,
-        )),
-        None => None,
+    // In order: each key's versions and events from its own replay point when the keys
+    // are few (keys that move at different paces, as the partitions of a topic do,
+    // would otherwise read the history of all of them from the slowest one's); from
+    // the lowest replay point of all when they are many (each key is narrowed to its
+    // own below). Late or new: all of the slow keys'.
+    let since = |from: &Seq| -> Result<(Expr, Expr), CdcError> {
+        let from = lit(pool_scalar(&pool, from)?);
+        Ok((
+            column(START_AT)
+                .gt_eq(from.clone())
+                .or(column(END_AT).gt_eq(from.clone())),
+            column(store::SEQUENCE).gt_eq(from),
+        ))
+    };
+    let fast_from: Option<(keys::KeyFilter, Expr, Expr)> = if fast.is_empty() {
+        None
+    } else if fast.len() <= KEYS_READ_APART {
+        let (mut versions, mut events): (Option<Expr>, Option<Expr>) = (None, None);
+        for (k, from) in fast.iter().filter_map(|k| Some((k, k.from.as_ref()?))) {
+            let key = keys::filter(shape, &changes.values, &[k.rows[0]])?.expr;
+            let (v, e) = since(from)?;
+            let either = |a: Option<Expr>, b: Expr| Some(a.map_or(b.clone(), |a| a.or(b)));
+            versions = either(versions, key.clone().and(v));
+            events = either(events, key.and(e));
+        }
+        Some((
+            keys::KeyFilter {
+                expr: lit(true),
+                keys: None,
+            },
+            versions.unwrap_or(lit(true)),
+            events.unwrap_or(lit(true)),
+        ))
+    } else {
+        match fast.iter().filter_map(|k| k.from.as_ref()).min() {
+            Some(lowest) => {
+                let (v, e) = since(lowest)?;
+                Some((
+                    keys::filter(shape, &changes.values, &first_rows(&fast))?,
+                    v,
+                    e,
+                ))
+            }
+            None => None,
+        }
     };
     let slow_keys = (!slow.is_empty())
         .then(|| keys::filter(shape, &changes.values, &first_rows(&slow)))
         .transpose()?;
     let mut version_reads: Vec<(&keys::KeyFilter, Expr)> = Vec::new();
     let mut event_reads: Vec<(&keys::KeyFilter, Expr)> = Vec::new();
-    if let Some((keys, from)) = &fast_from {
-        version_reads.push((
-            keys,
-            column(START_AT)
-                .gt_eq(lit(from.clone()))
-                .or(column(END_AT).gt_eq(lit(from.clone()))),
-        ));
-        event_reads.push((keys, column(store::SEQUENCE).gt_eq(lit(from.clone()))));
+    if let Some((keys, versions, events)) = &fast_from {
+        version_reads.push((keys, versions.clone()));
+        event_reads.push((keys, events.clone()));
     }
     if let Some(keys) = &slow_keys {
         version_reads.push((keys, lit(true)));
