@@ -532,7 +532,7 @@ impl DeltaSink {
     /// on top of theirs), their progress is not known: it is read again when asked.
     fn committed(&mut self, before: i64, txns: &[Transaction]) {
         let mut progress = self.progress.map();
-        if self.table.version().map_or(-1, |v| v as i64) == before + 1 {
+        if self.version() == before + 1 {
             for t in txns {
                 progress.insert(t.app_id.clone(), Some(t.version));
             }
