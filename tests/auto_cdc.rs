@@ -97,6 +97,32 @@ async fn scd2_gives_the_in_order_history_whatever_the_arrival_order() {
     assert_eq!(history(&p).await, HISTORY);
 }
 
+/// A full refresh recomputes the history from the source as it is now: the events stored
+/// for the earlier history are forgotten with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_refresh_forgets_the_stored_events() {
+    let p = PipelineProject::new(&[("cdc.sql", SCD2)]);
+    p.write_data("changes/a.json", &lines(&[1, 2, 3, 4, 5, 6, 7]));
+    p.ok(&["pipeline", "run"]);
+    assert_eq!(history(&p).await, HISTORY);
+
+    // The landing folder now holds Anna's event and Bob's, and both tables are
+    // recomputed: Ann and Annie were never.
+    std::fs::remove_file(p.root().join("data/changes/a.json")).unwrap();
+    p.write_data("changes/b.json", &lines(&[3, 4, 5, 6]));
+    let after = [
+        "1|Anna|Lyon|4|4|NULL",
+        "2|Bob|Rome|1|1|3",
+        "2|Bob|Rome|5|5|NULL",
+    ];
+    p.ok(&["pipeline", "run", "--full-refresh"]);
+    assert_eq!(history(&p).await, after);
+
+    // Recomputing the history alone, from the same source, gives it again.
+    p.ok(&["pipeline", "run", "--full-refresh", "customers_history"]);
+    assert_eq!(history(&p).await, after);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn events_without_a_key_or_a_sequence_are_quarantined_with_the_reason() {
     let p = PipelineProject::new(&[("cdc.sql", SCD2)]);

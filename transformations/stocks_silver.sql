@@ -11,8 +11,13 @@ CREATE TEMPORARY VIEW stocks_parsed (
   CONSTRAINT index_is_present EXPECT (Index IS NOT NULL) ON VIOLATION DROP ROW,
   -- close_price_silver is partitioned by Index: the value must fit a folder name
   -- (`Index=<value>`, escaped, at most 255 bytes).
+  -- Any 83 bytes fit (6 + 3 * 83 = 255), so only a longer name has its escapes counted:
+  -- the regular expression would otherwise run on every row.
   CONSTRAINT index_fits_a_folder_name EXPECT (
-    6 + octet_length(Index) + 2 * octet_length(regexp_replace(Index, '[A-Za-z0-9._ -]', '', 'g')) <= 255
+    CASE
+      WHEN octet_length(Index) <= 83 THEN true
+      ELSE 6 + octet_length(Index) + 2 * octet_length(regexp_replace(Index, '[A-Za-z0-9._ -]', '', 'g')) <= 255
+    END
   ) ON VIOLATION DROP ROW,
   CONSTRAINT date_is_yyyy_mm_dd EXPECT (Date IS NOT NULL) ON VIOLATION DROP ROW,
   CONSTRAINT close_is_a_number EXPECT (Close IS NOT NULL) ON VIOLATION DROP ROW,

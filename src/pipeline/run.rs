@@ -1026,12 +1026,17 @@ impl Update {
         )
     }
 
-    /// Empties a dataset for a full refresh: its table, its quarantine and its progress
-    /// copies are deleted, so that every flow into it starts from its sources' beginning.
+    /// Empties a dataset for a full refresh: its table, its quarantine, the event store
+    /// of an AUTO CDC flow into it and its progress copies are deleted, so that every
+    /// flow into it starts from its sources' beginning.
     pub fn forget(&self, dataset: &Dataset) -> Result<(), PipelineError> {
         let root = self.warehouse_root();
         let warehouse = dataset.name.warehouse(&root);
-        let mut paths = vec![warehouse.path(&dataset.name.table_name())];
+        let table = dataset.name.table_name();
+        let mut paths = vec![
+            warehouse.path(&table),
+            warehouse.path(&crate::pipeline::cdc::store::name(&table)),
+        ];
         if let Some(q) = dataset.quarantine() {
             paths.push(q.warehouse(&root).path(&q.table_name()));
         }
