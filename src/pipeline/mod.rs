@@ -271,6 +271,7 @@ pub async fn update(
         update_id: update_id.clone(),
         batch_rows: settings.batch_rows,
         views: Default::default(),
+        reads: Default::default(),
     });
     for d in graph.datasets.values() {
         if d.kind != graph::DatasetKind::TemporaryView

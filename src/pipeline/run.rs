@@ -33,7 +33,7 @@ use super::graph::{Dataset, DatasetKind, Flow, FlowKind, FullName, Graph, Input,
 use super::parse::{Loc, QueryDef, TableDef};
 use super::plan::{self, InputData, PlanError};
 use super::read_files::{self, FileReader, ReadFilesOptions};
-use super::shared_views::{SharedViews, ViewRows};
+use super::shared_views::{SharedReads, SharedViews, ViewRows};
 use super::PipelineError;
 use crate::bundle::Settings;
 use crate::delta::{DeltaError, DeltaSink, TableSpec};
@@ -1000,6 +1000,8 @@ pub struct Update {
     pub batch_rows: usize,
     /// Views computed once per batch for all the flows that read them.
     pub views: Arc<SharedViews>,
+    /// Source commits read once per batch for all the flows that stream them.
+    pub reads: SharedReads,
 }
 
 /// Where a batch's rows came from, for the quarantine and the progress.
@@ -1225,21 +1227,28 @@ impl Update {
                 break;
             };
             tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, "pipeline: progress of the targets read");
-            let appended =
-                crate::stream::read_appends(&table, &name.to_string(), from, to, self.batch_rows)
-                    .await
-                    .map_err(|e| match e {
-                        crate::stream::StreamError::NotAppendOnly { version, what, .. } => {
-                            PipelineError::SourceRewritten {
-                                flow: flow.name.clone(),
-                                source_table: name.to_string(),
-                                version,
-                                what,
-                                target: flow.target.to_string(),
-                            }
+            // Another flow streaming this table from the same progress reads the same
+            // commits: the first to get there reads them for both.
+            let source = name.to_string();
+            let read = crate::stream::read_appends(&table, &source, from, to, self.batch_rows);
+            let appended = self
+                .reads
+                .cell(&source, &format!("{from}..{to}"))
+                .get_or_try_init(|| async { read.await.map(Arc::new) })
+                .await
+                .cloned()
+                .map_err(|e| match e {
+                    crate::stream::StreamError::NotAppendOnly { version, what, .. } => {
+                        PipelineError::SourceRewritten {
+                            flow: flow.name.clone(),
+                            source_table: name.to_string(),
+                            version,
+                            what,
+                            target: flow.target.to_string(),
                         }
-                        other => other.into(),
-                    })?;
+                    }
+                    other => other.into(),
+                })?;
             let rows: u64 = appended.batches.iter().map(|b| b.num_rows() as u64).sum();
             tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, rows, "pipeline: source's new rows read");
             report.rows_read += rows;
@@ -1249,7 +1258,7 @@ impl Update {
                 .first()
                 .map(|b| b.schema())
                 .unwrap_or(table_schema(&table, name)?);
-            let data = InputData::Batches(schema, appended.batches);
+            let data = InputData::Batches(schema, appended.batches.clone());
             let origin = Origin::Table {
                 version: appended.to,
             };
