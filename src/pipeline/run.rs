@@ -10,7 +10,7 @@
 //! A materialized view is rewritten, in one overwrite commit that records the version of
 //! each input, when any input has changed since; otherwise it is left alone.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -1487,6 +1487,7 @@ impl Update {
             let (fresh, duplicates) = first_per_key(&ctx, sink, &kept, &pk.columns).await?;
             report.duplicates += duplicates;
             kept = fresh;
+            tracing::debug!(elapsed = ?started.elapsed(), flow = %flow.name, "pipeline: batch keys checked");
         }
         // An AUTO CDC flow's rows are change events; one without a key or a sequence is
         // quarantined.
@@ -2060,7 +2061,17 @@ async fn first_per_key(
             None => e,
         });
     }
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    // Every key of the batch, encoded once; the sets below borrow them.
+    let encoded = batches
+        .iter()
+        .map(|b| {
+            converter
+                .convert_columns(&key_columns(b, &schema)?)
+                .map_err(|e| write(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen: ahash::HashSet<&[u8]> = ahash::HashSet::default();
+    seen.reserve(rows);
     if sink.version() > 0 {
         let provider = sink
             .table()
@@ -2075,13 +2086,10 @@ async fn first_per_key(
             .iter()
             .map(|k| col(deltalake::datafusion::common::Column::new_unqualified(k)))
             .collect();
-        let mut wanted: HashSet<Vec<u8>> = HashSet::new();
-        for b in batches {
-            let batch_keys = converter
-                .convert_columns(&key_columns(b, &schema)?)
-                .map_err(|e| write(e.to_string()))?;
-            wanted.extend(batch_keys.iter().map(|r| r.as_ref().to_vec()));
-        }
+        let wanted: ahash::HashSet<&[u8]> = encoded
+            .iter()
+            .flat_map(|rows| rows.iter().map(|r| r.data()))
+            .collect();
         for b in df
             .select(cols)
             .map_err(|e| write(e.to_string()))?
@@ -2090,30 +2098,23 @@ async fn first_per_key(
             .map_err(|e| write(e.to_string()))?
         {
             let s = b.schema();
-            let rows = converter
+            let stored = converter
                 .convert_columns(&key_columns(&b, &s)?)
                 .map_err(|e| write(e.to_string()))?;
-            for r in rows.iter() {
-                if wanted.contains(r.as_ref()) {
-                    seen.insert(r.as_ref().to_vec());
-                }
-            }
+            seen.extend(stored.iter().filter_map(|r| wanted.get(r.data()).copied()));
         }
     }
     let mut out = Vec::new();
     let mut dropped = 0u64;
-    for b in batches {
-        let rows = converter
-            .convert_columns(&key_columns(b, &schema)?)
-            .map_err(|e| write(e.to_string()))?;
-        let keep: Vec<bool> = rows
-            .iter()
-            .map(|r| seen.insert(r.as_ref().to_vec()))
-            .collect();
-        dropped += keep.iter().filter(|k| !**k).count() as u64;
-        let mask = deltalake::arrow::array::BooleanArray::from(keep);
+    for (b, rows) in batches.iter().zip(&encoded) {
+        let keep = deltalake::arrow::array::BooleanArray::from(
+            rows.iter()
+                .map(|r| seen.insert(r.data()))
+                .collect::<Vec<bool>>(),
+        );
+        dropped += (keep.len() - keep.true_count()) as u64;
         out.push(
-            deltalake::arrow::compute::filter_record_batch(b, &mask)
+            deltalake::arrow::compute::filter_record_batch(b, &keep)
                 .map_err(|e| write(e.to_string()))?,
         );
     }
