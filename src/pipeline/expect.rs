@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use deltalake::arrow::buffer::BooleanBuffer;
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::Schema;
 use deltalake::datafusion::sql::sqlparser::ast::{
@@ -96,52 +97,51 @@ pub fn split(batches: &[RecordBatch], expectations: &[Expectation], dataset: &st
         let data = batch
             .project(&(0..width).collect::<Vec<_>>())
             .expect("the data columns come first");
-        // true where the row passes expectation i (NULL fails).
-        let passes: Vec<Vec<bool>> = (0..n)
-            .map(|i| {
-                let col = batch.column(width + i);
-                let col = col.as_boolean_opt();
-                (0..batch.num_rows())
-                    .map(|r| col.is_some_and(|c| c.is_valid(r) && c.value(r)))
-                    .collect()
+        // Set where the row passes expectation i (NULL fails).
+        let passes: Vec<BooleanBuffer> = (0..n)
+            .map(|i| match batch.column(width + i).as_boolean_opt() {
+                Some(c) => match c.nulls() {
+                    Some(valid) => c.values() & valid.inner(),
+                    None => c.values().clone(),
+                },
+                None => BooleanBuffer::new_unset(batch.num_rows()),
             })
             .collect();
         for (i, p) in passes.iter().enumerate() {
-            let passed = p.iter().filter(|x| **x).count() as u64;
+            let passed = p.count_set_bits() as u64;
             out.metrics[i].passed_records += passed;
             out.metrics[i].failed_records += p.len() as u64 - passed;
         }
         if out.failure.is_none() {
             'find: for (i, e) in expectations.iter().enumerate() {
                 if e.action == Violation::FailUpdate {
-                    if let Some(r) = passes[i].iter().position(|x| !x) {
+                    if let Some(r) = (0..passes[i].len()).find(|&r| !passes[i].value(r)) {
                         out.failure = Some((e.name.clone(), data.slice(r, 1)));
                         break 'find;
                     }
                 }
             }
         }
-        let keep: Vec<bool> = (0..batch.num_rows())
-            .map(|r| {
-                expectations
-                    .iter()
-                    .enumerate()
-                    .all(|(i, e)| e.action != Violation::DropRow || passes[i][r])
-            })
-            .collect();
-        let kept_mask = BooleanArray::from(keep.clone());
+        let keep = expectations
+            .iter()
+            .zip(&passes)
+            .filter(|(e, _)| e.action == Violation::DropRow)
+            .fold(BooleanBuffer::new_set(batch.num_rows()), |keep, (_, p)| {
+                &keep & p
+            });
+        let kept_mask = BooleanArray::new(keep.clone(), None);
         out.kept
             .push(filter_record_batch(&data, &kept_mask).expect("mask has the batch's length"));
-        if keep.iter().any(|k| !k) {
-            let dropped_mask = BooleanArray::from(keep.iter().map(|k| !k).collect::<Vec<_>>());
+        if kept_mask.false_count() > 0 {
+            let dropped_mask = BooleanArray::new(!&keep, None);
             let failed: Vec<Vec<String>> = (0..batch.num_rows())
-                .filter(|r| !keep[*r])
+                .filter(|&r| !keep.value(r))
                 .map(|r| {
                     expectations
                         .iter()
-                        .enumerate()
-                        .filter(|(i, _)| !passes[*i][r])
-                        .map(|(_, e)| e.name.clone())
+                        .zip(&passes)
+                        .filter(|(_, p)| !p.value(r))
+                        .map(|(e, _)| e.name.clone())
                         .collect()
                 })
                 .collect();
