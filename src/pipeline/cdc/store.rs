@@ -109,7 +109,8 @@ fn condition(batch: &RecordBatch, name: &str) -> Result<BooleanArray, CdcError> 
 
 /// Rows of the flow that cannot be events, with the reason of each.
 pub struct Rejected {
-    pub rows: RecordBatch,
+    /// Set at the rejected rows of the batch given.
+    pub rows: BooleanArray,
     pub reasons: Vec<String>,
 }
 
@@ -149,11 +150,7 @@ impl Changes {
         note(&sequence, "AUTO CDC: the SEQUENCE BY value is NULL");
         let keep = BooleanArray::from_iter(reasons.iter().map(|r| Some(r.is_none())));
         let rejected = (keep.false_count() > 0).then(|| Rejected {
-            rows: filter_record_batch(
-                batch,
-                &deltalake::arrow::compute::not(&keep).expect("a boolean array"),
-            )
-            .expect("a mask of the batch's length"),
+            rows: deltalake::arrow::compute::not(&keep).expect("a boolean array"),
             reasons: reasons.iter().flatten().cloned().collect(),
         });
         let batch = match rejected {
